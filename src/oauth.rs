@@ -1,0 +1,532 @@
+//! The token-endpoint adapter: one `refresh_token` grant, built and parsed by pure functions and
+//! sent by a thin reqwest call. Hand-rolled rather than the `oauth2` crate: it must accept
+//! `expires_in` as a string, form-encoded and HTTP-200 error answers, keep the HTTP headers
+//! (`Retry-After`), and never keep a raw body that may hold tokens.
+
+use crate::config::{ClientAuth, parse_instance_url};
+use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
+use crate::wire::{self, BodyError};
+use base64::Engine;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// What the keeper sends for one refresh.
+pub struct RefreshRequest<'a> {
+    /// The registry's token endpoint.
+    pub token_url: &'a str,
+    /// The registry's client id.
+    pub client_id: &'a str,
+    /// The client secret, when the client is confidential.
+    pub client_secret: Option<&'a SecretString>,
+    /// The refresh token.
+    pub refresh_token: &'a SecretString,
+    /// The scope, always sent when known (Entra v2 needs it).
+    pub scope: Option<&'a str>,
+    /// How the client authenticates.
+    pub client_auth: ClientAuth,
+}
+
+/// A token endpoint's successful answer.
+pub struct TokenSet {
+    /// The new access token.
+    pub access_token: SecretString,
+    /// The new refresh token, when the provider rotated it; `None` means keep the old one.
+    pub refresh_token: Option<SecretString>,
+    /// `expires_in`, from a number or a string.
+    pub expires_in: Option<Duration>,
+    /// `expires_on` (Entra v1), epoch seconds.
+    pub expires_on: Option<Timestamp>,
+    /// `refresh_token_expires_in` (GitHub and others).
+    pub refresh_expires_in: Option<Duration>,
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"[REDACTED]")
+            .field("rotated", &self.refresh_token.is_some())
+            .field("expires_in", &self.expires_in)
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+/// An OAuth error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    /// What classification reads.
+    pub code: ProviderErrorCode,
+    /// `error_description`, shortened and with any secret we sent removed.
+    pub description: String,
+    /// Entra's `trace_id`, kept for support tickets.
+    pub trace_id: Option<String>,
+    /// Entra's `correlation_id`.
+    pub correlation_id: Option<String>,
+    /// How long the provider asked us to wait.
+    pub retry_after: Option<Duration>,
+}
+
+/// A failed refresh at the token endpoint. No variant holds a response body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// The provider answered with an OAuth error.
+    #[error("provider answered HTTP {} {}{}", .0.code.status, if .0.code.error.is_empty() { "without an error code" } else { .0.code.error.as_str() }, codes_suffix(&.0.code.error_codes))]
+    Rejected(Box<ProviderError>),
+    /// A non-OAuth error answer (a plain-text 429, an HTML 502 from a gateway).
+    #[error("provider answered HTTP {status} without an OAuth error body")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// How long the provider asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// No connection could be made: the request was surely not processed.
+    #[error("cannot reach the token endpoint: {0}")]
+    Unreachable(String),
+    /// The request was sent but the answer was lost (timeout, reset): the provider may have
+    /// consumed and rotated the refresh token.
+    #[error("the token endpoint's answer was lost: {0}")]
+    LostAnswer(String),
+    /// A success status whose body did not parse; as dangerous as a lost answer.
+    #[error("unreadable answer from the token endpoint: {0}")]
+    Malformed(String),
+    /// The token URL is not acceptable (http:// to a non-loopback host, unparseable).
+    #[error("token_url rejected: {0}")]
+    BadUrl(String),
+}
+
+fn codes_suffix(codes: &[u64]) -> String {
+    match codes.first() {
+        Some(c) => format!(" (AADSTS{c})"),
+        None => String::new(),
+    }
+}
+
+impl TokenError {
+    /// The failure class.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            TokenError::Rejected(e) => classify_provider(&e.code),
+            TokenError::Http { status: 429, .. } => FailureClass::Throttled,
+            TokenError::Http { status, .. } if *status >= 500 => FailureClass::Transient,
+            TokenError::Http { .. } | TokenError::BadUrl(_) => FailureClass::Configuration,
+            TokenError::Unreachable(_) | TokenError::LostAnswer(_) | TokenError::Malformed(_) => {
+                FailureClass::Transient
+            }
+        }
+    }
+
+    /// Whether the provider may have consumed the refresh token without us seeing the answer.
+    pub fn answer_lost(&self) -> bool {
+        matches!(self, TokenError::LostAnswer(_) | TokenError::Malformed(_))
+    }
+
+    /// Whether sending the same request again is safe and may succeed: the provider refused it
+    /// before using the token (throttling, outage, unreachable).
+    pub fn retry_now(&self) -> bool {
+        match self {
+            TokenError::Unreachable(_) => true,
+            TokenError::Http { status, .. } => *status == 429 || *status >= 500,
+            TokenError::Rejected(e) => {
+                matches!(
+                    classify_provider(&e.code),
+                    FailureClass::Transient | FailureClass::Throttled
+                ) && e.code.status != 200
+            }
+            _ => false,
+        }
+    }
+
+    /// The wait the provider asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::Rejected(e) => e.retry_after,
+            TokenError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The token endpoint client.
+#[derive(Clone, Debug)]
+pub struct TokenClient {
+    http: reqwest::Client,
+}
+
+impl TokenClient {
+    /// A client with a total deadline per request.
+    pub fn new(timeout: Duration, loopback: bool) -> Result<TokenClient, reqwest::Error> {
+        Ok(TokenClient {
+            http: wire::build_client(timeout, loopback)?,
+        })
+    }
+
+    /// Sends one refresh request. Never retries by itself: whether a retry is safe depends on
+    /// the outcome, which the caller decides with [`TokenError::retry_now`] and
+    /// [`TokenError::answer_lost`].
+    pub async fn refresh(&self, request: &RefreshRequest<'_>) -> Result<TokenSet, TokenError> {
+        let url = check_token_url(request.token_url)?;
+        let (form, basic) = build_form(request);
+        let mut builder = self
+            .http
+            .post(url)
+            .header("Accept", "application/json")
+            .form(&form);
+        if let Some(header) = basic {
+            let mut value = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+                TokenError::BadUrl("client id or secret cannot form a header".into())
+            })?;
+            value.set_sensitive(true);
+            builder = builder.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let response = builder.send().await.map_err(|e| {
+            if e.is_connect() {
+                TokenError::Unreachable(wire::describe_transport(&e))
+            } else {
+                TokenError::LostAnswer(wire::describe_transport(&e))
+            }
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let retry_after = wire::retry_after(&headers, status, Timestamp::now());
+        let body = wire::read_capped(response).await.map_err(|e| match e {
+            BodyError::Transport(t) => TokenError::LostAnswer(t),
+            BodyError::TooLarge => {
+                TokenError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
+            }
+        })?;
+        let secrets = [
+            Some(request.refresh_token.expose_secret()),
+            request.client_secret.map(|s| s.expose_secret()),
+        ];
+        parse_token_response(status, &content_type, &body, retry_after, &secrets)
+    }
+}
+
+/// Only https token endpoints, except on loopback: the refresh token and client secret travel in
+/// the body.
+fn check_token_url(text: &str) -> Result<url::Url, TokenError> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|_| TokenError::BadUrl("token_url is not a URL".into()))?;
+    let host = url.host_str().unwrap_or("");
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if parse_instance_url(&format!("http://{host}")).is_ok() => Ok(url),
+        _ => Err(TokenError::BadUrl(format!(
+            "token_url must be https:// (got {}://{host})",
+            url.scheme()
+        ))),
+    }
+}
+
+/// The form body and, for `client_secret_basic`, the Authorization header value. Pure.
+pub fn build_form(request: &RefreshRequest<'_>) -> (Vec<(&'static str, String)>, Option<String>) {
+    let mut form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        (
+            "refresh_token",
+            request.refresh_token.expose_secret().to_string(),
+        ),
+        ("client_id", request.client_id.to_string()),
+    ];
+    if let Some(scope) = request.scope.filter(|s| !s.trim().is_empty()) {
+        form.push(("scope", scope.to_string()));
+    }
+    let mut basic = None;
+    if let Some(secret) = request.client_secret {
+        match request.client_auth {
+            ClientAuth::Post => form.push(("client_secret", secret.expose_secret().to_string())),
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: each part form-urlencoded before joining and base64.
+                let id: String =
+                    url::form_urlencoded::byte_serialize(request.client_id.as_bytes()).collect();
+                let pw: String =
+                    url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
+                        .collect();
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{pw}"));
+                basic = Some(format!("Basic {encoded}"));
+            }
+        }
+    }
+    (form, basic)
+}
+
+/// Parses a token endpoint answer leniently: JSON or form-encoded, `expires_in` as number or
+/// string, HTTP-200 error bodies. `secrets` are scrubbed from any text kept. Pure.
+pub fn parse_token_response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    secrets: &[Option<&str>],
+) -> Result<TokenSet, TokenError> {
+    let fields = decode_fields(content_type, body);
+    let success = (200..300).contains(&status);
+    let Some(fields) = fields else {
+        return Err(if success {
+            TokenError::Malformed(format!(
+                "{} bytes that are neither JSON nor a form",
+                body.len()
+            ))
+        } else {
+            TokenError::Http {
+                status,
+                retry_after,
+            }
+        });
+    };
+    let text = |k: &str| match fields.get(k) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Some(error) = text("error") {
+        let error_codes = match fields.get("error_codes") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut description: String = text("error_description")
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        for secret in secrets.iter().flatten().filter(|s| s.len() >= 4) {
+            description = description.replace(secret, "[REDACTED]");
+        }
+        return Err(TokenError::Rejected(Box::new(ProviderError {
+            code: ProviderErrorCode {
+                status,
+                error: error.chars().take(64).collect(),
+                error_codes,
+                suberror: text("suberror"),
+            },
+            description,
+            trace_id: text("trace_id").map(|t| t.chars().take(64).collect()),
+            correlation_id: text("correlation_id").map(|t| t.chars().take(64).collect()),
+            retry_after,
+        })));
+    }
+    if !success {
+        return Err(TokenError::Http {
+            status,
+            retry_after,
+        });
+    }
+    let Some(access_token) = text("access_token") else {
+        return Err(TokenError::Malformed(
+            "no access_token in a success answer".into(),
+        ));
+    };
+    let seconds = |k: &str| {
+        text(k).and_then(|v| {
+            let v = v.trim();
+            v.parse::<u64>().ok().or_else(|| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+        })
+    };
+    Ok(TokenSet {
+        access_token: SecretString::from(access_token),
+        refresh_token: text("refresh_token").map(SecretString::from),
+        expires_in: seconds("expires_in").map(Duration::from_secs),
+        expires_on: seconds("expires_on")
+            .and_then(|s| i64::try_from(s).ok())
+            .and_then(|s| Timestamp::from_second(s).ok()),
+        refresh_expires_in: seconds("refresh_token_expires_in").map(Duration::from_secs),
+    })
+}
+
+/// Top-level fields of a JSON object or a form-encoded body.
+fn decode_fields(content_type: &str, body: &[u8]) -> Option<HashMap<String, Value>> {
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+        return Some(map.into_iter().collect());
+    }
+    let text = std::str::from_utf8(body).ok()?.trim();
+    let form_like = content_type.contains("x-www-form-urlencoded")
+        || (!text.is_empty() && !text.starts_with(['{', '[', '<']) && text.contains('='));
+    if !form_like {
+        return None;
+    }
+    let map: HashMap<String, Value> = url::form_urlencoded::parse(text.as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    (!map.is_empty()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(status: u16, ct: &str, body: &str) -> Result<TokenSet, TokenError> {
+        parse_token_response(status, ct, body.as_bytes(), None, &[Some("rt-secret-1234")])
+    }
+
+    #[test]
+    fn lenient_success_shapes() {
+        let entra = parse(200, "application/json", r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"at1","refresh_token":"rt2"}"#).unwrap();
+        assert_eq!(entra.expires_in, Some(Duration::from_secs(3599)));
+        assert!(entra.refresh_token.is_some());
+        let v1 = parse(
+            200,
+            "application/json",
+            r#"{"expires_in":"3600","expires_on":"1460404526","access_token":"at1"}"#,
+        )
+        .unwrap();
+        assert_eq!(v1.expires_in, Some(Duration::from_secs(3600)));
+        assert_eq!(v1.expires_on.map(|t| t.as_second()), Some(1_460_404_526));
+        assert!(
+            v1.refresh_token.is_none(),
+            "no refresh_token = keep the old one"
+        );
+        let salesforce = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"at1","instance_url":"x","issued_at":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(salesforce.expires_in, None);
+        let github = parse(200, "application/x-www-form-urlencoded", "access_token=ghu_1&expires_in=28800&refresh_token=ghr_2&refresh_token_expires_in=15897600&token_type=bearer").unwrap();
+        assert_eq!(
+            github.refresh_expires_in,
+            Some(Duration::from_secs(15_897_600))
+        );
+        let empty_rt = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"a","refresh_token":""}"#,
+        )
+        .unwrap();
+        assert!(
+            empty_rt.refresh_token.is_none(),
+            "an empty refresh_token never blanks the stored one"
+        );
+    }
+
+    #[test]
+    fn errors_are_classified_and_scrubbed() {
+        let e = parse(400, "application/json", r#"{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity. rt-secret-1234\r\nTrace ID: x","error_codes":[700082],"trace_id":"t-1","correlation_id":"c-1"}"#).unwrap_err();
+        assert_eq!(e.class(), FailureClass::NeedsReauth);
+        match &e {
+            TokenError::Rejected(p) => {
+                assert_eq!(p.code.error_codes, vec![700082]);
+                assert!(!p.description.contains("rt-secret-1234"));
+                assert!(!p.description.contains("Trace ID"));
+                assert_eq!(p.trace_id.as_deref(), Some("t-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("AADSTS700082"));
+        let gh = parse(200, "application/json", r#"{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired."}"#).unwrap_err();
+        assert_eq!(gh.class(), FailureClass::NeedsReauth);
+        assert!(!gh.retry_now());
+        let plain429 = parse(429, "text/plain", "Too Many Requests").unwrap_err();
+        assert!(matches!(plain429, TokenError::Http { status: 429, .. }));
+        assert!(plain429.retry_now());
+        assert_eq!(plain429.class(), FailureClass::Throttled);
+        let garbage = parse(200, "application/json", "{\"access_tok").unwrap_err();
+        assert!(garbage.answer_lost());
+        let missing = parse(200, "application/json", r#"{"token_type":"Bearer"}"#).unwrap_err();
+        assert!(matches!(missing, TokenError::Malformed(_)));
+        let loop_detected = parse(
+            400,
+            "application/json",
+            r#"{"error":"invalid_grant","error_codes":[50196]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(loop_detected.class(), FailureClass::Throttled);
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let rt = SecretString::from("rt");
+        let secret = SecretString::from("p@ss:w rd");
+        let req = RefreshRequest {
+            token_url: "https://idp/token",
+            client_id: "my id",
+            client_secret: Some(&secret),
+            refresh_token: &rt,
+            scope: Some("offline_access"),
+            client_auth: ClientAuth::Basic,
+        };
+        let (form, basic) = build_form(&req);
+        assert!(form.iter().all(|(k, _)| *k != "client_secret"));
+        assert!(
+            form.iter()
+                .any(|(k, v)| *k == "scope" && v == "offline_access")
+        );
+        let header = basic.unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.trim_start_matches("Basic "))
+            .unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), "my+id:p%40ss%3Aw+rd");
+        let post = RefreshRequest {
+            client_auth: ClientAuth::Post,
+            ..req
+        };
+        let (form, basic) = build_form(&post);
+        assert!(basic.is_none());
+        assert!(
+            form.iter()
+                .any(|(k, v)| *k == "client_secret" && v == "p@ss:w rd")
+        );
+    }
+
+    #[test]
+    fn token_urls_must_be_https_off_loopback() {
+        assert!(check_token_url("https://login.microsoftonline.com/t/oauth2/v2.0/token").is_ok());
+        assert!(check_token_url("http://127.0.0.1:9/token").is_ok());
+        assert!(check_token_url("http://idp.example/token").is_err());
+        assert!(check_token_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn debug_of_a_token_set_is_redacted() {
+        let set = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"at-visible","refresh_token":"rt-visible","expires_in":1}"#,
+        )
+        .unwrap();
+        let dump = format!("{set:?}");
+        assert!(!dump.contains("at-visible") && !dump.contains("rt-visible"));
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..300), json in any::<bool>()) {
+            let ct = if json { "application/json" } else { "application/x-www-form-urlencoded" };
+            let _ = parse_token_response(status, ct, &body, None, &[]);
+        }
+
+        #[test]
+        fn expires_in_number_or_string(n in 0u64..10_000_000, as_string in any::<bool>()) {
+            let value = if as_string { format!("\"{n}\"") } else { n.to_string() };
+            let body = format!(r#"{{"access_token":"a","expires_in":{value}}}"#);
+            let set = parse_token_response(200, "application/json", body.as_bytes(), None, &[]).unwrap();
+            prop_assert_eq!(set.expires_in, Some(Duration::from_secs(n)));
+        }
+    }
+}

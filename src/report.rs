@@ -1,0 +1,330 @@
+//! Renderings of the estate for people (aligned tables) and scripts (JSON). No secret ever
+//! reaches these types: they are built from cycle reports, which hold none.
+
+use crate::domain::time::{format_sn_utc, relative};
+use crate::engine::{CredentialReport, CycleReport, Outcome};
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// One `status` row in JSON.
+#[derive(Debug, Serialize)]
+pub struct StatusRow {
+    /// The refresh row's sys_id.
+    pub sys_id: String,
+    /// The credential's name.
+    pub name: String,
+    /// The Application Registry's name.
+    pub registry: String,
+    /// The Application Registry's sys_id.
+    pub registry_sys_id: String,
+    /// The requestor profile's sys_id.
+    pub requestor_profile: String,
+    /// fresh / due / missing access token / refresh token expiring / needs re-authorisation.
+    pub state: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Whether the next cycle refreshes it.
+    pub due: bool,
+    /// Access-token expiry (UTC, `YYYY-MM-DD HH:MM:SS`), if any.
+    pub access_expires: Option<String>,
+    /// Refresh-token row expiry (UTC), if any.
+    pub refresh_expires: Option<String>,
+    /// The last failure the keeper remembers, if any.
+    pub last_error: Option<String>,
+    /// When the keeper last refreshed it (UTC), if ever.
+    pub last_refreshed: Option<String>,
+}
+
+/// The `status --format json` document.
+#[derive(Debug, Serialize)]
+pub struct StatusDocument {
+    /// When the report was made (UTC).
+    pub generated_at: String,
+    /// Counts by state.
+    pub summary: std::collections::BTreeMap<String, usize>,
+    /// One row per refresh-token credential.
+    pub credentials: Vec<StatusRow>,
+}
+
+/// Builds the JSON status document.
+pub fn status_document(report: &CycleReport) -> StatusDocument {
+    let mut summary = std::collections::BTreeMap::new();
+    let credentials = report
+        .credentials
+        .iter()
+        .map(|c| {
+            *summary
+                .entry(c.assessment.state.label().to_string())
+                .or_insert(0) += 1;
+            StatusRow {
+                sys_id: c.sys_id.clone(),
+                name: c.name.clone(),
+                registry: c.registry.clone(),
+                registry_sys_id: c.registry_id.clone(),
+                requestor_profile: c.requestor_profile.clone(),
+                state: c.assessment.state.label().to_string(),
+                reason: c.assessment.reason.to_string(),
+                due: c.assessment.action == crate::domain::plan::Action::Refresh,
+                access_expires: c.access_expires.map(format_sn_utc),
+                refresh_expires: c.refresh_expires.map(format_sn_utc),
+                last_error: c.last_error.clone(),
+                last_refreshed: c.last_success.map(format_sn_utc),
+            }
+        })
+        .collect();
+    StatusDocument {
+        generated_at: format_sn_utc(report.started),
+        summary,
+        credentials,
+    }
+}
+
+/// Renders rows as an aligned table with a header line.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn when(now: Timestamp, ts: Option<Timestamp>) -> String {
+    match ts {
+        Some(t) => relative(now, t),
+        None => "—".to_string(),
+    }
+}
+
+/// Credentials in reading order for people: by registry, then name.
+fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
+    let mut list: Vec<&CredentialReport> = report.credentials.iter().collect();
+    list.sort_by(|a, b| (&a.registry, &a.name, &a.sys_id).cmp(&(&b.registry, &b.name, &b.sys_id)));
+    list
+}
+
+/// The `status` table.
+pub fn status_table(report: &CycleReport) -> String {
+    let now = report.started;
+    let rows: Vec<Vec<String>> = by_registry(report)
+        .into_iter()
+        .map(|c| {
+            vec![
+                short(&c.name, 28),
+                short(&c.sys_id, 8),
+                short(&c.registry, 24),
+                short(&c.requestor_profile, 8),
+                c.assessment.state.label().to_string(),
+                when(now, c.access_expires),
+                when(now, c.refresh_expires),
+                c.last_error
+                    .as_deref()
+                    .map(|e| short(e, 60))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "CREDENTIAL",
+            "SYS_ID",
+            "REGISTRY",
+            "PROFILE",
+            "STATE",
+            "ACCESS EXPIRES",
+            "REFRESH EXPIRES",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    out.push_str(&summary_line(report));
+    out
+}
+
+/// A one-line count of states.
+pub fn summary_line(report: &CycleReport) -> String {
+    let doc = status_document(report);
+    let parts: Vec<String> = doc
+        .summary
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    format!(
+        "{} credentials: {}\n",
+        report.credentials.len(),
+        parts.join(", ")
+    )
+}
+
+fn outcome_cell(c: &CredentialReport) -> String {
+    match &c.outcome {
+        Outcome::Refreshed {
+            rotated,
+            created_access_row,
+        } => {
+            let mut s = "refreshed".to_string();
+            if *created_access_row {
+                s.push_str(", access row created");
+            }
+            if *rotated {
+                s.push_str(", refresh token rotated");
+            }
+            s
+        }
+        Outcome::Failed { class, message } => format!("FAILED ({class}): {}", short(message, 90)),
+        Outcome::Blocked { message } => format!("needs a person: {}", short(message, 90)),
+        other => other.label().to_string(),
+    }
+}
+
+/// The "before" table of `demo` and `once --dry-run`: state and reason per credential.
+pub fn plan_table(report: &CycleReport) -> String {
+    let now = report.started;
+    let rows: Vec<Vec<String>> = by_registry(report)
+        .into_iter()
+        .map(|c| {
+            vec![
+                short(&c.name, 32),
+                short(&c.registry, 26),
+                c.assessment.state.label().to_string(),
+                when(now, c.access_expires),
+                c.assessment.reason.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["CREDENTIAL", "REGISTRY", "STATE", "ACCESS EXPIRES", "WHY"],
+        &rows,
+    )
+}
+
+/// The table of what a cycle did.
+pub fn outcome_table(report: &CycleReport) -> String {
+    let now = report.started;
+    let rows: Vec<Vec<String>> = by_registry(report)
+        .into_iter()
+        .map(|c| {
+            vec![
+                short(&c.name, 32),
+                short(&c.registry, 26),
+                when(now, c.access_expires),
+                outcome_cell(c),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CREDENTIAL",
+            "REGISTRY",
+            "ACCESS EXPIRES",
+            "WHAT THE KEEPER DID",
+        ],
+        &rows,
+    )
+}
+
+/// A closing summary of a cycle.
+pub fn cycle_summary(report: &CycleReport) -> String {
+    format!(
+        "{} rows read, {} credentials: {} refreshed, {} re-delivered, {} failed, {} need a person, {} left alone ({} ms)\n",
+        report.rows,
+        report.credentials.len(),
+        report.count("refreshed"),
+        report.count("re-delivered"),
+        report.count("failed"),
+        report.count("blocked"),
+        report.count("skipped"),
+        report.duration.as_millis()
+    )
+}
+
+/// `once --dry-run`: what would be refreshed and why.
+pub fn dry_run_table(report: &CycleReport) -> String {
+    let now = report.started;
+    let rows: Vec<Vec<String>> = by_registry(report)
+        .into_iter()
+        .filter(|c| c.outcome != Outcome::Skipped)
+        .map(|c| {
+            vec![
+                short(&c.name, 32),
+                short(&c.sys_id, 8),
+                short(&c.registry, 26),
+                c.outcome.label().to_string(),
+                when(now, c.access_expires),
+                match &c.outcome {
+                    Outcome::Blocked { message } => short(message, 90),
+                    _ => c.assessment.reason.to_string(),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return format!(
+            "nothing is due ({} credentials, all fresh)\n",
+            report.credentials.len()
+        );
+    }
+    table(
+        &[
+            "CREDENTIAL",
+            "SYS_ID",
+            "REGISTRY",
+            "ACTION",
+            "ACCESS EXPIRES",
+            "WHY",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn shortening_keeps_width() {
+        assert_eq!(short("abcdef", 4), "abc…");
+        assert_eq!(short("abc", 4), "abc");
+    }
+}

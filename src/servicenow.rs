@@ -1,0 +1,857 @@
+//! The ServiceNow adapter: Table API reads and writes of `oauth_credential`, the integration
+//! user's record, and the companion that hands out decrypted secrets.
+
+use crate::config::{InstanceSettings, parse_instance_url};
+use crate::domain::credential::{CredentialRow, Registry, TokenType};
+use crate::domain::time::parse_sn_datetime;
+use crate::wire::{self, BodyError};
+use backon::{ExponentialBuilder, Retryable};
+use jiff::Timestamp;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// The columns discovery reads: the row itself and its registry, dot-walked through `peer`.
+pub const CREDENTIAL_FIELDS: &str = "sys_id,type,peer,oauth_requestor_profile,user,scopes,expires,name,sys_updated_on,sys_mod_count,peer.name,peer.client_id,peer.token_url,peer.default_grant_type";
+
+/// The companion's limit of sys_ids per call.
+pub const COMPANION_BATCH: usize = 100;
+
+/// A failed call to the instance.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnError {
+    /// No connection could be made (DNS, refused, TLS).
+    #[error("cannot reach the instance: {0}")]
+    Unreachable(String),
+    /// The request was sent but no complete answer came back (timeout, reset).
+    #[error("no answer from the instance: {0}")]
+    NoAnswer(String),
+    /// 401: the instance refused the service account.
+    #[error(
+        "the instance refused the service account (HTTP 401: {0}); check instance.username, the password, and whether Basic auth is allowed for this user (Web Service Access Only)"
+    )]
+    Unauthorized(String),
+    /// 403: the account lacks a role or an ACL.
+    #[error("insufficient rights (HTTP 403: {0})")]
+    Forbidden(String),
+    /// 404.
+    #[error("not found (HTTP 404: {0})")]
+    NotFound(String),
+    /// An HTML page instead of JSON: a hibernating instance, a login or maintenance page.
+    #[error(
+        "the instance answered HTTP {0} with an HTML page instead of JSON (hibernating, maintenance, or a login page in front of it)"
+    )]
+    Html(u16),
+    /// The instance cancelled the transaction (quota rule: maximum execution time exceeded).
+    #[error(
+        "the instance cancelled the transaction (maximum execution time exceeded); try a smaller instance.page_size"
+    )]
+    Cancelled,
+    /// The answer did not parse (truncated, garbage, too large). Nothing is done on its strength.
+    #[error("unreadable answer from the instance: {0}")]
+    Malformed(String),
+    /// Any other error status.
+    #[error("the instance answered HTTP {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The ServiceNow error message and detail.
+        message: String,
+        /// How long the instance asked us to wait.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl SnError {
+    /// Whether the instance as a whole is unusable for this account (exit code 3): unreachable,
+    /// refusing the account, or not speaking JSON.
+    pub fn instance_unusable(&self) -> bool {
+        matches!(
+            self,
+            SnError::Unreachable(_)
+                | SnError::NoAnswer(_)
+                | SnError::Unauthorized(_)
+                | SnError::Forbidden(_)
+                | SnError::Html(_)
+        )
+    }
+
+    /// Whether trying the same idempotent call again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SnError::Unreachable(_)
+            | SnError::NoAnswer(_)
+            | SnError::Html(_)
+            | SnError::Cancelled
+            | SnError::Malformed(_) => true,
+            SnError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Whether a non-idempotent call (POST) may be sent again: only when the instance surely did
+    /// not process it.
+    fn is_safe_to_resend(&self) -> bool {
+        matches!(self, SnError::Unreachable(_))
+            || matches!(self, SnError::Status { status: 429, .. })
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SnError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SnError::Unreachable(_) => "unreachable",
+            SnError::NoAnswer(_) => "no_answer",
+            SnError::Unauthorized(_) => "unauthorized",
+            SnError::Forbidden(_) => "forbidden",
+            SnError::NotFound(_) => "not_found",
+            SnError::Html(_) => "html",
+            SnError::Cancelled => "cancelled",
+            SnError::Malformed(_) => "malformed",
+            SnError::Status { .. } => "status",
+        }
+    }
+}
+
+/// Secrets the companion hands out for one refresh row.
+pub struct CompanionSecrets {
+    /// The decrypted refresh token.
+    pub refresh_token: SecretString,
+    /// The registry's decrypted client secret, when the instance has one.
+    pub client_secret: Option<SecretString>,
+}
+
+impl fmt::Debug for CompanionSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CompanionSecrets([REDACTED])")
+    }
+}
+
+/// The integration user's `sys_user` record, as far as the keeper needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrationUser {
+    /// `sys_id`.
+    pub sys_id: String,
+    /// `time_zone`: empty means the instance's system default.
+    pub time_zone: String,
+    /// `date_format`: empty means the system default.
+    pub date_format: String,
+}
+
+/// How many times and how patiently calls to the instance are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, first included.
+    pub attempts: usize,
+    /// First backoff delay.
+    pub min_delay: Duration,
+    /// Largest backoff delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A decoded JSON answer with what the keeper reads from its headers.
+struct Answer {
+    body: Value,
+    total_count: Option<usize>,
+    next: Option<String>,
+}
+
+/// The Table API + companion client.
+#[derive(Clone)]
+pub struct Instance {
+    http: reqwest::Client,
+    base: Url,
+    username: String,
+    password: SecretString,
+    companion_path: String,
+    page_size: usize,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("base", &self.base.as_str())
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Builds the client from `[instance]`.
+    pub fn new(settings: &InstanceSettings, retry: RetryPolicy) -> Result<Instance, SnError> {
+        let loopback = settings
+            .url
+            .host_str()
+            .is_some_and(|h| parse_instance_url(&format!("http://{h}")).is_ok());
+        let http = wire::build_client(settings.timeout, loopback)
+            .map_err(|e| SnError::Unreachable(wire::describe_transport(&e)))?;
+        Ok(Instance {
+            http,
+            base: settings.url.clone(),
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+            companion_path: settings.companion_path.clone(),
+            page_size: settings.page_size,
+            retry,
+        })
+    }
+
+    /// The instance's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}{}", self.base.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
+    }
+
+    fn table_url(&self, table: &str, sys_id: Option<&str>) -> Url {
+        match sys_id {
+            Some(id) => self.url(&format!("/api/now/table/{table}/{id}")),
+            None => self.url(&format!("/api/now/table/{table}")),
+        }
+    }
+
+    /// Reads every `oauth_credential` row of type access or refresh token, following
+    /// `Link: rel="next"` (a page may be short while more rows exist: paging never stops on a
+    /// short page).
+    pub async fn list_credentials(&self) -> Result<Vec<CredentialRow>, SnError> {
+        let mut url = self.table_url("oauth_credential", None);
+        url.query_pairs_mut()
+            .append_pair(
+                "sysparm_query",
+                "typeINaccess_token,refresh_token^ORDERBYsys_id",
+            )
+            .append_pair("sysparm_fields", CREDENTIAL_FIELDS)
+            .append_pair("sysparm_display_value", "false")
+            .append_pair("sysparm_exclude_reference_link", "true")
+            .append_pair("sysparm_limit", &self.page_size.to_string())
+            .append_pair("sysparm_offset", "0");
+        let mut rows = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut offset = 0usize;
+        loop {
+            if !seen.insert(url.to_string()) {
+                return Err(SnError::Malformed(
+                    "the Link header points back to a page already read".into(),
+                ));
+            }
+            let answer = self.call(Method::GET, url.clone(), None, true).await?;
+            let page = match answer.body.get("result") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(SnError::Malformed(
+                        "list answer without a result array".into(),
+                    ));
+                }
+            };
+            let page_len = page.len();
+            rows.extend(page.iter().filter_map(decode_credential_row));
+            let next = match answer.next {
+                Some(link) => Some(self.same_origin(&link)?),
+                // No Link header (a one-page answer, or pagination headers suppressed): fall
+                // back to X-Total-Count so a short page never ends paging early.
+                None => match answer.total_count {
+                    Some(total) if offset + self.page_size < total => {
+                        let mut next = url.clone();
+                        set_offset(&mut next, offset + self.page_size);
+                        Some(next)
+                    }
+                    _ => None,
+                },
+            };
+            match next {
+                Some(next) => {
+                    offset = offset_of(&next).unwrap_or(offset + page_len.max(1));
+                    url = next;
+                }
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// Follows a `Link` target on our own origin: the host the instance names may differ behind a
+    /// proxy, and credentials must never go to another host.
+    fn same_origin(&self, link: &str) -> Result<Url, SnError> {
+        let target = Url::parse(link)
+            .or_else(|_| self.base.join(link))
+            .map_err(|_| SnError::Malformed("unparseable Link header target".into()))?;
+        let mut url = self.base.clone();
+        url.set_path(target.path());
+        url.set_query(target.query());
+        Ok(url)
+    }
+
+    /// Asks the companion for the refresh token (and client secret) of each refresh row, in
+    /// batches of at most 100. Ids the companion leaves out are absent from the map.
+    pub async fn fetch_secrets(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, CompanionSecrets>, SnError> {
+        let mut out = HashMap::new();
+        for batch in ids.chunks(COMPANION_BATCH) {
+            let mut url = self.url(&format!("{}/secrets", self.companion_path));
+            url.query_pairs_mut()
+                .append_pair("sys_id", &batch.join(","));
+            let answer = self.call(Method::GET, url, None, true).await?;
+            let Some(Value::Array(items)) = answer.body.get("result") else {
+                return Err(SnError::Malformed(
+                    "companion answer without a result array".into(),
+                ));
+            };
+            for item in items {
+                let Some(sys_id) = item.get("sys_id").and_then(Value::as_str) else {
+                    continue;
+                };
+                if !batch.iter().any(|id| id == sys_id) {
+                    continue;
+                }
+                let Some(refresh) = item
+                    .get("refresh_token")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                else {
+                    continue;
+                };
+                let client_secret = item
+                    .get("client_secret")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| SecretString::from(s.to_string()));
+                out.insert(
+                    sys_id.to_string(),
+                    CompanionSecrets {
+                        refresh_token: SecretString::from(refresh.to_string()),
+                        client_secret,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Proves the companion is installed and our role is granted without asking for any real
+    /// secret: an id that cannot exist must come back as an empty list.
+    pub async fn probe_companion(&self) -> Result<(), SnError> {
+        let mut url = self.url(&format!("{}/secrets", self.companion_path));
+        url.query_pairs_mut()
+            .append_pair("sys_id", "00000000000000000000000000000000");
+        let answer = self.call(Method::GET, url, None, true).await?;
+        match answer.body.get("result") {
+            Some(Value::Array(_)) => Ok(()),
+            _ => Err(SnError::Malformed(
+                "companion answer without a result array".into(),
+            )),
+        }
+    }
+
+    /// Reads the integration user's record.
+    pub async fn integration_user(&self) -> Result<IntegrationUser, SnError> {
+        let mut url = self.table_url("sys_user", None);
+        url.query_pairs_mut()
+            .append_pair("sysparm_query", &format!("user_name={}", self.username))
+            .append_pair("sysparm_fields", "sys_id,user_name,time_zone,date_format")
+            .append_pair("sysparm_display_value", "false")
+            .append_pair("sysparm_limit", "1");
+        let answer = self.call(Method::GET, url, None, true).await?;
+        let Some(first) = answer
+            .body
+            .get("result")
+            .and_then(Value::as_array)
+            .and_then(|rows| rows.first())
+        else {
+            return Err(SnError::NotFound(format!(
+                "no sys_user with user_name {} is readable",
+                self.username
+            )));
+        };
+        Ok(IntegrationUser {
+            sys_id: field(first, "sys_id"),
+            time_zone: field(first, "time_zone"),
+            date_format: field(first, "date_format"),
+        })
+    }
+
+    /// Reads up to `limit` rows of a table with the given fields (used by `check`).
+    pub async fn sample(
+        &self,
+        table: &str,
+        query: &str,
+        fields: &str,
+        limit: usize,
+    ) -> Result<Vec<Map<String, Value>>, SnError> {
+        let mut url = self.table_url(table, None);
+        url.query_pairs_mut()
+            .append_pair("sysparm_query", query)
+            .append_pair("sysparm_fields", fields)
+            .append_pair("sysparm_display_value", "false")
+            .append_pair("sysparm_exclude_reference_link", "true")
+            .append_pair("sysparm_limit", &limit.to_string());
+        let answer = self.call(Method::GET, url, None, true).await?;
+        match answer.body.get("result") {
+            Some(Value::Array(items)) => Ok(items
+                .iter()
+                .filter_map(|v| v.as_object().cloned())
+                .collect()),
+            _ => Err(SnError::Malformed(
+                "list answer without a result array".into(),
+            )),
+        }
+    }
+
+    /// PATCHes an `oauth_credential` row. `display_values` sends
+    /// `sysparm_input_display_value=true`, without which an encrypted column is stored unusable;
+    /// it also makes the instance read date-times in the user's time zone. Returns the record.
+    pub async fn patch_credential(
+        &self,
+        sys_id: &str,
+        fields: Map<String, Value>,
+        display_values: bool,
+    ) -> Result<Map<String, Value>, SnError> {
+        let mut url = self.table_url("oauth_credential", Some(sys_id));
+        write_params(&mut url, display_values);
+        let answer = self
+            .call(Method::PATCH, url, Some(Value::Object(fields)), true)
+            .await?;
+        record_of(answer.body)
+    }
+
+    /// Creates an `oauth_credential` row (always with display-value input: it carries a token).
+    /// Returns the record.
+    pub async fn insert_credential(
+        &self,
+        fields: Map<String, Value>,
+    ) -> Result<Map<String, Value>, SnError> {
+        let mut url = self.table_url("oauth_credential", None);
+        write_params(&mut url, true);
+        let answer = self
+            .call(Method::POST, url, Some(Value::Object(fields)), false)
+            .await?;
+        record_of(answer.body)
+    }
+
+    /// One call with retries: idempotent calls on any retryable failure, others only when the
+    /// instance surely did not process them.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        idempotent: bool,
+    ) -> Result<Answer, SnError> {
+        let policy = self.retry;
+        let attempt = || self.attempt(method.clone(), url.clone(), body.clone());
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(policy.min_delay)
+                    .with_max_delay(policy.max_delay)
+                    .with_max_times(policy.attempts.saturating_sub(1))
+                    .with_jitter(),
+            )
+            .when(move |e: &SnError| {
+                if idempotent {
+                    e.is_retryable()
+                } else {
+                    e.is_safe_to_resend()
+                }
+            })
+            .adjust(|e: &SnError, proposed| {
+                // Keep `None` (attempts exhausted) as is: a Retry-After must not extend the
+                // number of attempts.
+                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
+            })
+            .notify(|e: &SnError, delay| {
+                tracing::debug!(
+                    event = "instance.retry",
+                    error = %e,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "retrying a call to the instance"
+                );
+            })
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Answer, SnError> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .header("Accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                SnError::Unreachable(wire::describe_transport(&e))
+            } else {
+                SnError::NoAnswer(wire::describe_transport(&e))
+            }
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = wire::read_capped(response).await.map_err(|e| match e {
+            BodyError::Transport(t) => SnError::NoAnswer(t),
+            BodyError::TooLarge => {
+                SnError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
+            }
+        })?;
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let retry_after = wire::retry_after(&headers, status.as_u16(), Timestamp::now());
+        let body = interpret(status, &content_type, &body, retry_after)?;
+        let total_count = headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let next = headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(wire::next_link);
+        Ok(Answer {
+            body,
+            total_count,
+            next,
+        })
+    }
+}
+
+/// Turns a response into JSON or a typed error. Pure, so every odd answer ServiceNow gives can be
+/// tested without a socket. Nothing is accepted from a body that did not parse.
+fn interpret(
+    status: StatusCode,
+    content_type: &str,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<Value, SnError> {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_start();
+    let looks_html =
+        content_type.contains("html") || trimmed.starts_with('<') && !content_type.contains("json");
+    if looks_html {
+        return Err(SnError::Html(status.as_u16()));
+    }
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let cancelled =
+        text.contains("Transaction cancelled") && text.contains("maximum execution time");
+    if status.is_success() {
+        let value = match parsed {
+            Ok(v) => v,
+            Err(_) if cancelled => return Err(SnError::Cancelled),
+            Err(e) if body.is_empty() => {
+                return Err(SnError::Malformed(format!("empty answer ({e})")));
+            }
+            Err(e) => {
+                return Err(SnError::Malformed(format!(
+                    "truncated or invalid JSON ({} bytes, {})",
+                    body.len(),
+                    e.classify_label()
+                )));
+            }
+        };
+        if cancelled && value.get("error").is_some() {
+            return Err(SnError::Cancelled);
+        }
+        if value.get("result").is_none() {
+            return Err(SnError::Malformed("JSON answer without result".into()));
+        }
+        return Ok(value);
+    }
+    let message = parsed.ok().map(|v| error_message(&v)).unwrap_or_else(|| {
+        if cancelled {
+            "Transaction cancelled: maximum execution time exceeded".into()
+        } else {
+            format!("non-JSON error body ({} bytes)", body.len())
+        }
+    });
+    Err(match status.as_u16() {
+        401 => SnError::Unauthorized(message),
+        403 => SnError::Forbidden(message),
+        404 => SnError::NotFound(message),
+        code => SnError::Status {
+            status: code,
+            message,
+            retry_after,
+        },
+    })
+}
+
+/// Avoids echoing serde's message, which can quote a fragment of the body.
+trait ClassifyLabel {
+    fn classify_label(&self) -> &'static str;
+}
+
+impl ClassifyLabel for serde_json::Error {
+    fn classify_label(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Eof => "ends early",
+        }
+    }
+}
+
+/// `error.message` and `error.detail` of a ServiceNow error envelope (detail may be `null`).
+fn error_message(v: &Value) -> String {
+    let error = v.get("error");
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let detail = error
+        .and_then(|e| e.get("detail"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let text = match (message.is_empty(), detail.is_empty()) {
+        (true, true) => "no error message".to_string(),
+        (false, true) => message.to_string(),
+        (true, false) => detail.to_string(),
+        (false, false) => format!("{message}: {detail}"),
+    };
+    text.chars().take(300).collect()
+}
+
+fn write_params(url: &mut Url, display_values: bool) {
+    url.query_pairs_mut()
+        .append_pair(
+            "sysparm_input_display_value",
+            if display_values { "true" } else { "false" },
+        )
+        .append_pair("sysparm_display_value", "false")
+        .append_pair("sysparm_exclude_reference_link", "true")
+        .append_pair(
+            "sysparm_fields",
+            "sys_id,type,expires,sys_mod_count,sys_updated_on",
+        );
+}
+
+fn record_of(body: Value) -> Result<Map<String, Value>, SnError> {
+    match body {
+        Value::Object(mut map) => match map.remove("result") {
+            Some(Value::Object(record)) => Ok(record),
+            _ => Err(SnError::Malformed(
+                "write answer without a result record".into(),
+            )),
+        },
+        _ => Err(SnError::Malformed("write answer is not an object".into())),
+    }
+}
+
+fn set_offset(url: &mut Url, offset: usize) {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "sysparm_offset")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut q = url.query_pairs_mut();
+    q.clear();
+    for (k, v) in pairs {
+        q.append_pair(&k, &v);
+    }
+    q.append_pair("sysparm_offset", &offset.to_string());
+}
+
+fn offset_of(url: &Url) -> Option<usize> {
+    url.query_pairs()
+        .find(|(k, _)| k == "sysparm_offset")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// A string field, or the `value` of a reference object.
+pub fn field(row: &Value, name: &str) -> String {
+    match row.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Decodes one row; rows of other types are skipped. A bad date-time is logged and read as
+/// empty, so one odd row cannot fail the run.
+pub fn decode_credential_row(row: &Value) -> Option<CredentialRow> {
+    let token_type = match field(row, "type").as_str() {
+        "access_token" => TokenType::Access,
+        "refresh_token" => TokenType::Refresh,
+        _ => return None,
+    };
+    let sys_id = field(row, "sys_id");
+    if sys_id.is_empty() {
+        return None;
+    }
+    let date = |name: &str| match parse_sn_datetime(&field(row, name)) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(event = "instance.bad_value", credential = %sys_id, column = name, error = %e, "ignoring an unreadable date-time");
+            None
+        }
+    };
+    Some(CredentialRow {
+        token_type,
+        requestor_profile: field(row, "oauth_requestor_profile"),
+        user: field(row, "user"),
+        scopes: field(row, "scopes"),
+        name: field(row, "name"),
+        expires: date("expires"),
+        updated: date("sys_updated_on"),
+        mod_count: field(row, "sys_mod_count").trim().parse().unwrap_or(0),
+        registry: Registry {
+            sys_id: field(row, "peer"),
+            name: field(row, "peer.name"),
+            client_id: field(row, "peer.client_id"),
+            token_url: field(row, "peer.token_url"),
+            default_grant_type: field(row, "peer.default_grant_type"),
+        },
+        sys_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(body: &str) -> Result<Value, SnError> {
+        interpret(
+            StatusCode::OK,
+            "application/json;charset=UTF-8",
+            body.as_bytes(),
+            None,
+        )
+    }
+
+    #[test]
+    fn odd_answers_are_typed_errors() {
+        assert!(matches!(
+            interpret(
+                StatusCode::OK,
+                "text/html",
+                b"<html>Instance Hibernating</html>",
+                None
+            ),
+            Err(SnError::Html(200))
+        ));
+        assert!(matches!(
+            ok(r#"{"result":[{"sys_id":"a"#),
+            Err(SnError::Malformed(_))
+        ));
+        assert!(matches!(
+            ok(
+                r#"{"result":[{"sys_id":"a"}],"error":{"message":"Transaction cancelled: maximum execution time exceeded","detail":"Transaction cancelled: maximum execution time exceeded Check logs"},"status":"failure"}"#
+            ),
+            Err(SnError::Cancelled)
+        ));
+        assert!(matches!(
+            ok(
+                r#"{"result":[{"sys_id":"a"},"error":{"message":"Transaction cancelled: maximum execution time exceeded""#
+            ),
+            Err(SnError::Cancelled)
+        ));
+        assert!(matches!(ok("not json"), Err(SnError::Malformed(_))));
+        assert!(matches!(ok(""), Err(SnError::Malformed(_))));
+        let unauthorized = interpret(
+            StatusCode::UNAUTHORIZED,
+            "application/json",
+            br#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#,
+            None,
+        );
+        match unauthorized {
+            Err(SnError::Unauthorized(m)) => assert!(m.contains("User Not Authenticated")),
+            other => panic!("{other:?}"),
+        }
+        let forbidden = interpret(
+            StatusCode::FORBIDDEN,
+            "application/json",
+            br#"{"error":{"message":"Insufficient rights to query records","detail":null},"status":"failure"}"#,
+            None,
+        );
+        assert!(
+            matches!(forbidden, Err(SnError::Forbidden(m)) if m == "Insufficient rights to query records")
+        );
+        let limited = interpret(
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/json",
+            br#"{"error":{"message":"Rate limit exceeded","detail":"x"},"status":"failure"}"#,
+            Some(Duration::from_secs(3)),
+        );
+        assert!(matches!(
+            limited,
+            Err(SnError::Status {
+                status: 429,
+                retry_after: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn decodes_rows_with_references_and_dot_walks() {
+        let v: Value = serde_json::from_str(
+            r#"{"sys_id":"r1","type":"refresh_token","peer":{"link":"x","value":"e1"},"oauth_requestor_profile":"p1","user":"","scopes":"a b","expires":"2026-07-01 10:00:00","name":"n","sys_updated_on":"bad","sys_mod_count":"3","peer.name":"Graph","peer.client_id":"cid","peer.token_url":"https://t"}"#,
+        )
+        .unwrap();
+        let row = decode_credential_row(&v).unwrap();
+        assert_eq!(row.registry.sys_id, "e1");
+        assert_eq!(row.registry.name, "Graph");
+        assert_eq!(row.mod_count, 3);
+        assert!(row.expires.is_some());
+        assert!(row.updated.is_none());
+        let other: Value = serde_json::from_str(r#"{"sys_id":"x","type":"code"}"#).unwrap();
+        assert!(decode_credential_row(&other).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn interpret_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..200), html in any::<bool>()) {
+            let ct = if html { "text/html" } else { "application/json" };
+            let status = StatusCode::from_u16(status).unwrap();
+            let _ = interpret(status, ct, &body, None);
+        }
+
+        #[test]
+        fn row_decoder_never_panics(json in "\\{(\"[a-z_.]{1,12}\":\"[ -~]{0,20}\",?){0,8}\\}") {
+            if let Ok(v) = serde_json::from_str::<Value>(&json) {
+                let _ = decode_credential_row(&v);
+            }
+        }
+    }
+}

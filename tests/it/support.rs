@@ -1,0 +1,114 @@
+//! The test bed.
+
+use sn_oauth_keeper::config::{JournalKey, Settings};
+use sn_oauth_keeper::engine::{CycleReport, Keeper, Mode};
+use sn_oauth_keeper::journal::Journal;
+use sn_oauth_keeper::sim::{Estate, RecordedRequest, SeededCredential, Simulator, Target};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A running simulator with a state directory and a journal key.
+pub struct Bed {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub key: JournalKey,
+    pub seeded: Vec<SeededCredential>,
+}
+
+impl Bed {
+    pub async fn start(estate: Estate) -> Bed {
+        let seeded = estate.credentials().to_vec();
+        let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), estate)
+            .await
+            .expect("simulator starts");
+        Bed {
+            sim,
+            dir: tempfile::tempdir().expect("tempdir"),
+            key: JournalKey::random().expect("key"),
+            seeded,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::local(
+            &self.sim.base_url(),
+            self.sim.username(),
+            self.sim.password(),
+            self.sim.companion_path(),
+            self.dir.path().join("state"),
+            self.key.clone(),
+        )
+        .expect("settings")
+    }
+
+    /// A keeper with its own journal (dropping it releases the journal's lock).
+    pub fn keeper_with(&self, settings: Settings) -> Keeper {
+        let journal = Journal::open(&settings.state.dir, Some(&self.key)).expect("journal opens");
+        Keeper::new(Arc::new(settings), Some(Arc::new(journal))).expect("keeper")
+    }
+
+    pub async fn cycle(&self) -> CycleReport {
+        self.cycle_with(self.settings()).await
+    }
+
+    pub async fn cycle_with(&self, settings: Settings) -> CycleReport {
+        let keeper = self.keeper_with(settings);
+        keeper
+            .cycle(Mode::Apply, &CancellationToken::new())
+            .await
+            .expect("cycle runs")
+    }
+
+    /// Writes a config file for the binary; secrets go through the environment.
+    pub fn config_file(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("keeper.toml");
+        let text = format!(
+            "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n{extra}",
+            self.sim.base_url(),
+            self.sim.username(),
+            self.sim.companion_path(),
+            self.dir.path().join("state").display()
+        );
+        std::fs::write(&path, text).expect("config written");
+        path
+    }
+
+    pub fn key_hex(&self) -> String {
+        self.key
+            .bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Runs the real binary with the bed's secrets in its environment.
+    pub async fn run_binary(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"));
+        cmd.args(args)
+            .env("SN_PASSWORD", self.sim.password())
+            .env("SN_OAUTH_KEEPER_KEY", self.key_hex())
+            .env_remove("SN_OAUTH_KEEPER_CONFIG")
+            .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
+            .stdin(std::process::Stdio::null());
+        cmd.output().await.expect("binary runs")
+    }
+
+    /// Requests that wrote to oauth_credential.
+    pub fn writes(&self) -> Vec<RecordedRequest> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.target == Target::TableApi && r.method != "GET")
+            .collect()
+    }
+
+    pub fn token_requests(&self) -> Vec<RecordedRequest> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| matches!(r.target, Target::Provider(_)))
+            .collect()
+    }
+}
