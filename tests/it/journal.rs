@@ -1,0 +1,187 @@
+//! Never lose a token: answers the instance did not take stay in the journal and reach
+//! ServiceNow on the next cycle, before any new refresh of that credential.
+
+use crate::support::Bed;
+use sn_oauth_keeper::domain::classify::FailureClass;
+use sn_oauth_keeper::engine::Outcome;
+use sn_oauth_keeper::journal::Journal;
+use sn_oauth_keeper::sim::{
+    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
+    Target,
+};
+
+/// One stale credential (or one without access row) at a strict rotating provider: reusing a
+/// rotated refresh token there revokes the whole family.
+async fn strict_bed(access_missing: bool) -> (Bed, SeededCredential) {
+    let mut estate = Estate::empty(31).with_user_time_zone("UTC");
+    let reg = estate.add_registry(
+        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
+    );
+    let spec = CredentialSpec::new(&reg, "Okta sync");
+    let spec = if access_missing {
+        spec.access_missing()
+    } else {
+        spec.access_expires_in(jiff::SignedDuration::from_mins(2))
+    };
+    let seeded = estate.add_credential(spec);
+    (Bed::start(estate).await, seeded)
+}
+
+fn outcome(report: &sn_oauth_keeper::engine::CycleReport) -> Outcome {
+    report.credentials[0].outcome.clone()
+}
+
+fn pending(bed: &Bed) -> usize {
+    Journal::open_read_only(&bed.dir.path().join("state"))
+        .unwrap()
+        .map_or(0, |j| j.pending_count().unwrap())
+}
+
+#[tokio::test]
+async fn a_rotated_token_the_instance_refused_is_redelivered_next_cycle() {
+    let (bed, c) = strict_bed(false).await;
+    bed.sim
+        .inject(Fault::status(FaultTarget::TableApi, 403).method("PATCH"));
+    let first = bed.cycle().await;
+    assert!(
+        matches!(
+            outcome(&first),
+            Outcome::Failed {
+                class: FailureClass::Instance,
+                ..
+            }
+        ),
+        "{:?}",
+        outcome(&first)
+    );
+    assert!(
+        !bed.sim.provider_valid("okta", &c.refresh_token),
+        "the provider consumed the old token"
+    );
+    assert_eq!(pending(&bed), 1, "the rotated token waits in the journal");
+
+    bed.sim.clear_faults();
+    bed.sim.clear_requests();
+    let second = bed.cycle().await;
+    assert_eq!(outcome(&second), Outcome::Redelivered);
+    assert!(
+        bed.token_requests().is_empty(),
+        "no new refresh before the journaled answer was delivered"
+    );
+    let stored = bed
+        .sim
+        .decrypted("oauth_credential", &c.refresh_sys_id, "token_received")
+        .unwrap();
+    assert!(
+        bed.sim.provider_valid("okta", &stored),
+        "the token in ServiceNow works at the provider"
+    );
+    assert_eq!(pending(&bed), 0);
+
+    // And it keeps working: the next refresh uses it.
+    let mut settings = bed.settings();
+    settings.refresh.lead_time = std::time::Duration::from_secs(7_200);
+    let third = bed.cycle_with(settings).await;
+    assert!(
+        matches!(outcome(&third), Outcome::Refreshed { rotated: true, .. }),
+        "{:?}",
+        outcome(&third)
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_post_does_not_create_a_second_access_row() {
+    let (bed, c) = strict_bed(true).await;
+    // The instance creates the row but the answer never arrives.
+    bed.sim.inject(
+        Fault::drop_after_processing(FaultTarget::TableApi)
+            .method("POST")
+            .times(1),
+    );
+    let first = bed.cycle().await;
+    assert!(
+        matches!(outcome(&first), Outcome::Failed { .. }),
+        "{:?}",
+        outcome(&first)
+    );
+    assert_eq!(pending(&bed), 1);
+    let second = bed.cycle().await;
+    assert_eq!(outcome(&second), Outcome::Redelivered);
+    let access_rows = bed
+        .sim
+        .rows("oauth_credential")
+        .into_iter()
+        .filter(|r| {
+            r["type"] == "access_token" && r["oauth_requestor_profile"] == c.requestor_profile
+        })
+        .count();
+    assert_eq!(access_rows, 1);
+    let stored = bed
+        .sim
+        .decrypted("oauth_credential", &c.refresh_sys_id, "token_received")
+        .unwrap();
+    assert!(bed.sim.provider_valid("okta", &stored));
+}
+
+#[tokio::test]
+async fn a_lost_provider_answer_is_retried_once_with_the_same_token() {
+    let mut estate = Estate::empty(32).with_user_time_zone("UTC");
+    let reg = estate
+        .add_registry(RegistrySpec::new("Graph", ProviderKind::EntraLike).provider_id("entra"));
+    let c = estate.add_credential(CredentialSpec::new(&reg, "Mailbox").access_missing());
+    let bed = Bed::start(estate).await;
+    bed.sim
+        .inject(Fault::drop_after_processing(FaultTarget::Provider("entra".into())).times(1));
+    let report = bed.cycle().await;
+    assert!(
+        matches!(outcome(&report), Outcome::Refreshed { .. }),
+        "{:?}",
+        outcome(&report)
+    );
+    assert_eq!(bed.sim.token_requests("entra"), 2);
+    let bodies: Vec<String> = bed.token_requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        bodies[0], bodies[1],
+        "the retry sends the same refresh token"
+    );
+    let stored = bed
+        .sim
+        .decrypted("oauth_credential", &c.refresh_sys_id, "token_received")
+        .unwrap();
+    assert!(bed.sim.provider_valid("entra", &stored));
+}
+
+#[tokio::test]
+async fn instance_throttling_is_waited_out() {
+    let (bed, _) = strict_bed(false).await;
+    bed.sim.inject(
+        Fault::retry_after(FaultTarget::TableApi, 429, 1)
+            .method("GET")
+            .times(1),
+    );
+    let report = bed.cycle().await;
+    assert!(
+        matches!(outcome(&report), Outcome::Refreshed { .. }),
+        "{:?}",
+        outcome(&report)
+    );
+    let gets = bed
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == Target::TableApi && r.method == "GET")
+        .count();
+    assert!(gets >= 2);
+}
+
+#[tokio::test]
+async fn a_second_keeper_on_the_same_state_directory_is_refused() {
+    let (bed, _) = strict_bed(false).await;
+    let _first = bed.keeper_with(bed.settings());
+    let config = bed.config_file("");
+    let out = bed
+        .run_binary(&["once", "--config", config.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another sn-oauth-keeper is running"));
+}
