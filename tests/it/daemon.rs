@@ -31,7 +31,7 @@ async fn run_serves_health_and_metrics_and_stops_on_sigterm() {
     let config = bed.config_file(&format!(
         "[refresh]\ninterval = \"1s\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
     ));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("SN_PASSWORD", bed.sim.password())
         .env("SN_OAUTH_KEEPER_KEY", bed.key_hex())
