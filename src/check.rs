@@ -1,10 +1,17 @@
-//! `check`: the pre-flight checklist. Each step says what it verified or, on failure, what to fix.
-//! Nothing here changes a real credential.
+//! `check`: the pre-flight checklist. Each step verifies one step of the runbook in
+//! `migrations-docs/README.md` on the live instance and, when it fails, names that runbook step
+//! and the fix. Nothing here changes a real credential: the write probe is a PATCH that sets a
+//! field to the value it already has, on a row the keeper itself created, and is verified to
+//! have changed nothing.
 
-use crate::config::{Env, Settings};
+use crate::config::{Env, InstanceAuthSettings, Settings};
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+/// The role the update set creates and the integration user must hold.
+pub const KEEPER_ROLE: &str = "snok_oauth_keeper";
 
 /// The verdict of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -16,6 +23,8 @@ pub enum Verdict {
     Warn,
     /// Broken: the keeper cannot work until it is fixed.
     Fail,
+    /// Not checked, because a step it depends on failed.
+    Skip,
 }
 
 /// One checklist step.
@@ -29,6 +38,8 @@ pub struct Step {
     pub detail: String,
     /// How to fix it (failures and warnings).
     pub fix: Option<String>,
+    /// The step of the runbook in `migrations-docs/README.md` that sets this up.
+    pub runbook: Option<u8>,
 }
 
 /// The whole checklist.
@@ -53,6 +64,11 @@ impl Checklist {
         }
     }
 
+    /// The step called `name`, if it ran.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
     /// The checklist as text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -61,14 +77,32 @@ impl Checklist {
                 Verdict::Pass => "ok  ",
                 Verdict::Warn => "warn",
                 Verdict::Fail => "FAIL",
+                Verdict::Skip => "skip",
             };
             out.push_str(&format!("[{mark}] {}: {}\n", step.name, step.detail));
             if let Some(fix) = &step.fix {
-                out.push_str(&format!("       fix: {fix}\n"));
+                match step.runbook {
+                    Some(n) => out.push_str(&format!("       fix (runbook step {n}): {fix}\n")),
+                    None => out.push_str(&format!("       fix: {fix}\n")),
+                }
             }
         }
         out
     }
+}
+
+/// Runbook steps of `migrations-docs/README.md`, by number.
+mod runbook {
+    /// Import and commit the update set.
+    pub const UPDATE_SET: u8 = 2;
+    /// Create the integration user (Web Service Access Only, role, time zone).
+    pub const USER: u8 = 3;
+    /// Register the instance OAuth client (`auth = "oauth"` only).
+    pub const OAUTH_CLIENT: u8 = 4;
+    /// The tables' web-service access.
+    pub const WEB_SERVICES: u8 = 5;
+    /// Configure the keeper.
+    pub const CONFIG: u8 = 6;
 }
 
 fn step(
@@ -76,30 +110,45 @@ fn step(
     verdict: Verdict,
     detail: impl Into<String>,
     fix: Option<String>,
+    runbook: Option<u8>,
 ) -> Step {
     Step {
         name,
         verdict,
         detail: detail.into(),
         fix,
+        runbook,
     }
+}
+
+fn pass(name: &'static str, detail: impl Into<String>) -> Step {
+    step(name, Verdict::Pass, detail, None, None)
+}
+
+fn skipped(name: &'static str, because: &str) -> Step {
+    step(
+        name,
+        Verdict::Skip,
+        format!("not checked: {because}"),
+        None,
+        None,
+    )
 }
 
 /// Runs every step against the live instance.
 pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
-    let mut steps = vec![step(
-        "config",
-        Verdict::Pass,
-        format!("{} is valid", settings.source),
-        None,
-    )];
+    let mut steps = vec![pass("config", format!("{} is valid", settings.source))];
     match settings.state.key.resolve(&settings.source, env) {
-        Ok(_) => steps.push(step("journal key", Verdict::Pass, "the journal key is readable and 32 bytes long", None)),
+        Ok(_) => steps.push(pass(
+            "journal key",
+            "the journal key is readable and 32 bytes long",
+        )),
         Err(e) => steps.push(step(
             "journal key",
             Verdict::Fail,
             e.to_string(),
             Some("provide a 32-byte key, e.g. `openssl rand -hex 32`, through state.key_env or state.key_file".into()),
+            Some(runbook::CONFIG),
         )),
     }
     steps.push(state_dir_step(settings));
@@ -113,28 +162,48 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
     ) {
         Ok(i) => i,
         Err(e) => {
-            steps.push(step("reachability", Verdict::Fail, e.to_string(), None));
+            steps.push(step(
+                "reachability",
+                Verdict::Fail,
+                e.to_string(),
+                None,
+                Some(runbook::CONFIG),
+            ));
             return Checklist {
                 steps,
                 instance_refused: true,
             };
         }
     };
-    let user = match instance.integration_user().await {
-        Ok(user) => {
-            steps.push(step(
+    let oauth = matches!(settings.instance.auth, InstanceAuthSettings::OAuth { .. });
+    let user_query = format!("user_name={}", settings.instance.username);
+    let user = match instance
+        .sample(
+            "sys_user",
+            &user_query,
+            "sys_id,user_name,web_service_access_only,time_zone,date_format",
+            1,
+        )
+        .await
+    {
+        Ok(rows) => {
+            steps.push(pass(
                 "reachability",
-                Verdict::Pass,
                 format!("{} answers", settings.instance.url),
-                None,
             ));
-            steps.push(step(
+            steps.push(pass(
                 "authentication",
-                Verdict::Pass,
-                format!("signed in as {}", settings.instance.username),
-                None,
+                format!(
+                    "signed in as {} with {}",
+                    settings.instance.username,
+                    if oauth {
+                        "a bearer token from /oauth_token.do"
+                    } else {
+                        "Basic auth"
+                    }
+                ),
             ));
-            Some(user)
+            rows.into_iter().next()
         }
         Err(e @ (SnError::Unreachable(_) | SnError::NoAnswer(_))) => {
             steps.push(step(
@@ -142,6 +211,7 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
                 Verdict::Fail,
                 e.to_string(),
                 Some("check instance.url, DNS, proxy settings (HTTPS_PROXY) and firewalls".into()),
+                Some(runbook::CONFIG),
             ));
             return Checklist {
                 steps,
@@ -149,84 +219,147 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
             };
         }
         Err(e @ SnError::Html(_)) => {
-            steps.push(step("reachability", Verdict::Fail, e.to_string(), Some("wake the instance (a hibernating developer instance) or check that instance.url points at the instance itself".into())));
+            steps.push(step("reachability", Verdict::Fail, e.to_string(), Some("wake the instance (a hibernating developer instance) or check that instance.url points at the instance itself".into()), Some(runbook::CONFIG)));
             return Checklist {
                 steps,
                 instance_refused: true,
             };
         }
-        Err(e @ SnError::Unauthorized(_)) => {
-            steps.push(step(
+        Err(e @ (SnError::Unauthorized(_) | SnError::TokenRefused(_))) => {
+            steps.push(pass(
                 "reachability",
-                Verdict::Pass,
                 format!("{} answers", settings.instance.url),
-                None,
             ));
-            steps.push(step("authentication", Verdict::Fail, e.to_string(), Some("check the password; with the 2026 Basic-auth restriction, make the user Web Service Access Only or grant snc_basic_auth_api_access".into())));
+            let (fix, runbook) = match (&e, oauth) {
+                (SnError::TokenRefused(_), _) => (
+                    format!(
+                        "check instance.client_id and its secret against System OAuth > Application Registry, the password of {}, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled not true)",
+                        settings.instance.username
+                    ),
+                    runbook::OAUTH_CLIENT,
+                ),
+                (_, true) => (
+                    "the instance refused the bearer token it issued itself: check that the OAuth client's user is active and that com.snc.platform.security.oauth.is.active is true".to_string(),
+                    runbook::OAUTH_CLIENT,
+                ),
+                (_, false) => (
+                    format!(
+                        "either the password of {} is wrong, or the 2026 Basic-auth restriction blocks it: tick Web service access only on the user (or grant snc_basic_auth_api_access), or switch to instance.auth = \"oauth\"",
+                        settings.instance.username
+                    ),
+                    runbook::USER,
+                ),
+            };
+            steps.push(step(
+                "authentication",
+                Verdict::Fail,
+                e.to_string(),
+                Some(fix),
+                Some(runbook),
+            ));
             return Checklist {
                 steps,
                 instance_refused: true,
             };
         }
         Err(e) => {
-            steps.push(step(
+            steps.push(pass(
                 "reachability",
-                Verdict::Pass,
                 format!("{} answers", settings.instance.url),
-                None,
             ));
             steps.push(step(
                 "authentication",
                 Verdict::Warn,
                 format!("signed in, but the user record is not readable: {e}"),
-                Some("grant read on sys_user (time_zone) to the integration user".into()),
+                Some("let the integration user read its own sys_user record (time_zone, date_format, web_service_access_only)".into()),
+                Some(runbook::USER),
             ));
             None
         }
     };
+    steps.push(web_service_access_step(user.as_ref(), oauth));
 
     let rows = match instance
         .sample(
             "oauth_credential",
-            "typeINaccess_token,refresh_token",
+            "typeINaccess_token,refresh_token^ORDERBYDESCtype",
             CREDENTIAL_FIELDS,
             20,
         )
         .await
     {
         Ok(rows) => {
-            steps.push(step(
+            steps.push(pass(
                 "read oauth_credential",
-                Verdict::Pass,
                 format!("{} row(s) readable in a sample", rows.len()),
-                None,
             ));
-            rows
+            Some(rows)
         }
         Err(e) => {
-            let refused = e.instance_unusable();
-            steps.push(step("read oauth_credential", Verdict::Fail, e.to_string(), Some("grant the integration user read on oauth_credential (a role with a table ACL), and tick \"Allow access to this table via web services\"".into())));
-            return Checklist {
-                steps,
-                instance_refused: refused,
+            let closed = matches!(&e, SnError::Forbidden(m) if m.contains("API level ACL"));
+            let (fix, book) = if closed {
+                ("tick \"Allow access to this table via web services\" on the oauth_credential table (System Definition > Tables)".to_string(), runbook::WEB_SERVICES)
+            } else {
+                (
+                    format!(
+                        "commit the update set, which creates the read ACLs on oauth_credential, and grant the integration user role {KEEPER_ROLE} (runbook step {})",
+                        runbook::USER
+                    ),
+                    runbook::UPDATE_SET,
+                )
             };
+            steps.push(step(
+                "read oauth_credential",
+                Verdict::Fail,
+                e.to_string(),
+                Some(fix),
+                Some(book),
+            ));
+            None
         }
     };
-    steps.push(fields_step(&rows));
-    steps.push(write_step(&instance, settings).await);
-    steps.push(match instance.probe_companion().await {
-        Ok(()) => step("companion", Verdict::Pass, format!("{} answers and the role is granted", settings.instance.companion_path), None),
-        Err(e @ SnError::NotFound(_)) => step("companion", Verdict::Fail, e.to_string(), Some(format!("install the companion from migrations-docs/ or fix instance.companion_path (now {})", settings.instance.companion_path))),
-        Err(e @ SnError::Forbidden(_)) => step("companion", Verdict::Fail, e.to_string(), Some("grant the integration user the companion's role".into())),
-        Err(e) => step("companion", Verdict::Fail, e.to_string(), None),
+    match &rows {
+        Some(rows) => {
+            steps.push(fields_step(rows));
+            steps.push(write_step(&instance, settings).await);
+        }
+        None => {
+            steps.push(skipped("read fields", "oauth_credential is not readable"));
+            steps.push(skipped(
+                "write oauth_credential",
+                "oauth_credential is not readable",
+            ));
+        }
+    }
+    let companion = companion_step(&instance, settings).await;
+    let companion_ok = companion.verdict == Verdict::Pass;
+    steps.push(companion);
+    steps.push(if companion_ok {
+        decrypt_step(&instance, rows.as_deref()).await
+    } else {
+        skipped("companion decrypts", "the companion does not answer")
     });
-    if let Some(user) = user {
-        steps.push(time_zone_step(&user.time_zone));
+    match &user {
+        Some(user) => {
+            steps.push(time_zone_step(&text(user, "time_zone")));
+            steps.push(date_format_step(&text(user, "date_format")));
+        }
+        None => {
+            steps.push(skipped("time zone", "the user record is not readable"));
+            steps.push(skipped("date format", "the user record is not readable"));
+        }
     }
     Checklist {
         steps,
         instance_refused: false,
     }
+}
+
+fn text(row: &Map<String, Value>, field: &str) -> String {
+    row.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn state_dir_step(settings: &Settings) -> Step {
@@ -236,18 +369,14 @@ fn state_dir_step(settings: &Settings) -> Step {
         match std::fs::write(&probe, b"") {
             Ok(()) => {
                 let _ = std::fs::remove_file(&probe);
-                step(
-                    "state directory",
-                    Verdict::Pass,
-                    format!("{} is writable", dir.display()),
-                    None,
-                )
+                pass("state directory", format!("{} is writable", dir.display()))
             }
             Err(e) => step(
                 "state directory",
                 Verdict::Fail,
                 format!("{} is not writable: {e}", dir.display()),
                 Some("give the keeper's user write access to state.dir".into()),
+                Some(runbook::CONFIG),
             ),
         }
     } else {
@@ -255,157 +384,360 @@ fn state_dir_step(settings: &Settings) -> Step {
             .parent()
             .filter(|p| p.as_os_str().is_empty() || p.is_dir())
         {
-            Some(_) => step(
+            Some(_) => pass(
                 "state directory",
-                Verdict::Pass,
                 format!("{} will be created on first run", dir.display()),
-                None,
             ),
             None => step(
                 "state directory",
                 Verdict::Fail,
                 format!("{} and its parent do not exist", dir.display()),
                 Some("create state.dir (mode 0700) for the keeper's user".into()),
+                Some(runbook::CONFIG),
             ),
         }
     }
 }
 
+/// `sys_user.web_service_access_only`: whether Basic auth survives the 2026 restriction, and
+/// whether the account can log in interactively.
+fn web_service_access_step(user: Option<&Map<String, Value>>, oauth: bool) -> Step {
+    let name = "web service access only";
+    let Some(value) = user.and_then(|u| u.get("web_service_access_only").and_then(Value::as_str))
+    else {
+        return skipped(name, "sys_user.web_service_access_only is not readable");
+    };
+    if value == "true" {
+        return pass(
+            name,
+            "the user is Web Service Access Only: it cannot log in interactively, and Basic auth stays allowed under the 2026 Basic-auth restriction",
+        );
+    }
+    let detail = if oauth {
+        "the user is not Web Service Access Only: anyone with its password can log in to the UI"
+    } else {
+        "Basic auth works today, but the user is not Web Service Access Only: once the instance enforces the 2026 Basic-auth restriction the keeper is locked out unless the user holds snc_basic_auth_api_access"
+    };
+    step(
+        name,
+        Verdict::Warn,
+        detail,
+        Some("tick \"Web service access only\" on the integration user".into()),
+        Some(runbook::USER),
+    )
+}
+
+/// The ACL that makes a discovery field readable.
+fn acl_of(field: &str) -> String {
+    match field.split_once('.') {
+        Some(("peer", column)) if column.starts_with("sys_") => "oauth_entity (read)".to_string(),
+        Some(("peer", column)) => format!("oauth_entity.{column} (read)"),
+        _ if field.starts_with("sys_") => "oauth_credential (read)".to_string(),
+        _ => format!("oauth_credential.{field} (read)"),
+    }
+}
+
 fn fields_step(rows: &[Map<String, Value>]) -> Step {
-    let Some(first) = rows.first() else {
+    let name = "read fields";
+    if rows.is_empty() {
         return step(
-            "read fields",
+            name,
             Verdict::Warn,
             "no oauth_credential rows to inspect yet",
             Some("authorise at least one OAuth credential, then run check again".into()),
+            None,
         );
-    };
-    let missing: Vec<&str> = [
-        "type",
-        "expires",
-        "peer",
-        "oauth_requestor_profile",
-        "sys_mod_count",
-        "peer.token_url",
-        "peer.client_id",
-    ]
-    .into_iter()
-    .filter(|f| !first.contains_key(*f))
-    .collect();
-    if !missing.is_empty() {
+    }
+    let with_peer = rows.iter().any(|r| {
+        r.get("peer")
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.is_empty())
+    });
+    // The Table API leaves out the fields the caller's ACLs hide; a dot-walk through an empty
+    // reference proves nothing, so `peer.*` is judged only when some row has a peer.
+    let hidden: Vec<&str> = CREDENTIAL_FIELDS
+        .split(',')
+        .filter(|f| with_peer || !f.starts_with("peer."))
+        .filter(|f| !rows.iter().any(|r| r.contains_key(*f)))
+        .collect();
+    if !hidden.is_empty() {
+        let mut acls: Vec<String> = hidden.iter().map(|f| acl_of(f)).collect();
+        acls.dedup();
         return step(
-            "read fields",
+            name,
             Verdict::Fail,
             format!(
                 "fields hidden from the integration user: {}",
-                missing.join(", ")
+                hidden.join(", ")
             ),
-            Some("grant field-level read on those oauth_credential and oauth_entity fields".into()),
+            Some(format!(
+                "the update set's ACLs for them are missing or inactive: {} for role {KEEPER_ROLE}",
+                acls.join(", ")
+            )),
+            Some(runbook::UPDATE_SET),
         );
     }
-    let refresh_rows: Vec<&Map<String, Value>> = rows
-        .iter()
-        .filter(|r| r.get("type").and_then(Value::as_str) == Some("refresh_token"))
-        .collect();
-    let unreadable_registry = refresh_rows.iter().any(|r| {
+    let unreadable_registry = rows.iter().any(|r| {
         let peer = r.get("peer").and_then(Value::as_str).unwrap_or("");
         let url = r
             .get("peer.token_url")
             .and_then(Value::as_str)
             .unwrap_or("");
-        !peer.is_empty() && url.is_empty()
+        r.get("type").and_then(Value::as_str) == Some("refresh_token")
+            && !peer.is_empty()
+            && url.is_empty()
     });
     if unreadable_registry {
         return step(
-            "read fields",
+            name,
             Verdict::Fail,
             "oauth_entity.token_url reads empty through peer",
-            Some(
-                "grant read on oauth_entity (name, client_id, token_url) to the integration user"
-                    .into(),
-            ),
+            Some(format!(
+                "the update set's read ACLs on oauth_entity (name, client_id, token_url, default_grant_type) must grant role {KEEPER_ROLE}"
+            )),
+            Some(runbook::UPDATE_SET),
         );
     }
-    step(
-        "read fields",
-        Verdict::Pass,
-        "credential and registry fields are readable",
-        None,
-    )
+    pass(name, "credential and registry fields are readable")
 }
 
-/// Proves write rights without changing anything: a PATCH that sets `scopes` to its current value
-/// on an access row the keeper itself created.
+/// Proves write rights without changing anything: a PATCH that sets `expires` to the value it
+/// already has (as UTC, without display-value input) on an access row the keeper itself
+/// created, then a read that confirms `sys_mod_count` did not move.
 async fn write_step(instance: &Instance, settings: &Settings) -> Step {
+    let name = "write oauth_credential";
     let query = format!(
-        "type=access_token^sys_created_by={}",
+        "type=access_token^sys_created_by={}^ORDERBYDESCsys_created_on",
         settings.instance.username
     );
-    let rows = match instance
-        .sample("oauth_credential", &query, "sys_id,scopes", 1)
-        .await
-    {
+    let fields = "sys_id,expires,sys_mod_count";
+    let rows = match instance.sample("oauth_credential", &query, fields, 1).await {
         Ok(rows) => rows,
         Err(e) => {
             return step(
-                "write oauth_credential",
+                name,
                 Verdict::Warn,
                 format!("could not look for a row to probe: {e}"),
+                None,
                 None,
             );
         }
     };
     let Some(row) = rows.first() else {
-        return step("write oauth_credential", Verdict::Warn, "not verified: no access row created by the keeper yet (the first refresh will prove it)", Some("grant write on oauth_credential (token_received, expires) and create on oauth_credential".into()));
+        return step(
+            name,
+            Verdict::Warn,
+            "not verified yet: no access row created by the keeper (the first refresh of a credential without an access row proves create and write)",
+            Some(format!(
+                "make sure the update set's write and create ACLs on oauth_credential grant role {KEEPER_ROLE}"
+            )),
+            Some(runbook::UPDATE_SET),
+        );
     };
-    let sys_id = row
-        .get("sys_id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let scopes = row
-        .get("scopes")
-        .cloned()
-        .unwrap_or(Value::String(String::new()));
-    let mut fields = Map::new();
-    fields.insert("scopes".into(), scopes);
-    match instance.patch_credential(&sys_id, fields, false).await {
-        Ok(_) => step("write oauth_credential", Verdict::Pass, "a no-change PATCH on a keeper-created row succeeded", None),
-        Err(e) => step("write oauth_credential", Verdict::Fail, e.to_string(), Some("grant write on oauth_credential (token_received, expires, scopes) to the integration user".into())),
+    let sys_id = text(row, "sys_id");
+    let before = text(row, "sys_mod_count");
+    let mut change = Map::new();
+    change.insert(
+        "expires".into(),
+        row.get("expires")
+            .cloned()
+            .unwrap_or(Value::String(String::new())),
+    );
+    if let Err(e) = instance.patch_credential(&sys_id, change, false).await {
+        let forbidden = matches!(e, SnError::Forbidden(_));
+        return step(
+            name,
+            Verdict::Fail,
+            e.to_string(),
+            Some(if forbidden {
+                format!(
+                    "the update set's write ACL on oauth_credential (table, token_received, expires) must grant role {KEEPER_ROLE}"
+                )
+            } else {
+                "see the error; the write was a no-change PATCH".to_string()
+            }),
+            Some(runbook::UPDATE_SET),
+        );
+    }
+    let after = instance
+        .sample("oauth_credential", &format!("sys_id={sys_id}"), fields, 1)
+        .await
+        .ok()
+        .and_then(|rows| rows.first().map(|r| text(r, "sys_mod_count")));
+    match after {
+        Some(after) if after == before => pass(
+            name,
+            format!(
+                "a no-change PATCH of expires on {sys_id}, an access row the keeper created, was accepted and changed nothing (sys_mod_count {after}); creating that row proved create rights"
+            ),
+        ),
+        Some(after) => step(
+            name,
+            Verdict::Warn,
+            format!(
+                "the no-change PATCH on {sys_id} was accepted but sys_mod_count moved from {before} to {after} (a business rule wrote the row)"
+            ),
+            None,
+            None,
+        ),
+        None => step(
+            name,
+            Verdict::Warn,
+            format!(
+                "the no-change PATCH on {sys_id} was accepted, but the row could not be read back"
+            ),
+            None,
+            None,
+        ),
+    }
+}
+
+async fn companion_step(instance: &Instance, settings: &Settings) -> Step {
+    let name = "companion";
+    let path = &settings.instance.companion_path;
+    match instance.probe_companion().await {
+        Ok(()) => pass(
+            name,
+            format!("{path} answers and role {KEEPER_ROLE} is granted"),
+        ),
+        Err(e @ (SnError::NotFound(_) | SnError::Status { status: 400, .. })) => step(
+            name,
+            Verdict::Fail,
+            format!("no Scripted REST API answers at {path}: {e}"),
+            Some(format!(
+                "commit the update set; if it is committed, open System Web Services > Scripted REST APIs > OAuth Keeper Companion and set instance.companion_path to its Base API path (now {path})"
+            )),
+            Some(runbook::UPDATE_SET),
+        ),
+        Err(e @ SnError::Forbidden(_)) => step(
+            name,
+            Verdict::Fail,
+            e.to_string(),
+            Some(format!("grant the integration user role {KEEPER_ROLE}")),
+            Some(runbook::USER),
+        ),
+        Err(e) => step(
+            name,
+            Verdict::Fail,
+            e.to_string(),
+            None,
+            Some(runbook::UPDATE_SET),
+        ),
+    }
+}
+
+/// Asks the companion for one real refresh token (never a client secret), which proves that
+/// `getDecryptedValue()` reads `token_received` on this instance. The token is dropped unseen.
+async fn decrypt_step(instance: &Instance, rows: Option<&[Map<String, Value>]>) -> Step {
+    let name = "companion decrypts";
+    let Some(id) = rows.and_then(|rows| {
+        rows.iter()
+            .find(|r| r.get("type").and_then(Value::as_str) == Some("refresh_token"))
+            .map(|r| text(r, "sys_id"))
+    }) else {
+        return skipped(name, "no refresh-token row to try");
+    };
+    match instance.fetch_secrets(std::slice::from_ref(&id)).await {
+        Ok(found) => match found.get(&id) {
+            Some(secrets) if !secrets.refresh_token.expose_secret().is_empty() => pass(
+                name,
+                format!("the companion decrypted the refresh token of {id}"),
+            ),
+            _ => step(
+                name,
+                Verdict::Warn,
+                format!("the companion left {id} out: its token_received did not decrypt"),
+                Some("re-authorise that credential (Get OAuth Token); if every credential fails this way, report it: the instance's encryption of token_received differs from what the companion expects".into()),
+                None,
+            ),
+        },
+        Err(e) => step(name, Verdict::Fail, e.to_string(), None, Some(runbook::UPDATE_SET)),
     }
 }
 
 fn time_zone_step(time_zone: &str) -> Step {
+    let name = "time zone";
+    let fix = Some("set the integration user's time zone to UTC".to_string());
     match time_zone {
         "" => step(
-            "time zone",
+            name,
             Verdict::Warn,
             "the integration user has no time zone (the system default applies); the keeper verifies each write and corrects it with a second PATCH if needed",
-            Some("set the integration user's time zone to UTC".into()),
+            fix,
+            Some(runbook::USER),
         ),
-        "UTC" | "GMT" | "Etc/UTC" | "Etc/GMT" => step(
-            "time zone",
-            Verdict::Pass,
+        "UTC" | "GMT" | "Etc/UTC" | "Etc/GMT" => pass(
+            name,
             format!("the integration user's time zone is {time_zone}"),
-            None,
         ),
         other => match jiff::tz::TimeZone::get(other) {
-            Ok(_) => step(
-                "time zone",
-                Verdict::Pass,
+            Ok(_) => pass(
+                name,
                 format!(
                     "the integration user's time zone is {other}; the keeper converts expiry times to it"
                 ),
-                None,
             ),
             Err(_) => step(
-                "time zone",
+                name,
                 Verdict::Warn,
                 format!(
                     "unknown time zone {other:?}; the keeper will verify and correct each write"
                 ),
-                Some("set the integration user's time zone to UTC".into()),
+                fix,
+                Some(runbook::USER),
             ),
         },
+    }
+}
+
+fn date_format_step(date_format: &str) -> Step {
+    let name = "date format";
+    match date_format {
+        "" | "yyyy-MM-dd" => pass(
+            name,
+            "the integration user reads and writes dates as yyyy-MM-dd (the system default)",
+        ),
+        other => step(
+            name,
+            Verdict::Warn,
+            format!(
+                "the integration user's date format is {other:?}: display-value writes of expires are read in it, so the keeper verifies and corrects each write"
+            ),
+            Some("clear the integration user's date format (system default yyyy-MM-dd)".into()),
+            Some(runbook::USER),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_discovery_field_maps_to_the_acl_that_grants_it() {
+        assert_eq!(acl_of("expires"), "oauth_credential.expires (read)");
+        assert_eq!(acl_of("peer.token_url"), "oauth_entity.token_url (read)");
+        assert_eq!(acl_of("peer.sys_updated_on"), "oauth_entity (read)");
+        assert_eq!(acl_of("sys_mod_count"), "oauth_credential (read)");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let ok = Checklist {
+            steps: vec![pass("a", "x"), skipped("b", "y")],
+            instance_refused: false,
+        };
+        assert_eq!(ok.exit_code(), 0);
+        let failed = Checklist {
+            steps: vec![step("a", Verdict::Fail, "x", None, Some(2))],
+            instance_refused: false,
+        };
+        assert_eq!(failed.exit_code(), 1);
+        assert!(failed.render().contains("[FAIL] a: x"));
+        let refused = Checklist {
+            steps: Vec::new(),
+            instance_refused: true,
+        };
+        assert_eq!(refused.exit_code(), 3);
     }
 }

@@ -18,8 +18,9 @@ use url::Url;
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SN_OAUTH_KEEPER_CONFIG";
 
-/// The companion's default path: the one the update set in `migrations-docs/` creates.
-pub const DEFAULT_COMPANION_PATH: &str = "/api/x_snok/oauth_keeper";
+/// The companion's default path: the one the update set in `migrations-docs/` creates (a
+/// global-scope Scripted REST API with namespace `snok` and API ID `oauth_keeper`).
+pub const DEFAULT_COMPANION_PATH: &str = "/api/snok/oauth_keeper";
 
 /// A configuration error; `Display` names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,19 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `[[registry]]`, in file order.
     pub registries: Vec<RegistrySettings>,
+    /// `[report]`: status events on the instance; `None` when the table is absent.
+    pub report: Option<ReportSettings>,
+}
+
+/// `[report]`: where state changes are reported on the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// The table events are created in (`em_event`, Event Management).
+    pub table: String,
+    /// The events' `source`.
+    pub source: String,
+    /// The events' `node`: which keeper reports (e.g. the host it runs on).
+    pub node: String,
 }
 
 /// `[instance]`.
@@ -114,12 +128,33 @@ pub struct InstanceSettings {
     pub username: String,
     /// Its password.
     pub password: SecretString,
-    /// The companion's path, e.g. `/api/x_acme/oauth_keeper`.
+    /// The companion's path, e.g. `/api/snok/oauth_keeper`.
     pub companion_path: String,
     /// Total deadline of one HTTP call to the instance.
     pub timeout: Duration,
     /// Rows per Table API page (`sysparm_limit`).
     pub page_size: usize,
+    /// How every call proves who the integration user is.
+    pub auth: InstanceAuthSettings,
+}
+
+/// `instance.auth`: how the keeper authenticates to the instance.
+#[derive(Debug, Clone, Default)]
+pub enum InstanceAuthSettings {
+    /// HTTP Basic with the username and password on every call. Subject to the 2026 Basic-auth
+    /// restriction: the user must be Web Service Access Only (or hold
+    /// `snc_basic_auth_api_access`).
+    #[default]
+    Basic,
+    /// A bearer token from the instance's `/oauth_token.do` (password grant, renewed with the
+    /// refresh-token grant), so no call but the token request carries the password.
+    OAuth {
+        /// `instance.client_id`: the OAuth API endpoint's client id (System OAuth > Application
+        /// Registry).
+        client_id: String,
+        /// Its client secret.
+        client_secret: SecretString,
+    },
 }
 
 /// `[refresh]`.
@@ -133,8 +168,13 @@ pub struct RefreshSettings {
     pub keepalive: Duration,
     /// Refreshes in flight at once.
     pub concurrency: usize,
+    /// Token requests in flight at once to any one token endpoint host.
+    pub per_host_concurrency: usize,
     /// Total deadline of one token request.
     pub timeout: Duration,
+    /// `run`: how long SIGTERM/SIGINT wait for the refreshes in flight before the keeper exits
+    /// anyway. Longer than one refresh (its token request with retries and its write-back).
+    pub shutdown_grace: Duration,
 }
 
 impl RefreshSettings {
@@ -194,6 +234,10 @@ pub struct RegistrySettings {
     pub refresh_token_lifetime: Duration,
 }
 
+/// `refresh.shutdown_grace` when the config does not say: three token attempts at the default
+/// 30 s deadline, the backoff between them, and the write-back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
+
 /// Defaults for a registry without a `[[registry]]` entry.
 pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3_600);
 /// Entra's inactivity window: the refresh row's new `expires` after a rotation when the provider
@@ -229,13 +273,16 @@ impl Settings {
                 companion_path: companion_path.to_string(),
                 timeout: Duration::from_secs(10),
                 page_size: 1_000,
+                auth: InstanceAuthSettings::Basic,
             },
             refresh: RefreshSettings {
                 interval: Duration::from_secs(180),
                 lead_time: Duration::from_secs(600),
                 keepalive: Duration::from_secs(7 * 86_400),
                 concurrency: 8,
+                per_host_concurrency: 4,
                 timeout: Duration::from_secs(10),
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
             state: StateSettings {
                 dir: state_dir,
@@ -245,6 +292,7 @@ impl Settings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
             registries: Vec::new(),
+            report: None,
         })
     }
 }
@@ -364,6 +412,15 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     registry: Vec<RawRegistry>,
+    report: Option<RawReport>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    table: Option<String>,
+    source: Option<String>,
+    node: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +433,10 @@ struct RawInstance {
     companion_path: Option<String>,
     timeout: Option<String>,
     page_size: Option<i64>,
+    auth: Option<String>,
+    client_id: Option<String>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,7 +446,9 @@ struct RawRefresh {
     lead_time: Option<String>,
     keepalive: Option<String>,
     concurrency: Option<i64>,
+    per_host_concurrency: Option<i64>,
     timeout: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -489,9 +552,9 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
                     format!("environment variable {var} is not set or empty"),
                 )
             })?,
-        (None, Some(path)) => {
-            read_secret_file(&path).map_err(|m| invalid("instance.password_file", m))?
-        }
+        (None, Some(path)) => expand_path(&path, env)
+            .and_then(|p| read_secret_file(&p))
+            .map_err(|m| invalid("instance.password_file", m))?,
     };
     let companion_path = inst
         .companion_path
@@ -500,7 +563,7 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
         return Err(invalid(
             "instance.companion_path",
             format!(
-                "{companion_path:?} must be a path starting with '/', e.g. \"/api/x_acme/oauth_keeper\""
+                "{companion_path:?} must be a path starting with '/', e.g. \"/api/snok/oauth_keeper\""
             ),
         ));
     }
@@ -521,6 +584,14 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
             ));
         }
     };
+    let auth = parse_instance_auth(
+        inst.auth.as_deref(),
+        inst.client_id,
+        inst.client_secret_env,
+        inst.client_secret_file,
+        env,
+    )
+    .map_err(|(key, message)| invalid(key, message))?;
 
     let r = raw.refresh;
     let concurrency = match r.concurrency {
@@ -529,6 +600,16 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
         Some(n) => {
             return Err(invalid(
                 "refresh.concurrency",
+                format!("{n} is out of range (1 to 256)"),
+            ));
+        }
+    };
+    let per_host_concurrency = match r.per_host_concurrency {
+        None => 4,
+        Some(n) if (1..=256).contains(&n) => usize::try_from(n).unwrap_or(4),
+        Some(n) => {
+            return Err(invalid(
+                "refresh.per_host_concurrency",
                 format!("{n} is out of range (1 to 256)"),
             ));
         }
@@ -553,10 +634,17 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
             Duration::from_secs(60),
         )?,
         concurrency,
+        per_host_concurrency,
         timeout: duration(
             "refresh.timeout",
             r.timeout.as_ref(),
             "30s",
+            Duration::from_secs(1),
+        )?,
+        shutdown_grace: duration(
+            "refresh.shutdown_grace",
+            r.shutdown_grace.as_ref(),
+            "90s",
             Duration::from_secs(1),
         )?,
     };
@@ -569,14 +657,16 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
             ));
         }
         (Some(var), None) => KeySource::Env(var),
-        (None, Some(path)) => KeySource::File(path),
+        (None, Some(path)) => {
+            KeySource::File(expand_path(&path, env).map_err(|m| invalid("state.key_file", m))?)
+        }
         (None, None) => KeySource::Env("SN_OAUTH_KEEPER_KEY".into()),
     };
     let state = StateSettings {
-        dir: raw
-            .state
-            .dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/sn-oauth-keeper")),
+        dir: match raw.state.dir {
+            Some(dir) => expand_path(&dir, env).map_err(|m| invalid("state.dir", m))?,
+            None => PathBuf::from("/var/lib/sn-oauth-keeper"),
+        },
         key,
     };
     let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:9464".into());
@@ -614,9 +704,11 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
                         )
                     })?,
             ),
-            (None, Some(path)) => {
-                Some(read_secret_file(&path).map_err(|m| invalid(&key("client_secret_file"), m))?)
-            }
+            (None, Some(path)) => Some(
+                expand_path(&path, env)
+                    .and_then(|p| read_secret_file(&p))
+                    .map_err(|m| invalid(&key("client_secret_file"), m))?,
+            ),
             (None, None) => None,
         };
         let client_auth = match reg.client_auth.as_deref() {
@@ -656,6 +748,31 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
         });
     }
 
+    let report = match raw.report {
+        None => None,
+        Some(r) => {
+            let table = r.table.unwrap_or_else(|| "em_event".to_string());
+            if table != "em_event" {
+                return Err(invalid(
+                    "report.table",
+                    format!("{table:?} is not supported; use \"em_event\" (Event Management)"),
+                ));
+            }
+            let text = |key: &str, value: Option<String>, default: &str| {
+                let v = value.unwrap_or_else(|| default.to_string());
+                if v.trim().is_empty() || v.len() > 100 {
+                    Err(invalid(key, "must be 1 to 100 characters".into()))
+                } else {
+                    Ok(v)
+                }
+            };
+            Some(ReportSettings {
+                table,
+                source: text("report.source", r.source, "sn-oauth-keeper")?,
+                node: text("report.node", r.node, "sn-oauth-keeper")?,
+            })
+        }
+    };
     Ok(Settings {
         source: file.to_string(),
         instance: InstanceSettings {
@@ -665,12 +782,83 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
             companion_path,
             timeout,
             page_size,
+            auth,
         },
         refresh,
         state,
         server: ServerSettings { listen },
         registries,
+        report,
     })
+}
+
+/// `instance.auth` and the keys that go with it; an error names the key at fault.
+fn parse_instance_auth(
+    auth: Option<&str>,
+    client_id: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    env: &dyn Env,
+) -> Result<InstanceAuthSettings, (&'static str, String)> {
+    match auth.unwrap_or("basic") {
+        "basic" => {
+            // Keys of the other mode are a mistake worth naming, not something to ignore.
+            if client_id.is_some() || secret_env.is_some() || secret_file.is_some() {
+                let key = if client_id.is_some() {
+                    "instance.client_id"
+                } else if secret_env.is_some() {
+                    "instance.client_secret_env"
+                } else {
+                    "instance.client_secret_file"
+                };
+                return Err((
+                    key,
+                    "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\""
+                        .into(),
+                ));
+            }
+            Ok(InstanceAuthSettings::Basic)
+        }
+        "oauth" => {
+            let client_id = client_id.filter(|c| !c.trim().is_empty()).ok_or((
+                "instance.client_id",
+                "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)".to_string(),
+            ))?;
+            let client_secret = match (secret_env, secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "instance.client_secret_env",
+                        "set either client_secret_env or client_secret_file, not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err((
+                        "instance.client_secret_env",
+                        "required with auth = \"oauth\": the environment variable holding the client secret (or client_secret_file)".into(),
+                    ));
+                }
+                (Some(var), None) => env
+                    .var(&var)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from)
+                    .ok_or((
+                        "instance.client_secret_env",
+                        format!("environment variable {var} is not set or empty"),
+                    ))?,
+                (None, Some(path)) => expand_path(&path, env)
+                    .and_then(|p| read_secret_file(&p))
+                    .map_err(|m| ("instance.client_secret_file", m))?,
+            };
+            Ok(InstanceAuthSettings::OAuth {
+                client_id,
+                client_secret,
+            })
+        }
+        other => Err((
+            "instance.auth",
+            format!("{other:?} is not one of \"basic\", \"oauth\""),
+        )),
+    }
 }
 
 /// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,
@@ -715,6 +903,44 @@ fn is_loopback(host: &str) -> bool {
         .trim_end_matches(']')
         .parse::<IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Expands `${NAME}` in a path-valued key from the environment, so a config can point into
+/// directories only known at start: systemd's `${CREDENTIALS_DIRECTORY}` (`LoadCredential=`),
+/// `${STATE_DIRECTORY}`. Only the braced form is expanded; any other `$` is kept. An unset or
+/// empty variable is an error rather than a path that silently lands in `/`.
+pub fn expand_path(path: &Path, env: &dyn Env) -> Result<PathBuf, String> {
+    let Some(text) = path.to_str() else {
+        // Not UTF-8: it cannot hold a `${NAME}` we wrote, keep it as it is.
+        return Ok(path.to_path_buf());
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{text:?}: unclosed ${{ (write ${{NAME}})"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{text:?}: ${{{name}}} is not a variable name (letters, digits, _)"
+            ));
+        }
+        let value = env.var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            let hint = if name == "CREDENTIALS_DIRECTORY" {
+                " (systemd sets it for units with LoadCredential=)"
+            } else {
+                ""
+            };
+            format!("{text:?}: environment variable {name} is not set or empty{hint}")
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(PathBuf::from(out))
 }
 
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
@@ -854,7 +1080,93 @@ client_auth = "post"
                 "concurrency",
             ),
         ];
-        for (text, key) in cases {
+        let more = [
+            (
+                GOOD.replace(
+                    "concurrency = 8",
+                    "concurrency = 8\nper_host_concurrency = 999",
+                ),
+                "refresh.per_host_concurrency",
+            ),
+            (
+                format!("{GOOD}\n[report]\ntable = \"sysevent\"\n"),
+                "report.table",
+            ),
+            (
+                format!("{GOOD}\n[report]\nsource = \"\"\n"),
+                "report.source",
+            ),
+            (format!("{GOOD}\n[report]\nsevrity = 1\n"), "sevrity"),
+            (
+                GOOD.replace(
+                    "password_env = \"SN_PASSWORD\"",
+                    "password_env = \"SN_PASSWORD\"\ntimeout = \"0s\"",
+                ),
+                "instance.timeout",
+            ),
+            (
+                GOOD.replace(
+                    "password_env = \"SN_PASSWORD\"",
+                    "password_env = \"SN_PASSWORD\"\npage_size = 20000",
+                ),
+                "instance.page_size",
+            ),
+            (
+                GOOD.replace(
+                    "password_env = \"SN_PASSWORD\"",
+                    "password_file = \"/nonexistent/pw\"",
+                ),
+                "instance.password_file",
+            ),
+            (
+                GOOD.replace(
+                    "password_env = \"SN_PASSWORD\"",
+                    "password_env = \"SN_PASSWORD\"\npassword_file = \"/x\"",
+                ),
+                "instance.password_env",
+            ),
+            (
+                GOOD.replace("concurrency = 8", "concurrency = 8\ntimeout = \"forever\""),
+                "refresh.timeout",
+            ),
+            (
+                GOOD.replace(
+                    "key_env = \"SN_OAUTH_KEEPER_KEY\"",
+                    "key_env = \"K\"\nkey_file = \"/k\"",
+                ),
+                "state.key_env",
+            ),
+            (
+                GOOD.replace(
+                    "client_auth = \"post\"",
+                    "client_auth = \"post\"\ndefault_expires_in = \"1\"",
+                ),
+                "registry[0].default_expires_in",
+            ),
+            (
+                GOOD.replace(
+                    "client_auth = \"post\"",
+                    "client_auth = \"post\"\nrefresh_token_lifetime = \"5m\"",
+                ),
+                "registry[0].refresh_token_lifetime",
+            ),
+            (
+                GOOD.replace(
+                    "client_secret_env = \"SP_CLIENT_SECRET\"",
+                    "client_secret_file = \"/nonexistent/s\"",
+                ),
+                "registry[0].client_secret_file",
+            ),
+            (
+                GOOD.replace("url = \"https://acme.service-now.com/\"\n", ""),
+                "instance.url",
+            ),
+            (
+                GOOD.replace("listen = \"127.0.0.1:9464\"", "listen = 9464"),
+                "listen",
+            ),
+        ];
+        for (text, key) in cases.into_iter().chain(more) {
             let msg = error_of(&text);
             assert!(msg.contains(key), "{key} not in: {msg}");
             assert!(msg.starts_with("keeper.toml"), "{msg}");
@@ -871,6 +1183,130 @@ client_auth = "post"
             assert!(parse_instance_url(ok).is_ok(), "{ok}");
         }
         assert!(parse_instance_url("https://u:p@acme.service-now.com").is_err());
+    }
+
+    #[test]
+    fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
+        let basic = parse(GOOD, "keeper.toml", &env()).unwrap();
+        assert!(matches!(basic.instance.auth, InstanceAuthSettings::Basic));
+        let oauth_text = GOOD.replace(
+            "password_env = \"SN_PASSWORD\"",
+            "password_env = \"SN_PASSWORD\"\nauth = \"oauth\"\nclient_id = \"keeper-client\"\nclient_secret_env = \"SN_CLIENT_SECRET\"",
+        );
+        let mut vars = env();
+        vars.insert("SN_CLIENT_SECRET".into(), "instance-client-secret".into());
+        let oauth = parse(&oauth_text, "keeper.toml", &vars).unwrap();
+        match &oauth.instance.auth {
+            InstanceAuthSettings::OAuth {
+                client_id,
+                client_secret,
+            } => {
+                assert_eq!(client_id, "keeper-client");
+                assert_eq!(client_secret.expose_secret(), "instance-client-secret");
+            }
+            InstanceAuthSettings::Basic => panic!("oauth expected"),
+        }
+        assert!(!format!("{oauth:?}").contains("instance-client-secret"));
+        let cases = [
+            (
+                oauth_text.replace("auth = \"oauth\"", "auth = \"kerberos\""),
+                "instance.auth",
+            ),
+            (
+                oauth_text.replace("client_id = \"keeper-client\"\n", ""),
+                "instance.client_id",
+            ),
+            (
+                oauth_text.replace("client_secret_env = \"SN_CLIENT_SECRET\"", ""),
+                "instance.client_secret_env",
+            ),
+            (
+                oauth_text.replace("auth = \"oauth\"\n", ""),
+                "instance.client_id",
+            ),
+            (
+                oauth_text.replace(
+                    "client_secret_env = \"SN_CLIENT_SECRET\"",
+                    "client_secret_file = \"/nonexistent/secret\"",
+                ),
+                "instance.client_secret_file",
+            ),
+        ];
+        for (text, key) in cases {
+            let msg = match parse(&text, "keeper.toml", &vars) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(msg.contains(key), "{key} not in: {msg}");
+        }
+        // A missing variable names the key, not the secret.
+        let msg = error_of(&oauth_text);
+        assert!(msg.contains("instance.client_secret_env"), "{msg}");
+    }
+
+    #[test]
+    fn shutdown_grace_has_a_default_and_names_its_key() {
+        let s = parse(GOOD, "keeper.toml", &env()).unwrap();
+        assert_eq!(s.refresh.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let set = GOOD.replace(
+            "concurrency = 8",
+            "concurrency = 8\nshutdown_grace = \"2m\"",
+        );
+        let s = parse(&set, "keeper.toml", &env()).unwrap();
+        assert_eq!(s.refresh.shutdown_grace, Duration::from_secs(120));
+        for bad in ["\"soon\"", "\"0s\""] {
+            let text = GOOD.replace(
+                "concurrency = 8",
+                &format!("concurrency = 8\nshutdown_grace = {bad}"),
+            );
+            let msg = error_of(&text);
+            assert!(msg.contains("refresh.shutdown_grace"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn credential_paths_expand_braced_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sn_password"), "from-a-credential\n").unwrap();
+        let mut vars = env();
+        vars.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.path().display().to_string(),
+        );
+        let text = GOOD
+            .replace(
+                "password_env = \"SN_PASSWORD\"",
+                "password_file = \"${CREDENTIALS_DIRECTORY}/sn_password\"",
+            )
+            .replace(
+                "key_env = \"SN_OAUTH_KEEPER_KEY\"",
+                "key_file = \"${CREDENTIALS_DIRECTORY}/journal_key\"",
+            )
+            .replace(
+                "dir = \"/var/lib/sn-oauth-keeper\"",
+                "dir = \"${CREDENTIALS_DIRECTORY}/state$1\"",
+            );
+        let s = parse(&text, "keeper.toml", &vars).unwrap();
+        assert_eq!(s.instance.password.expose_secret(), "from-a-credential");
+        assert_eq!(s.state.dir, dir.path().join("state$1"), "a bare $ stays");
+        match &s.state.key {
+            KeySource::File(p) => assert_eq!(p, &dir.path().join("journal_key")),
+            other => panic!("{other:?}"),
+        }
+        // Unset, unclosed or malformed references name the key and never become a path.
+        let unset = parse(&text, "keeper.toml", &env()).unwrap_err().to_string();
+        assert!(
+            unset.contains("instance.password_file") && unset.contains("CREDENTIALS_DIRECTORY"),
+            "{unset}"
+        );
+        for bad in ["${CREDENTIALS_DIRECTORY/x", "${}/x", "${A-B}/x"] {
+            let text = GOOD.replace(
+                "dir = \"/var/lib/sn-oauth-keeper\"",
+                &format!("dir = \"{bad}\""),
+            );
+            let msg = error_of(&text);
+            assert!(msg.contains("state.dir"), "{msg}");
+        }
     }
 
     #[test]

@@ -1,194 +1,163 @@
-//! The `run` daemon: a cycle every `refresh.interval`, `/metrics`, `/healthz`, `/readyz`, and a
-//! graceful stop on SIGTERM/SIGINT that never cuts a refresh in flight.
+//! The `run` daemon: a cycle every `refresh.interval` (never two at once), the admin endpoints
+//! `/metrics`, `/healthz` and `/readyz`, and the signals of a service manager.
+//!
+//! - SIGTERM or SIGINT: no new refresh starts; the refreshes in flight finish, bounded by
+//!   `refresh.shutdown_grace`; then the keeper exits 0. A second signal, or the end of the grace
+//!   period, abandons what is still in flight (exit 1, `daemon.grace_exceeded`).
+//! - SIGHUP: the config file is read again. An invalid file is rejected with a log line naming
+//!   the key, and the running config stays. A valid one takes effect from the next cycle, except
+//!   `state.*` and `server.listen`, which hold an open journal and a bound socket: changing
+//!   them needs a restart, and a reload that changes them says so.
 
-use crate::engine::{CycleError, CycleReport, Keeper, Mode, Outcome};
+use crate::config::{ConfigError, Settings};
+use crate::domain::time::parse_sn_datetime;
+use crate::engine::{CycleError, CycleReport, Keeper, Mode};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::observe::Observer;
+use crate::servicenow::SnError;
 use axum::Router;
 use axum::extract::State as AxumState;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-use serde_json::json;
-use std::sync::atomic::AtomicU64;
+use jiff::Timestamp;
+use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CycleLabels {
-    result: String,
+/// Readiness fails when the last successful cycle ended longer ago than this many intervals.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+
+/// The staleness limit never drops below this, so short test intervals do not flap.
+pub const MIN_STALENESS: Duration = Duration::from_secs(60);
+
+/// What the daemon learned about its own cycles: the facts behind `/healthz` and `/readyz`.
+/// The verdicts are pure functions of these facts and the time, so their semantics are tested
+/// without waiting for anything.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// When the daemon started.
+    pub started: Timestamp,
+    /// `refresh.interval` in force.
+    pub interval: Duration,
+    /// When the cycle in progress started, if one is.
+    pub cycle_started: Option<Timestamp>,
+    /// When the last cycle (of any result) ended.
+    pub last_finished: Option<Timestamp>,
+    /// When the last successful cycle ended.
+    pub last_success: Option<Timestamp>,
+    /// Why the last cycle failed, if it did (secret-free).
+    pub last_error: Option<String>,
+    /// Whether that failure was the instance's (unreachable, refusing, not JSON).
+    pub last_error_instance: bool,
+    /// Whether a stop signal arrived.
+    pub stopping: bool,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RefreshLabels {
-    registry: String,
-    outcome: String,
-    class: String,
+/// An endpoint's answer: whether all is well, and a JSON body that says why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// 200 when true, 503 when false.
+    pub ok: bool,
+    /// The facts and reasons.
+    pub body: Value,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: String,
+fn ago(now: Timestamp, then: Option<Timestamp>) -> Value {
+    then.map_or(Value::Null, |t| {
+        json!((now.as_second() - t.as_second()).max(0))
+    })
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CredentialLabels {
-    credential: String,
-    registry: String,
-}
-
-/// The daemon's metrics. Labels are sys_ids and fixed words, never free text.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    cycles: Family<CycleLabels, Counter>,
-    refreshes: Family<RefreshLabels, Counter>,
-    states: Family<StateLabels, Gauge>,
-    access_expiry: Family<CredentialLabels, Gauge<f64, AtomicU64>>,
-    journal_pending: Gauge,
-    last_cycle: Gauge<f64, AtomicU64>,
-    cycle_duration: Gauge<f64, AtomicU64>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
-impl Metrics {
-    /// Registers every metric.
-    pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("sn_oauth_keeper");
-        let cycles = Family::<CycleLabels, Counter>::default();
-        registry.register("cycles", "Refresh cycles run, by result", cycles.clone());
-        let refreshes = Family::<RefreshLabels, Counter>::default();
-        registry.register(
-            "refreshes",
-            "Refresh attempts by registry sys_id, outcome and failure class",
-            refreshes.clone(),
-        );
-        let states = Family::<StateLabels, Gauge>::default();
-        registry.register(
-            "credentials",
-            "Credentials by state after the last cycle",
-            states.clone(),
-        );
-        let access_expiry = Family::<CredentialLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "access_token_expiry_seconds",
-            "Seconds until the access token expires (negative: expired), per refresh-row sys_id",
-            access_expiry.clone(),
-        );
-        let journal_pending = Gauge::default();
-        registry.register(
-            "journal_pending",
-            "Token answers journaled but not yet confirmed by ServiceNow",
-            journal_pending.clone(),
-        );
-        let last_cycle = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "last_successful_cycle_timestamp_seconds",
-            "UNIX time of the last cycle that reached the instance",
-            last_cycle.clone(),
-        );
-        let cycle_duration = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "last_cycle_duration_seconds",
-            "Duration of the last cycle",
-            cycle_duration.clone(),
-        );
-        Metrics {
-            registry,
-            cycles,
-            refreshes,
-            states,
-            access_expiry,
-            journal_pending,
-            last_cycle,
-            cycle_duration,
+impl Health {
+    /// Facts of a daemon that has just started.
+    pub fn new(started: Timestamp, interval: Duration) -> Health {
+        Health {
+            started,
+            interval,
+            cycle_started: None,
+            last_finished: None,
+            last_success: None,
+            last_error: None,
+            last_error_instance: false,
+            stopping: false,
         }
     }
 
-    /// Records a finished cycle.
-    pub fn observe(&self, report: &CycleReport, journal_pending: usize) {
-        self.cycles
-            .get_or_create(&CycleLabels {
-                result: "ok".into(),
-            })
-            .inc();
-        self.last_cycle
-            .set(report.started.as_millisecond() as f64 / 1000.0);
-        self.cycle_duration.set(report.duration.as_secs_f64());
-        self.journal_pending
-            .set(i64::try_from(journal_pending).unwrap_or(i64::MAX));
-        self.states.clear();
-        self.access_expiry.clear();
-        for c in &report.credentials {
-            self.states
-                .get_or_create(&StateLabels {
-                    state: c.assessment.state.label().to_string(),
-                })
-                .inc();
-            if let Some(expires) = c.access_expires {
-                let secs = expires.as_second() - report.started.as_second();
-                self.access_expiry
-                    .get_or_create(&CredentialLabels {
-                        credential: c.sys_id.clone(),
-                        registry: c.registry_id.clone(),
-                    })
-                    .set(secs as f64);
+    /// How old the last successful cycle may be before the keeper is not ready.
+    pub fn staleness_limit(&self) -> Duration {
+        (self.interval * STALE_AFTER_INTERVALS).max(MIN_STALENESS)
+    }
+
+    /// `/healthz`: the process works — it serves HTTP and its loop runs. Deliberately
+    /// independent of the instance and the providers: a restart cannot fix an outage elsewhere
+    /// and would only interrupt refreshes, so a liveness probe must not fail on one.
+    pub fn liveness(&self, now: Timestamp) -> Verdict {
+        Verdict {
+            ok: true,
+            body: json!({
+                "status": if self.stopping { "stopping" } else { "ok" },
+                "uptime_s": ago(now, Some(self.started)),
+                "cycle_running_s": ago(now, self.cycle_started),
+                "last_cycle_finished_s_ago": ago(now, self.last_finished),
+            }),
+        }
+    }
+
+    /// `/readyz`: the keeper does its job — the last cycle reached the instance, a cycle
+    /// succeeded recently (within [`Health::staleness_limit`]), the journal is writable, and
+    /// no stop is under way.
+    pub fn readiness(&self, now: Timestamp, journal_writable: bool) -> Verdict {
+        let mut reasons: Vec<String> = Vec::new();
+        if self.stopping {
+            reasons.push("shutting down: finishing the refreshes in flight".into());
+        }
+        match (self.last_finished, &self.last_error) {
+            (None, _) => reasons.push("no cycle has finished yet".into()),
+            (Some(_), Some(error)) if self.last_error_instance => reasons.push(format!(
+                "the last cycle did not reach the instance: {error}"
+            )),
+            (Some(_), Some(error)) => reasons.push(format!("the last cycle failed: {error}")),
+            (Some(_), None) => {}
+        }
+        let limit = self.staleness_limit();
+        if let Some(success) = self.last_success {
+            let age = now.as_second() - success.as_second();
+            if age > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX) {
+                reasons.push(format!(
+                    "the last successful cycle ended {age} s ago, more than {} s ({STALE_AFTER_INTERVALS} intervals)",
+                    limit.as_secs()
+                ));
             }
-            let class = match &c.outcome {
-                Outcome::Failed { class, .. } => class.label(),
-                Outcome::Blocked { .. } => "blocked",
-                _ => "",
-            };
-            if !matches!(c.outcome, Outcome::Skipped | Outcome::Deferred) {
-                self.refreshes
-                    .get_or_create(&RefreshLabels {
-                        registry: c.registry_id.clone(),
-                        outcome: c.outcome.label().replace(' ', "_").replace('-', ""),
-                        class: class.to_string(),
-                    })
-                    .inc();
-            }
+        } else if self.last_finished.is_some()
+            && now.as_second() - self.started.as_second()
+                > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX)
+        {
+            reasons.push(format!(
+                "no cycle has succeeded in the {} s since the start",
+                now.as_second() - self.started.as_second()
+            ));
+        }
+        if !journal_writable {
+            reasons.push("the journal is not writable".into());
+        }
+        let ok = reasons.is_empty();
+        Verdict {
+            ok,
+            body: json!({
+                "ready": ok,
+                "reasons": reasons,
+                "instance_reachable": self.last_finished.is_some() && !(self.last_error.is_some() && self.last_error_instance),
+                "journal_writable": journal_writable,
+                "last_success_s_ago": ago(now, self.last_success),
+                "staleness_limit_s": limit.as_secs(),
+            }),
         }
     }
-
-    /// Records a cycle that could not run.
-    pub fn observe_failure(&self) {
-        self.cycles
-            .get_or_create(&CycleLabels {
-                result: "error".into(),
-            })
-            .inc();
-    }
-
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
-
-/// What `/readyz` reports.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness {
-    /// Whether the last cycle reached the instance.
-    pub instance_ok: bool,
-    /// Why not, if not.
-    pub instance_error: Option<String>,
-    /// Whether a cycle has run at all.
-    pub cycled: bool,
 }
 
 /// Shared state of the admin endpoints.
@@ -196,10 +165,10 @@ pub struct Readiness {
 pub struct AdminState {
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    /// The readiness facts.
-    pub readiness: Arc<Mutex<Readiness>>,
-    /// The keeper (for the journal's writability).
-    pub keeper: Keeper,
+    /// The facts behind the health verdicts.
+    pub health: Arc<Mutex<Health>>,
+    /// The journal (for its writability).
+    pub journal: Arc<Journal>,
 }
 
 /// The admin router: `/metrics`, `/healthz`, `/readyz`.
@@ -221,45 +190,47 @@ async fn metrics(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
-}
-
-async fn readyz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
-    let readiness = state
-        .readiness
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    let journal_ok = state.keeper.journal().is_some_and(|j| j.writable());
-    let mut reasons = Vec::new();
-    if !readiness.cycled {
-        reasons.push("no cycle has finished yet".to_string());
-    } else if !readiness.instance_ok {
-        reasons.push(format!(
-            "the last cycle did not reach the instance: {}",
-            readiness.instance_error.unwrap_or_default()
-        ));
-    }
-    if !journal_ok {
-        reasons.push("the journal is not writable".to_string());
-    }
-    let ready = reasons.is_empty();
-    let body = json!({
-        "ready": ready,
-        "instance_reachable": readiness.instance_ok,
-        "journal_writable": journal_ok,
-        "reasons": reasons,
-    });
-    let status = if ready {
+fn respond(verdict: Verdict) -> impl IntoResponse {
+    let status = if verdict.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(body))
+    (status, axum::Json(verdict.body))
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
+fn facts(state: &AdminState) -> Option<Health> {
+    state.health.lock().ok().map(|h| h.clone())
+}
+
+async fn healthz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
+    let verdict = match facts(&state) {
+        Some(h) => h.liveness(Timestamp::now()),
+        None => Verdict {
+            ok: false,
+            body: json!({"status": "broken", "reason": "the daemon's state is poisoned"}),
+        },
+    };
+    respond(verdict)
+}
+
+async fn readyz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
+    let journal = Arc::clone(&state.journal);
+    // A write probe touches the disk: keep it off the async workers.
+    let writable = tokio::task::spawn_blocking(move || journal.writable())
+        .await
+        .unwrap_or(false);
+    let verdict = match facts(&state) {
+        Some(h) => h.readiness(Timestamp::now(), writable),
+        None => Verdict {
+            ok: false,
+            body: json!({"ready": false, "reasons": ["the daemon's state is poisoned"]}),
+        },
+    };
+    respond(verdict)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives (`once` and `simulate` use it).
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -283,76 +254,360 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs cycles until `stop` is cancelled, serving the admin endpoints on `listener`.
-/// Returns after the cycle in progress (if any) finished its in-flight refreshes.
-pub async fn run(
-    keeper: Keeper,
-    interval: Duration,
-    listener: TcpListener,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Mutex::new(Readiness::default()));
-    let state = AdminState {
-        metrics: Arc::clone(&metrics),
-        readiness: Arc::clone(&readiness),
-        keeper: keeper.clone(),
-    };
-    let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, admin_router(state))
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-    });
-    tracing::info!(
-        event = "daemon.started",
-        interval_s = interval.as_secs(),
-        "keeper started"
-    );
-    loop {
-        let result = keeper.cycle(Mode::Apply, &stop).await;
-        let pending = keeper
-            .journal()
-            .and_then(|j| j.pending_count().ok())
-            .unwrap_or(0);
-        match &result {
-            Ok(report) => {
-                metrics.observe(report, pending);
-                if let Ok(mut r) = readiness.lock() {
-                    *r = Readiness {
-                        instance_ok: true,
-                        instance_error: None,
-                        cycled: true,
+/// How the outside world steers a running daemon: the service manager's signals, or a test.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Cancelled by the first SIGTERM/SIGINT: start nothing new, finish what is in flight.
+    pub stop: CancellationToken,
+    /// Cancelled by a second SIGTERM/SIGINT: abandon what is in flight now.
+    pub force: CancellationToken,
+    /// Notified by SIGHUP: read the config again.
+    pub reload: Arc<Notify>,
+}
+
+impl Control {
+    /// Wires SIGTERM, SIGINT and SIGHUP to a new [`Control`] (SIGHUP on Unix only).
+    pub fn from_signals() -> std::io::Result<Control> {
+        let control = Control::default();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut hup = signal(SignalKind::hangup())?;
+            let c = control.clone();
+            tokio::spawn(async move {
+                loop {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                        _ = hup.recv() => {
+                            tracing::info!(event = "config.reload_requested", signal = "SIGHUP", "reading the config again");
+                            c.reload.notify_one();
+                            continue;
+                        }
                     };
+                    if c.stop.is_cancelled() {
+                        tracing::warn!(
+                            event = "daemon.forced",
+                            signal = name,
+                            "second stop signal: abandoning the refreshes in flight"
+                        );
+                        c.force.cancel();
+                        return;
+                    }
+                    tracing::info!(
+                        event = "daemon.stopping",
+                        signal = name,
+                        "stop signal: finishing the refreshes in flight"
+                    );
+                    c.stop.cancel();
                 }
-            }
-            Err(e) => {
-                metrics.observe_failure();
-                tracing::error!(event = "cycle.failed", error = %e, instance_unusable = e.instance_unusable(), "cycle failed");
-                if let Ok(mut r) = readiness.lock() {
-                    *r = Readiness {
-                        instance_ok: !matches!(e, CycleError::Instance(_)),
-                        instance_error: Some(e.to_string()),
-                        cycled: true,
-                    };
-                }
-            }
+            });
         }
-        if stop.is_cancelled() {
-            break;
+        #[cfg(not(unix))]
+        {
+            let c = control.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!(
+                    event = "daemon.stopping",
+                    signal = "ctrl-c",
+                    "stop signal: finishing the refreshes in flight"
+                );
+                c.stop.cancel();
+                let _ = tokio::signal::ctrl_c().await;
+                c.force.cancel();
+            });
         }
-        // A little jitter so a fleet of keepers does not hit shared endpoints in lockstep.
-        let jitter_ms = fastrand::u64(0..=(interval.as_millis() as u64 / 20).max(1));
-        let wait = interval + Duration::from_millis(jitter_ms);
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+        Ok(control)
+    }
+}
+
+/// Reads the config again (SIGHUP): the same file, validated the same way as at start.
+pub type Reloader = Box<dyn Fn() -> Result<Settings, ConfigError> + Send + Sync>;
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every refresh in flight finished.
+    Clean,
+    /// The grace period ran out (or a second signal came) with work in flight.
+    Abandoned,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The HTTP clients could not be built.
+    #[error("cannot build the HTTP clients: {0}")]
+    Clients(#[from] SnError),
+    /// The admin server failed.
+    #[error("admin server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What the loop needs besides the settings.
+pub struct Daemon {
+    settings: Arc<Settings>,
+    journal: Arc<Journal>,
+    reloader: Reloader,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("source", &self.settings.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings that hold something a running process cannot let go of.
+fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.state.dir != new.state.dir {
+        keys.push("state.dir");
+    }
+    // Debug of a key source names the variable or the file, never the key.
+    if format!("{:?}", old.state.key) != format!("{:?}", new.state.key) {
+        keys.push("state.key_env/state.key_file");
+    }
+    if old.server.listen != new.server.listen {
+        keys.push("server.listen");
+    }
+    keys
+}
+
+fn error_key(e: &ConfigError) -> &str {
+    match e {
+        ConfigError::Invalid { key, .. } => key,
+        _ => "",
+    }
+}
+
+enum CycleEnd {
+    Done(Result<CycleReport, CycleError>),
+    Abandoned,
+}
+
+impl Daemon {
+    /// A daemon over an opened journal; `reloader` reads the config file again on SIGHUP.
+    pub fn new(settings: Arc<Settings>, journal: Arc<Journal>, reloader: Reloader) -> Daemon {
+        Daemon {
+            settings,
+            journal,
+            reloader,
+            metrics: Arc::new(Metrics::new()),
         }
     }
-    tracing::info!(event = "daemon.stopped", "keeper stopped");
-    match server.await {
-        Ok(r) => r,
-        Err(e) => Err(std::io::Error::other(e)),
+
+    fn keeper(&self, settings: Arc<Settings>) -> Result<Keeper, SnError> {
+        let observer = Observer::new(Arc::clone(&self.metrics) as Arc<dyn crate::observe::Observe>);
+        Ok(Keeper::new(settings, Some(Arc::clone(&self.journal)))?.with_observer(observer))
+    }
+
+    /// Applies a SIGHUP: a valid new config replaces the keeper for the next cycle; an invalid
+    /// one is logged and ignored.
+    fn reload(&mut self, keeper: &mut Keeper) {
+        let mut new = match (self.reloader)() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(event = "config.reload_rejected", key = error_key(&e), error = %e, "the new config is invalid; the running config stays");
+                return;
+            }
+        };
+        let pinned = restart_only_changes(&self.settings, &new);
+        if !pinned.is_empty() {
+            tracing::warn!(event = "config.restart_required", keys = %pinned.join(", "), "these settings take effect only after a restart; their running values stay");
+        }
+        new.state = self.settings.state.clone();
+        new.server = self.settings.server;
+        let new = Arc::new(new);
+        match self.keeper(Arc::clone(&new)) {
+            Ok(k) => {
+                *keeper = k;
+                self.settings = new;
+                tracing::info!(
+                    event = "config.reloaded",
+                    interval_s = self.settings.refresh.interval.as_secs(),
+                    lead_time_s = self.settings.refresh.lead_time.as_secs(),
+                    concurrency = self.settings.refresh.concurrency,
+                    registries = self.settings.registries.len(),
+                    "new config in force from the next cycle"
+                );
+            }
+            Err(e) => {
+                tracing::error!(event = "config.reload_rejected", key = "instance", error = %e, "cannot build clients from the new config; the running config stays");
+            }
+        }
+    }
+
+    /// One cycle; once `stop` is cancelled it gets `shutdown_grace` to finish (or until
+    /// `force`). Dropping the cycle's future aborts its refresh tasks: only then is work lost,
+    /// and the journal's intent records tell the next start about it.
+    async fn bounded_cycle(&self, keeper: &Keeper, control: &Control) -> CycleEnd {
+        let cycle = keeper.cycle(Mode::Apply, &control.stop);
+        tokio::pin!(cycle);
+        tokio::select! {
+            biased;
+            r = &mut cycle => return CycleEnd::Done(r),
+            _ = control.stop.cancelled() => {}
+        }
+        let grace = self.settings.refresh.shutdown_grace;
+        tokio::select! {
+            biased;
+            r = &mut cycle => CycleEnd::Done(r),
+            _ = tokio::time::sleep(grace) => CycleEnd::Abandoned,
+            _ = control.force.cancelled() => CycleEnd::Abandoned,
+        }
+    }
+
+    fn observe_journal(&self) {
+        let pending = self.journal.pending_count().unwrap_or(0);
+        let oldest = self
+            .journal
+            .summaries()
+            .ok()
+            .and_then(|s| s.into_iter().next())
+            .and_then(|s| parse_sn_datetime(&s.created_at).ok().flatten());
+        self.metrics.observe_journal(pending, oldest);
+    }
+
+    /// Runs cycles until `control.stop`, serving the admin endpoints on `listener` until the
+    /// last cycle ended.
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        control: Control,
+    ) -> Result<Stopped, DaemonError> {
+        let mut keeper = self.keeper(Arc::clone(&self.settings))?;
+        let health = Arc::new(Mutex::new(Health::new(
+            Timestamp::now(),
+            self.settings.refresh.interval,
+        )));
+        let state = AdminState {
+            metrics: Arc::clone(&self.metrics),
+            health: Arc::clone(&health),
+            journal: Arc::clone(&self.journal),
+        };
+        let listen = listener.local_addr()?;
+        // The admin server outlives the stop signal: during the grace period /readyz says
+        // "shutting down" and the last metrics can still be scraped.
+        let server_stop = CancellationToken::new();
+        let server = {
+            let stop = server_stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, admin_router(state))
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        };
+        {
+            let health = Arc::clone(&health);
+            let stop = control.stop.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                if let Ok(mut h) = health.lock() {
+                    h.stopping = true;
+                }
+            });
+        }
+        tracing::info!(
+            event = "daemon.started",
+            listen = %listen,
+            interval_s = self.settings.refresh.interval.as_secs(),
+            shutdown_grace_s = self.settings.refresh.shutdown_grace.as_secs(),
+            version = env!("CARGO_PKG_VERSION"),
+            "keeper started"
+        );
+        self.observe_journal();
+        let mut stopped = Stopped::Clean;
+        loop {
+            if let Ok(mut h) = health.lock() {
+                h.cycle_started = Some(Timestamp::now());
+            }
+            let clock = tokio::time::Instant::now();
+            let end = self.bounded_cycle(&keeper, &control).await;
+            let finished = Timestamp::now();
+            match end {
+                CycleEnd::Abandoned => {
+                    tracing::error!(
+                        event = "daemon.grace_exceeded",
+                        grace_s = self.settings.refresh.shutdown_grace.as_secs(),
+                        "refreshes still in flight at the end of the grace period were abandoned; the journal tells the next start about them"
+                    );
+                    stopped = Stopped::Abandoned;
+                    break;
+                }
+                CycleEnd::Done(Ok(report)) => {
+                    self.metrics
+                        .observe_cycle(&report, &self.settings, finished);
+                    if let Ok(mut h) = health.lock() {
+                        h.cycle_started = None;
+                        h.last_finished = Some(finished);
+                        h.last_success = Some(finished);
+                        h.last_error = None;
+                        h.last_error_instance = false;
+                    }
+                }
+                CycleEnd::Done(Err(e)) => {
+                    self.metrics.observe_cycle_failure(&e, clock.elapsed());
+                    let instance = matches!(e, CycleError::Instance(_));
+                    tracing::error!(event = "cycle.failed", error = %e, instance_unusable = e.instance_unusable(), "cycle failed");
+                    if let Ok(mut h) = health.lock() {
+                        h.cycle_started = None;
+                        h.last_finished = Some(finished);
+                        h.last_error = Some(e.to_string());
+                        h.last_error_instance = instance;
+                    }
+                }
+            }
+            self.observe_journal();
+            if control.stop.is_cancelled() {
+                break;
+            }
+            let mut next = self.next_cycle_at(clock);
+            loop {
+                tokio::select! {
+                    _ = control.stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = control.reload.notified() => {
+                        self.reload(&mut keeper);
+                        if let Ok(mut h) = health.lock() {
+                            h.interval = self.settings.refresh.interval;
+                        }
+                        next = next.min(self.next_cycle_at(clock));
+                    }
+                }
+            }
+            if control.stop.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!(
+            event = "daemon.stopped",
+            clean = stopped == Stopped::Clean,
+            "keeper stopped"
+        );
+        server_stop.cancel();
+        match server.await {
+            Ok(r) => r?,
+            Err(e) => return Err(DaemonError::Serve(std::io::Error::other(e))),
+        }
+        Ok(stopped)
+    }
+
+    /// When the next cycle starts: an interval after the last one started, plus a little
+    /// jitter so a fleet of keepers does not hit shared endpoints in lockstep. A cycle longer
+    /// than the interval is followed by the next one at once: cycles never overlap, because
+    /// this loop runs them one after the other.
+    fn next_cycle_at(&self, last_start: tokio::time::Instant) -> tokio::time::Instant {
+        let interval = self.settings.refresh.interval;
+        let spread = u64::try_from(interval.as_millis() / 20)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        last_start + interval + Duration::from_millis(fastrand::u64(0..=spread))
     }
 }
 
@@ -360,15 +615,95 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn health() -> Health {
+        Health::new(at(0), Duration::from_secs(180))
+    }
+
+    fn reasons(v: &Verdict) -> String {
+        v.body["reasons"].to_string()
+    }
+
     #[test]
-    fn exposition_names_are_prefixed() {
-        let m = Metrics::new();
-        m.observe_failure();
-        let text = m.render();
-        assert!(
-            text.contains("sn_oauth_keeper_cycles_total{result=\"error\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("# EOF"));
+    fn not_ready_before_the_first_cycle_and_ready_after_a_good_one() {
+        let mut h = health();
+        let v = h.readiness(at(5), true);
+        assert!(!v.ok);
+        assert!(reasons(&v).contains("no cycle has finished yet"), "{v:?}");
+        h.last_finished = Some(at(10));
+        h.last_success = Some(at(10));
+        let v = h.readiness(at(20), true);
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.body["reasons"], json!([]));
+        assert_eq!(v.body["last_success_s_ago"], json!(10));
+    }
+
+    #[test]
+    fn an_unreachable_instance_makes_the_keeper_unready_with_the_reason() {
+        let mut h = health();
+        h.last_finished = Some(at(10));
+        h.last_success = Some(at(5));
+        h.last_error = Some("cannot reach the instance: connection failed".into());
+        h.last_error_instance = true;
+        let v = h.readiness(at(20), true);
+        assert!(!v.ok);
+        assert!(reasons(&v).contains("did not reach the instance"), "{v:?}");
+        assert_eq!(v.body["instance_reachable"], json!(false));
+    }
+
+    #[test]
+    fn a_stale_last_success_makes_the_keeper_unready() {
+        let mut h = health();
+        h.last_finished = Some(at(0));
+        h.last_success = Some(at(0));
+        // 3 intervals of 180 s.
+        assert!(h.readiness(at(540), true).ok);
+        let v = h.readiness(at(541), true);
+        assert!(!v.ok);
+        assert!(reasons(&v).contains("more than 540 s"), "{v:?}");
+        // A keeper that never succeeded is stale once the limit has passed since its start.
+        let mut never = health();
+        never.last_finished = Some(at(500));
+        never.last_error = Some("journal failed".into());
+        let v = never.readiness(at(600), true);
+        assert!(reasons(&v).contains("no cycle has succeeded"), "{v:?}");
+        assert!(reasons(&v).contains("the last cycle failed"), "{v:?}");
+    }
+
+    #[test]
+    fn short_intervals_keep_a_floor_of_staleness() {
+        let h = Health::new(at(0), Duration::from_secs(1));
+        assert_eq!(h.staleness_limit(), MIN_STALENESS);
+    }
+
+    #[test]
+    fn an_unwritable_journal_or_a_stop_makes_the_keeper_unready() {
+        let mut h = health();
+        h.last_finished = Some(at(10));
+        h.last_success = Some(at(10));
+        let v = h.readiness(at(20), false);
+        assert!(!v.ok);
+        assert!(reasons(&v).contains("journal is not writable"), "{v:?}");
+        h.stopping = true;
+        let v = h.readiness(at(20), true);
+        assert!(reasons(&v).contains("shutting down"), "{v:?}");
+    }
+
+    #[test]
+    fn liveness_does_not_depend_on_the_instance() {
+        let mut h = health();
+        h.last_finished = Some(at(10));
+        h.last_error = Some("cannot reach the instance".into());
+        h.last_error_instance = true;
+        h.cycle_started = Some(at(15));
+        let v = h.liveness(at(20));
+        assert!(v.ok);
+        assert_eq!(v.body["status"], json!("ok"));
+        assert_eq!(v.body["cycle_running_s"], json!(5));
+        h.stopping = true;
+        assert_eq!(h.liveness(at(20)).body["status"], json!("stopping"));
     }
 }

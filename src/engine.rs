@@ -1,33 +1,46 @@
 //! One refresh cycle: discover, re-deliver what the journal holds, plan, refresh, write back.
 //!
 //! The order of work for a refresh is fixed by the product's invariant — a token the provider
-//! handed out is never lost: token request → journal the answer (fsync) → PATCH the refresh row
-//! when the token rotated → write the access row → remove the journal record. A credential with
-//! an undelivered answer is never refreshed again before that answer reached ServiceNow: with a
-//! rotating provider the journaled refresh token is the only valid one.
+//! handed out is never lost: journal the intent → token request → journal the answer (fsync) →
+//! PATCH the refresh row when the token rotated (after checking nobody else wrote it meanwhile)
+//! → write the access row → remove the journal record. A credential with an undelivered answer
+//! is never refreshed again before that answer reached ServiceNow: with a rotating provider the
+//! journaled refresh token is the only valid one.
 
 use crate::config::{RegistrySettings, Settings};
 use crate::domain::classify::{FailureClass, provider_guidance};
 use crate::domain::credential::{Credential, pair};
 use crate::domain::plan::{Action, Assessment, Reason, Remembered, State, assess};
-use crate::domain::time::{add, format_sn_in_zone, format_sn_utc, parse_sn_datetime};
-use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Pending, StoredOutcome};
+use crate::domain::time::{
+    add, format_sn_in_zone, format_sn_utc, human_duration, parse_sn_datetime,
+};
+use crate::events::{EventReporter, StateChange};
+use crate::journal::{
+    AccessTemplate, Delivery, Journal, JournalError, Pending, RegistryPark, StoredOutcome,
+};
 use crate::oauth::{RefreshRequest, TokenClient, TokenError, TokenSet};
-use crate::servicenow::{CompanionSecrets, Instance, RetryPolicy, SnError};
+use crate::observe::Observer;
+use crate::pacing::{FullJitter, HostLimits, cycle_budget};
+use crate::servicenow::{CompanionSecrets, Instance, RetryPolicy, SecretRequest, SnError};
+use backon::Retryable;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Attempts of one token request when the provider throttles or fails transiently.
-const TOKEN_ATTEMPTS: u32 = 3;
-/// Largest backoff between token attempts.
-const TOKEN_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Retries of one token request when the provider throttles or fails transiently (a lost answer
+/// gets its own single retry on top).
+const TOKEN_RETRIES: u32 = 2;
+/// Ceiling of the first backoff between token attempts, and the largest one.
+const TOKEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// How long a registry parked for a configuration error waits before one of its credentials is
+/// tried again, in case the fix happened where the keeper cannot see it (at the provider).
+const PARK_PROBE: Duration = Duration::from_secs(3_600);
 /// Largest `Retry-After` honoured inside a cycle; longer waits defer to the next cycle.
 const TOKEN_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -120,6 +133,9 @@ pub struct CredentialReport {
     pub last_error: Option<String>,
     /// When it was last refreshed by the keeper.
     pub last_success: Option<Timestamp>,
+    /// When a token was last minted from the refresh token, as far as the instance shows it (or
+    /// now, when this cycle refreshed it): where provider inactivity limits count from.
+    pub last_used: Option<Timestamp>,
 }
 
 /// The result of a cycle.
@@ -179,6 +195,26 @@ struct Zone {
     known: bool,
 }
 
+/// What one cycle knows beyond the planner's verdicts, shared by its refresh tasks.
+#[derive(Debug, Default)]
+struct CycleContext {
+    /// When the cycle started: registries parked since then block the rest of the cycle.
+    started: Timestamp,
+    /// Credentials whose last refresh was sent and never concluded (the process died).
+    interrupted: HashMap<String, Timestamp>,
+    /// Registries parked for a configuration error, by sys_id (grows during the cycle).
+    parked: Mutex<HashMap<String, RegistryPark>>,
+    /// Each credential's failure class before this cycle: a state change is a class that
+    /// differs from it.
+    previous: HashMap<String, FailureClass>,
+}
+
+impl CycleContext {
+    fn parked(&self, registry: &str) -> Option<RegistryPark> {
+        self.parked.lock().ok()?.get(registry).cloned()
+    }
+}
+
 /// The refresher: an instance client, a token client and (to apply) the journal.
 #[derive(Clone)]
 pub struct Keeper {
@@ -188,6 +224,16 @@ pub struct Keeper {
     journal: Option<Arc<Journal>>,
     zone: Arc<tokio::sync::OnceCell<Zone>>,
     zone_warned: Arc<AtomicBool>,
+    hosts: Arc<HostLimits>,
+    /// Credentials being refreshed right now: single flight, even if two cycles overlapped.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// When this keeper started: part of a parked registry's fingerprint, because a restart is
+    /// how a changed client secret in the environment takes effect.
+    started: Timestamp,
+    /// Told how the refreshes of a cycle progress (a terminal progress bar).
+    observer: Observer,
+    /// Where state changes are reported on the instance (`[report]`).
+    events: Option<EventReporter>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -195,6 +241,20 @@ impl std::fmt::Debug for Keeper {
         f.debug_struct("Keeper")
             .field("instance", &self.instance)
             .finish_non_exhaustive()
+    }
+}
+
+/// Marks a credential in flight for as long as it lives.
+struct FlightGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
     }
 }
 
@@ -209,14 +269,38 @@ impl Keeper {
             .is_some_and(|h| crate::config::parse_instance_url(&format!("http://{h}")).is_ok());
         let tokens = TokenClient::new(settings.refresh.timeout, loopback)
             .map_err(|e| SnError::Unreachable(crate::wire::describe_transport(&e)))?;
+        let events = settings
+            .report
+            .clone()
+            .map(|r| EventReporter::new(instance.clone(), r));
         Ok(Keeper {
+            hosts: Arc::new(HostLimits::new(settings.refresh.per_host_concurrency)),
             settings,
             instance,
             tokens,
             journal,
             zone: Arc::new(tokio::sync::OnceCell::new()),
             zone_warned: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            started: Timestamp::now(),
+            observer: Observer::none(),
+            events,
         })
+    }
+
+    /// Reports every HTTP exchange (instance and token endpoints) and the progress of each
+    /// cycle's refreshes to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Keeper {
+        self.instance.set_observer(observer.clone());
+        self.tokens.set_observer(observer.clone());
+        self.observer = observer;
+        // The event reporter writes through the instance client: give it the observed one.
+        self.events = self
+            .settings
+            .report
+            .clone()
+            .map(|r| EventReporter::new(self.instance.clone(), r));
+        self
     }
 
     /// The instance client.
@@ -238,6 +322,7 @@ impl Keeper {
     ) -> Result<CycleReport, CycleError> {
         let started = Timestamp::now();
         let clock = tokio::time::Instant::now();
+        self.instance.budget().reset(cycle_budget(0));
         let rows = self.instance.list_credentials().await?;
         let row_count = rows.len();
         let estate = pair(rows);
@@ -249,6 +334,18 @@ impl Keeper {
         let policy = self.settings.refresh.policy();
         let by_id: HashMap<&str, &Credential> =
             estate.credentials.iter().map(|c| (c.id(), c)).collect();
+        let context = Arc::new(CycleContext {
+            started,
+            interrupted: match (&self.journal, mode) {
+                (Some(j), Mode::Apply) => j.interrupted()?,
+                _ => HashMap::new(),
+            },
+            parked: Mutex::new(self.parked_registries()?),
+            previous: outcomes
+                .iter()
+                .filter_map(|(id, o)| o.class.map(|c| (id.clone(), c)))
+                .collect(),
+        });
 
         let mut results: HashMap<String, (Outcome, Option<Timestamp>, Option<Timestamp>)> =
             HashMap::new();
@@ -288,13 +385,37 @@ impl Keeper {
             });
             verdicts.push(assess(c, now, &policy, remembered.as_ref()));
         }
-        let due: Vec<&Credential> = estate
-            .credentials
-            .iter()
-            .zip(&verdicts)
-            .filter(|(c, v)| v.action == Action::Refresh && !held.contains(c.id()))
-            .map(|(c, _)| c)
-            .collect();
+        let mut due: Vec<&Credential> = Vec::new();
+        let mut probed: HashSet<String> = HashSet::new();
+        for (c, verdict) in estate.credentials.iter().zip(&verdicts) {
+            if verdict.action != Action::Refresh || held.contains(c.id()) {
+                continue;
+            }
+            // A registry parked for a configuration error is not asked again until its
+            // configuration changed; after a while one credential probes it.
+            if let Some(park) = context.parked(&c.refresh.registry.sys_id) {
+                let unchanged = park.fingerprint == self.fingerprint(c);
+                let probe_due = now.as_second() - park.at.as_second()
+                    >= i64::try_from(PARK_PROBE.as_secs()).unwrap_or(i64::MAX);
+                if unchanged && !(probe_due && probed.insert(park.registry.clone())) {
+                    results.insert(
+                        c.id().to_string(),
+                        (
+                            Outcome::Blocked {
+                                message: format!(
+                                    "registry {} is parked after a configuration error: {}",
+                                    park.name, park.message
+                                ),
+                            },
+                            None,
+                            None,
+                        ),
+                    );
+                    continue;
+                }
+            }
+            due.push(c);
+        }
 
         // 3. Refresh.
         match mode {
@@ -304,7 +425,8 @@ impl Keeper {
                 }
             }
             Mode::Apply => {
-                let refreshed = self.refresh_all(&due, stop).await?;
+                self.instance.budget().reset(cycle_budget(due.len()));
+                let refreshed = self.refresh_all(&due, stop, &context).await?;
                 results.extend(refreshed);
             }
         }
@@ -325,7 +447,12 @@ impl Keeper {
             };
             let memory = outcomes.get(c.id());
             if mode == Mode::Apply {
-                self.remember(c, &outcome).await;
+                self.remember(c, &outcome, memory).await;
+                if let (Reason::RefreshExpired(_), Outcome::Blocked { message }) =
+                    (&verdict.reason, &outcome)
+                {
+                    self.expired_refresh_row(c, message, memory).await;
+                }
             }
             let last_error = match &outcome {
                 Outcome::Failed { message, .. } | Outcome::Blocked { message } => {
@@ -338,7 +465,12 @@ impl Keeper {
                 Outcome::Refreshed { .. } | Outcome::Redelivered => Some(now),
                 _ => memory.and_then(|m| m.last_success),
             };
+            let last_used = match &outcome {
+                Outcome::Refreshed { .. } | Outcome::Redelivered => Some(now),
+                _ => c.last_used(),
+            };
             credentials.push(CredentialReport {
+                last_used,
                 sys_id: c.id().to_string(),
                 name: c.refresh.name.clone(),
                 registry: registry_label(c),
@@ -368,6 +500,23 @@ impl Keeper {
         self.cycle(Mode::DryRun, &never).await
     }
 
+    /// What identifies the configuration a registry failed with: the registry row's last update
+    /// in ServiceNow, the keeper's overrides for it, and this process's start.
+    fn fingerprint(&self, c: &Credential) -> String {
+        let overrides = self
+            .settings
+            .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id);
+        format!(
+            "{}|{}|{:?}|{}|{}|{}",
+            c.refresh.registry.updated,
+            overrides.and_then(|o| o.scope.as_deref()).unwrap_or(""),
+            overrides.map(|o| o.client_auth),
+            overrides.is_some_and(|o| o.client_secret.is_some()),
+            c.refresh.registry.token_url,
+            self.started.as_second()
+        )
+    }
+
     fn outcomes(&self) -> Result<HashMap<String, StoredOutcome>, JournalError> {
         match &self.journal {
             Some(j) => j.outcomes(),
@@ -378,6 +527,16 @@ impl Keeper {
                     tracing::debug!(event = "journal.unreadable", error = %e, "no outcome history");
                     Ok(HashMap::new())
                 }
+            },
+        }
+    }
+
+    fn parked_registries(&self) -> Result<HashMap<String, RegistryPark>, JournalError> {
+        match &self.journal {
+            Some(j) => j.parked_registries(),
+            None => match Journal::open_read_only(&self.settings.state.dir) {
+                Ok(Some(j)) => j.parked_registries().or_else(|_| Ok(HashMap::new())),
+                _ => Ok(HashMap::new()),
             },
         }
     }
@@ -393,13 +552,31 @@ impl Keeper {
         Ok(summaries.into_iter().map(|s| s.credential).collect())
     }
 
-    async fn remember(&self, c: &Credential, outcome: &Outcome) {
+    /// Stores the outcome; a success after a remembered failure is a recovery.
+    async fn remember(&self, c: &Credential, outcome: &Outcome, before: Option<&StoredOutcome>) {
         let Some(journal) = &self.journal else { return };
         let (class, message) = match outcome {
             Outcome::Refreshed { .. } | Outcome::Redelivered => (None, None),
             Outcome::Failed { class, message } => (Some(*class), Some(message.as_str())),
             _ => return,
         };
+        if class.is_none()
+            && let Some(previous) = before.and_then(|b| b.class)
+        {
+            tracing::info!(
+                event = "credential.recovered",
+                credential = %c.id(),
+                registry = %registry_label(c),
+                previous_class = previous.label(),
+                "credential works again"
+            );
+            self.report(StateChange::CredentialRecovered {
+                credential: c.id().to_string(),
+                name: c.refresh.name.clone(),
+                registry: registry_label(c),
+            })
+            .await;
+        }
         if let Err(e) = journal
             .record_outcome(
                 c.id(),
@@ -415,19 +592,73 @@ impl Keeper {
         }
     }
 
-    /// Refreshes the due credentials with at most `concurrency` in flight.
+    /// A refresh row past its `expires` needs re-authorisation: remembered (and reported) once.
+    async fn expired_refresh_row(
+        &self,
+        c: &Credential,
+        message: &str,
+        before: Option<&StoredOutcome>,
+    ) {
+        if before.and_then(|b| b.class) == Some(FailureClass::NeedsReauth) {
+            return;
+        }
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal
+                .record_outcome(
+                    c.id(),
+                    &registry_label(c),
+                    Some(FailureClass::NeedsReauth),
+                    Some(message),
+                    c.refresh.mod_count,
+                    Timestamp::now(),
+                )
+                .await
+        {
+            tracing::warn!(event = "journal.outcome_failed", credential = %c.id(), error = %e, "could not remember the outcome");
+        }
+        tracing::warn!(event = "credential.needs_reauth", credential = %c.id(), registry = %registry_label(c), class = "needs_reauth", who = FailureClass::NeedsReauth.who_acts(), guidance = %message, "refresh row expired");
+        self.report(StateChange::CredentialFailing {
+            credential: c.id().to_string(),
+            name: c.refresh.name.clone(),
+            registry: registry_label(c),
+            class: FailureClass::NeedsReauth,
+            guidance: message.to_string(),
+        })
+        .await;
+    }
+
+    async fn report(&self, change: StateChange) {
+        if let Some(events) = &self.events {
+            events.emit(change).await;
+        }
+    }
+
+    /// Refreshes the due credentials with at most `concurrency` in flight (and at most
+    /// `per_host_concurrency` per token endpoint host).
     async fn refresh_all(
         &self,
         due: &[&Credential],
         stop: &CancellationToken,
+        context: &Arc<CycleContext>,
     ) -> Result<HashMap<String, (Outcome, Option<Timestamp>, Option<Timestamp>)>, CycleError> {
         let mut results = HashMap::new();
         if due.is_empty() {
             return Ok(results);
         }
         let journal = self.journal.clone().ok_or(JournalError::KeyMissing(0))?;
-        let ids: Vec<String> = due.iter().map(|c| c.id().to_string()).collect();
-        let mut secrets = match self.instance.fetch_secrets(&ids).await {
+        // The registry's client secret is asked for only where the config supplies none.
+        let requests: Vec<SecretRequest> = due
+            .iter()
+            .map(|c| SecretRequest {
+                sys_id: c.id().to_string(),
+                client_secret: self
+                    .settings
+                    .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id)
+                    .and_then(|o| o.client_secret.as_ref())
+                    .is_none(),
+            })
+            .collect();
+        let mut secrets = match self.instance.fetch_secrets_for(&requests).await {
             Ok(s) => s,
             Err(e) => {
                 let message = companion_message(&e);
@@ -475,20 +706,45 @@ impl Keeper {
             let semaphore = Arc::clone(&semaphore);
             let stop = stop.clone();
             let journal = Arc::clone(&journal);
+            let context = Arc::clone(context);
             tasks.spawn(async move {
+                let id = credential.id().to_string();
                 let Ok(_permit) = semaphore.acquire_owned().await else {
-                    return (credential.id().to_string(), (Outcome::Deferred, None, None));
+                    return (id, (Outcome::Deferred, None, None));
                 };
                 // Checked only before starting: once the token request is out, the refresh
                 // runs to its end.
                 if stop.is_cancelled() {
-                    return (credential.id().to_string(), (Outcome::Deferred, None, None));
+                    return (id, (Outcome::Deferred, None, None));
                 }
-                let result = keeper.refresh_one(&journal, &credential, secret).await;
-                (credential.id().to_string(), result)
+                // A registry parked by a credential that failed earlier in this cycle.
+                if let Some(park) = context.parked(&credential.refresh.registry.sys_id)
+                    && park.at >= context.started
+                    && park.fingerprint == keeper.fingerprint(&credential)
+                {
+                    return (
+                        id,
+                        (
+                            Outcome::Blocked {
+                                message: format!(
+                                    "registry {} is parked after a configuration error: {}",
+                                    park.name, park.message
+                                ),
+                            },
+                            None,
+                            None,
+                        ),
+                    );
+                }
+                let result = keeper
+                    .refresh_one(&journal, &credential, secret, &context)
+                    .await;
+                (id, result)
             });
         }
+        self.observer.refreshes_started(tasks.len());
         while let Some(joined) = tasks.join_next().await {
+            self.observer.refresh_finished();
             match joined {
                 Ok((id, result)) => {
                     results.insert(id, result);
@@ -498,7 +754,19 @@ impl Keeper {
                 }
             }
         }
+        self.observer.refreshes_ended();
         Ok(results)
+    }
+
+    fn enter_flight(&self, id: &str) -> Option<FlightGuard> {
+        let mut set = self.in_flight.lock().ok()?;
+        if !set.insert(id.to_string()) {
+            return None;
+        }
+        Some(FlightGuard {
+            set: Arc::clone(&self.in_flight),
+            id: id.to_string(),
+        })
     }
 
     async fn refresh_one(
@@ -506,7 +774,12 @@ impl Keeper {
         journal: &Journal,
         c: &Credential,
         secrets: CompanionSecrets,
+        context: &CycleContext,
     ) -> (Outcome, Option<Timestamp>, Option<Timestamp>) {
+        let Some(_flight) = self.enter_flight(c.id()) else {
+            tracing::debug!(event = "credential.in_flight", credential = %c.id(), "already being refreshed; skipping");
+            return (Outcome::Deferred, None, None);
+        };
         let registry = registry_label(c);
         let overrides = self
             .settings
@@ -517,20 +790,56 @@ impl Keeper {
         let scope = overrides
             .and_then(|o| o.scope.clone())
             .or_else(|| Some(c.refresh.scopes.clone()).filter(|s| !s.trim().is_empty()));
-        let request = RefreshRequest {
-            token_url: &c.refresh.registry.token_url,
-            client_id: &c.refresh.registry.client_id,
-            client_secret: client_secret.as_ref(),
-            refresh_token: &secrets.refresh_token,
-            scope: scope.as_deref(),
-            client_auth: overrides.map(|o| o.client_auth).unwrap_or_default(),
-        };
-        let set = match self.request_token(&request, c).await {
-            Ok(set) => set,
-            Err(e) => return (self.token_failure(c, &e), None, None),
+        let mut refresh_token = secrets.refresh_token;
+        if let Err(e) = journal
+            .begin_refresh(c.id(), &registry, Timestamp::now())
+            .await
+        {
+            // Without the intent on disk a crash could leave a consumed token unexplained: do
+            // not send the request.
+            tracing::error!(event = "journal.write_failed", credential = %c.id(), error = %e, "could not journal the refresh intent; not refreshing");
+            return (
+                Outcome::Failed {
+                    class: FailureClass::Transient,
+                    message: format!("the journal is not writable ({e}); nothing was sent"),
+                },
+                None,
+                None,
+            );
+        }
+        let mut retried_with_newer = false;
+        let set = loop {
+            let request = RefreshRequest {
+                token_url: &c.refresh.registry.token_url,
+                client_id: &c.refresh.registry.client_id,
+                client_secret: client_secret.as_ref(),
+                refresh_token: &refresh_token,
+                scope: scope.as_deref(),
+                client_auth: overrides.map(|o| o.client_auth).unwrap_or_default(),
+            };
+            match self.request_token(&request, c).await {
+                Ok(set) => break set,
+                Err(e) => {
+                    // Before declaring the token dead, look whether someone else rotated it:
+                    // then the instance holds a newer one.
+                    if e.class() == FailureClass::NeedsReauth && !retried_with_newer {
+                        retried_with_newer = true;
+                        if let Some(newer) = self.newer_refresh_token(c, &refresh_token).await {
+                            tracing::info!(event = "credential.rotated_elsewhere", credential = %c.id(), registry = %registry, "the refresh token changed in ServiceNow meanwhile; retrying with the new one");
+                            refresh_token = newer;
+                            continue;
+                        }
+                    }
+                    if let Err(je) = journal.end_refresh(c.id()).await {
+                        tracing::warn!(event = "journal.write_failed", credential = %c.id(), error = %je, "could not clear the refresh intent");
+                    }
+                    return (self.token_failure(c, &e, context).await, None, None);
+                }
+            }
         };
         let now = Timestamp::now();
-        let delivery = delivery_for(c, set, now, overrides);
+        let mut delivery = delivery_for(c, set, now, overrides);
+        delivery.previous_refresh_token = Some(refresh_token);
         let (access_expires, refresh_expires) = (delivery.access_expires, delivery.refresh_expires);
         let rotated = delivery.refresh_token.is_some();
         let id = match journal.record(&delivery, now).await {
@@ -541,6 +850,9 @@ impl Keeper {
                 None
             }
         };
+        if let Some(park) = context.parked(&c.refresh.registry.sys_id) {
+            self.unpark(journal, context, &park).await;
+        }
         let pending = Pending {
             id: id.clone().unwrap_or_default(),
             delivery,
@@ -549,23 +861,27 @@ impl Keeper {
             created_at: now,
         };
         match self.deliver(journal, &pending, id.is_some()).await {
-            Ok(created) => {
+            Ok(written) => {
                 tracing::info!(
                     event = "credential.refreshed",
                     credential = %c.id(),
                     registry = %registry,
                     rotated,
-                    created_access_row = created,
+                    created_access_row = written.created_access_row,
                     access_expires = %format_sn_utc(access_expires),
                     "credential refreshed"
                 );
                 (
                     Outcome::Refreshed {
-                        rotated,
-                        created_access_row: created,
+                        rotated: rotated && written.refresh_row_written,
+                        created_access_row: written.created_access_row,
                     },
                     Some(access_expires),
-                    if rotated { refresh_expires } else { None },
+                    if rotated && written.refresh_row_written {
+                        refresh_expires
+                    } else {
+                        None
+                    },
                 )
             }
             Err(e) => {
@@ -585,57 +901,110 @@ impl Keeper {
         }
     }
 
+    /// The refresh token the instance holds now, if it differs from `used`.
+    async fn newer_refresh_token(
+        &self,
+        c: &Credential,
+        used: &SecretString,
+    ) -> Option<SecretString> {
+        let mut again = self
+            .instance
+            .fetch_secrets(&[c.id().to_string()])
+            .await
+            .ok()?;
+        let current = again.remove(c.id())?.refresh_token;
+        (current.expose_secret() != used.expose_secret()).then_some(current)
+    }
+
     /// The token request with its retry rules: a throttled or failing provider is retried with
-    /// backoff (honouring `Retry-After`); a lost answer is retried once with the same refresh
-    /// token, then the credential waits for the next cycle.
+    /// full-jitter backoff (honouring `Retry-After`, drawing on the cycle's retry budget); a lost
+    /// answer is retried once with the same refresh token, then the credential waits for the
+    /// next cycle.
     async fn request_token(
         &self,
         request: &RefreshRequest<'_>,
         c: &Credential,
     ) -> Result<TokenSet, TokenError> {
-        let mut attempt = 0u32;
-        let mut lost_once = false;
-        loop {
-            attempt += 1;
-            let error = match self.tokens.refresh(request).await {
-                Ok(set) => return Ok(set),
-                Err(e) => e,
-            };
-            if error.answer_lost() && !lost_once {
-                lost_once = true;
-                tracing::warn!(event = "credential.answer_lost", credential = %c.id(), registry = %registry_label(c), error = %error, "token answer lost; retrying once with the same refresh token");
-                continue;
-            }
-            if !error.retry_now() || attempt >= TOKEN_ATTEMPTS {
-                return Err(error);
-            }
-            let wanted = error.retry_after();
-            if wanted.is_some_and(|d| d > TOKEN_MAX_RETRY_AFTER) {
-                return Err(error);
-            }
-            let ceiling = Duration::from_millis(200 * 2u64.pow(attempt)).min(TOKEN_MAX_BACKOFF);
-            let jitter = Duration::from_millis(fastrand::u64(
-                0..=u64::try_from(ceiling.as_millis()).unwrap_or(0),
-            ));
-            let delay = wanted.map_or(jitter, |w| w.max(jitter));
-            tracing::debug!(event = "credential.retry", credential = %c.id(), error = %error, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(0), "retrying the token request");
-            tokio::time::sleep(delay).await;
-        }
+        let _host = self.hosts.acquire(request.token_url).await;
+        let lost_retried = AtomicBool::new(false);
+        let transient_retries = AtomicU32::new(0);
+        let budget = self.instance.budget();
+        (|| self.tokens.refresh(request))
+            .retry(FullJitter::new(
+                TOKEN_BACKOFF.0,
+                TOKEN_BACKOFF.1,
+                TOKEN_RETRIES + 1,
+            ))
+            .when(|e: &TokenError| {
+                if e.answer_lost() {
+                    return !lost_retried.swap(true, Ordering::Relaxed);
+                }
+                e.retry_now()
+                    && e.retry_after().is_none_or(|d| d <= TOKEN_MAX_RETRY_AFTER)
+                    && transient_retries.fetch_add(1, Ordering::Relaxed) < TOKEN_RETRIES
+                    && budget.try_take()
+            })
+            .adjust(|e: &TokenError, proposed| {
+                // `None` (attempts exhausted) stays `None`; a Retry-After only lengthens a wait.
+                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
+            })
+            .notify(|e: &TokenError, delay| {
+                let event = if e.answer_lost() {
+                    "credential.answer_lost"
+                } else {
+                    "credential.retry"
+                };
+                tracing::warn!(
+                    event,
+                    credential = %c.id(),
+                    registry = %registry_label(c),
+                    error = %e,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "retrying the token request with the same refresh token"
+                );
+            })
+            .await
     }
 
-    fn token_failure(&self, c: &Credential, e: &TokenError) -> Outcome {
+    async fn token_failure(
+        &self,
+        c: &Credential,
+        e: &TokenError,
+        context: &CycleContext,
+    ) -> Outcome {
         let class = e.class();
         let registry = registry_label(c);
-        let guidance = match e {
+        let mut guidance = match e {
             TokenError::Rejected(p) => provider_guidance(&p.code, &registry),
-            TokenError::BadUrl(_) => format!("fix the token_url of the Application Registry {registry}"),
+            TokenError::BadUrl(_) => {
+                format!("fix the token_url of the Application Registry {registry}")
+            }
             TokenError::LostAnswer(_) | TokenError::Malformed(_) => "the provider's answer was lost twice; the keeper retries next cycle (if the provider rotated the token meanwhile, re-authorise)".to_string(),
-            TokenError::Unreachable(_) => format!("the token endpoint of {registry} is unreachable; the keeper retries next cycle"),
+            TokenError::Unreachable(_) => format!(
+                "the token endpoint of {registry} is unreachable; the keeper retries next cycle"
+            ),
             TokenError::Http { .. } => match class {
-                FailureClass::Throttled | FailureClass::Transient => "the provider is failing or throttling; the keeper retries next cycle".to_string(),
-                _ => format!("the token endpoint of {registry} answered without an OAuth error: check its token_url"),
+                FailureClass::Throttled | FailureClass::Transient => {
+                    "the provider is failing or throttling; the keeper retries next cycle".to_string()
+                }
+                _ => format!(
+                    "the token endpoint of {registry} answered without an OAuth error: check its token_url"
+                ),
             },
         };
+        let mut event = match class {
+            FailureClass::NeedsReauth => "credential.needs_reauth",
+            _ => "credential.failed",
+        };
+        if class == FailureClass::NeedsReauth
+            && let Some(when) = context.interrupted.get(c.id())
+        {
+            event = "credential.lost_rotation";
+            guidance = format!(
+                "a refresh sent at {} by a keeper that was then killed was answered with a rotated token that never arrived; the provider no longer accepts the old one: re-authorise with Get OAuth Token on {registry}",
+                format_sn_utc(*when)
+            );
+        }
         let (trace_id, correlation_id, description) = match e {
             TokenError::Rejected(p) => (
                 p.trace_id.clone().unwrap_or_default(),
@@ -643,11 +1012,6 @@ impl Keeper {
                 p.description.clone(),
             ),
             _ => Default::default(),
-        };
-        let event = if class == FailureClass::NeedsReauth {
-            "credential.needs_reauth"
-        } else {
-            "credential.failed"
         };
         tracing::warn!(
             event,
@@ -662,10 +1026,84 @@ impl Keeper {
             correlation_id = %correlation_id,
             "refresh failed"
         );
+        if class == FailureClass::Configuration {
+            self.park(c, &guidance, context).await;
+        } else if class.parks_credential() && context.previous.get(c.id()) != Some(&class) {
+            self.report(StateChange::CredentialFailing {
+                credential: c.id().to_string(),
+                name: c.refresh.name.clone(),
+                registry,
+                class,
+                guidance: guidance.clone(),
+            })
+            .await;
+        }
         Outcome::Failed {
             class,
             message: format!("{guidance} ({e})"),
         }
+    }
+
+    /// Parks the credential's registry after a configuration error, saying so once.
+    async fn park(&self, c: &Credential, guidance: &str, context: &CycleContext) {
+        let registry = &c.refresh.registry;
+        let fingerprint = self.fingerprint(c);
+        let park = RegistryPark {
+            registry: registry.sys_id.clone(),
+            name: registry_label(c),
+            class: FailureClass::Configuration,
+            message: guidance.to_string(),
+            fingerprint,
+            at: Timestamp::now(),
+        };
+        let newly = match context.parked.lock() {
+            Ok(mut parked) => {
+                let known = parked.get(&park.registry).is_some_and(|p| {
+                    p.fingerprint == park.fingerprint && p.message == park.message
+                });
+                parked.insert(park.registry.clone(), park.clone());
+                !known
+            }
+            Err(_) => true,
+        };
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.park_registry(&park).await
+        {
+            tracing::warn!(event = "journal.write_failed", registry = %park.name, error = %e, "could not persist the registry's parking");
+        }
+        if newly {
+            tracing::warn!(
+                event = "registry.parked",
+                registry = %park.name,
+                registry_sys_id = %park.registry,
+                class = "configuration",
+                who = FailureClass::Configuration.who_acts(),
+                guidance = %park.message,
+                probe_after = %human_duration(PARK_PROBE),
+                "registry parked: its credentials are not refreshed until its configuration changes"
+            );
+            self.report(StateChange::RegistryParked {
+                registry_id: park.registry.clone(),
+                registry: park.name.clone(),
+                guidance: park.message.clone(),
+            })
+            .await;
+        }
+    }
+
+    async fn unpark(&self, journal: &Journal, context: &CycleContext, park: &RegistryPark) {
+        if let Ok(mut parked) = context.parked.lock() {
+            parked.remove(&park.registry);
+        }
+        if let Err(e) = journal.unpark_registry(&park.registry).await {
+            tracing::warn!(event = "journal.write_failed", registry = %park.name, error = %e, "could not clear the registry's parking");
+        }
+        tracing::info!(event = "registry.recovered", registry = %park.name, registry_sys_id = %park.registry, "registry works again");
+        self.report(StateChange::RegistryRecovered {
+            registry_id: park.registry.clone(),
+            registry: park.name.clone(),
+        })
+        .await;
     }
 
     /// Re-delivers a journaled answer. When the journal holds no access row and a row for the
@@ -713,14 +1151,14 @@ impl Keeper {
         }
     }
 
-    /// Writes an answer to ServiceNow in the invariant's order; returns whether an access row
-    /// was created. `journaled` says whether `p.id` is a journal record to update.
+    /// Writes an answer to ServiceNow in the invariant's order. `journaled` says whether `p.id`
+    /// is a journal record to update.
     async fn deliver(
         &self,
         journal: &Journal,
         p: &Pending,
         journaled: bool,
-    ) -> Result<bool, SnError> {
+    ) -> Result<Written, SnError> {
         let result = self.write_back(journal, p, journaled).await;
         if journaled {
             let bookkeeping = match &result {
@@ -739,17 +1177,24 @@ impl Keeper {
         journal: &Journal,
         p: &Pending,
         journaled: bool,
-    ) -> Result<bool, SnError> {
+    ) -> Result<Written, SnError> {
         let d = &p.delivery;
+        let mut written = Written {
+            refresh_row_written: p.refresh_delivered,
+            created_access_row: false,
+        };
         if let (Some(rt), false) = (&d.refresh_token, p.refresh_delivered) {
-            let expires = d.refresh_expires.unwrap_or_else(|| {
-                add(
-                    whole_seconds(Timestamp::now()),
-                    crate::config::DEFAULT_REFRESH_LIFETIME,
-                )
-            });
-            self.write_token(Some(&d.credential), rt, expires, None)
-                .await?;
+            if self.safe_to_overwrite_refresh_row(d).await? {
+                let expires = d.refresh_expires.unwrap_or_else(|| {
+                    add(
+                        whole_seconds(Timestamp::now()),
+                        crate::config::DEFAULT_REFRESH_LIFETIME,
+                    )
+                });
+                self.write_token(Some(&d.credential), rt, expires, None)
+                    .await?;
+                written.refresh_row_written = true;
+            }
             if journaled && let Err(e) = journal.mark_refresh_delivered(&p.id).await {
                 tracing::error!(event = "journal.write_failed", credential = %d.credential, error = %e, "could not note the refresh-row delivery");
             }
@@ -759,7 +1204,7 @@ impl Keeper {
                 .write_token(Some(row), &d.access_token, d.access_expires, None)
                 .await
             {
-                Ok(()) => return Ok(false),
+                Ok(()) => return Ok(written),
                 // The access row vanished meanwhile (the instance's cleanup job deletes expired
                 // rows): create a new one.
                 Err(SnError::NotFound(_)) => {}
@@ -768,7 +1213,42 @@ impl Keeper {
         }
         self.write_token(None, &d.access_token, d.access_expires, Some(&d.template))
             .await?;
-        Ok(true)
+        written.created_access_row = true;
+        Ok(written)
+    }
+
+    /// The race check before overwriting a refresh row: ServiceNow itself (an integration using
+    /// the credential) or a person re-authorising may have written the row since discovery.
+    /// If the row moved and the last writer is not the keeper, the row's token decides: if it is
+    /// still the one the keeper used, only other fields changed and the rotated token must be
+    /// stored (the old one may be dead at a rotating provider); if it is another token, the
+    /// other writer's token is newer (a re-authorisation or the instance's own refresh) and is
+    /// kept.
+    async fn safe_to_overwrite_refresh_row(&self, d: &Delivery) -> Result<bool, SnError> {
+        let version = self.instance.credential_version(&d.credential).await?;
+        let ours = version.updated_by == self.settings.instance.username;
+        if version.mod_count == d.refresh_mod_count || ours {
+            return Ok(true);
+        }
+        let mut current = self
+            .instance
+            .fetch_secrets(std::slice::from_ref(&d.credential))
+            .await?;
+        let row_token = current.remove(&d.credential).map(|s| s.refresh_token);
+        let unchanged = match (&row_token, &d.previous_refresh_token) {
+            (Some(row), Some(used)) => row.expose_secret() == used.expose_secret(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        tracing::warn!(
+            event = "credential.concurrent_writer",
+            credential = %d.credential,
+            registry = %d.registry,
+            writer = %version.updated_by,
+            kept = if unchanged { "ours" } else { "theirs" },
+            "the refresh row was written by someone else since the keeper read it"
+        );
+        Ok(unchanged)
     }
 
     /// PATCHes (`row = Some`) or creates (`template = Some`) a token row, then makes sure
@@ -835,23 +1315,43 @@ impl Keeper {
         self.zone
             .get_or_init(|| async {
                 match self.instance.integration_user().await {
-                    Ok(user) if !user.time_zone.is_empty() => match TimeZone::get(&user.time_zone) {
-                        Ok(tz) => Zone { tz, known: true },
-                        Err(_) => {
-                            tracing::warn!(event = "instance.time_zone_unknown", time_zone = %user.time_zone, "unknown time zone name; assuming UTC and verifying every write");
-                            Zone { tz: TimeZone::UTC, known: false }
+                    Ok(user) if !user.time_zone.is_empty() => {
+                        match TimeZone::get(&user.time_zone) {
+                            Ok(tz) => Zone { tz, known: true },
+                            Err(_) => {
+                                tracing::warn!(event = "instance.time_zone_unknown", time_zone = %user.time_zone, "unknown time zone name; assuming UTC and verifying every write");
+                                Zone {
+                                    tz: TimeZone::UTC,
+                                    known: false,
+                                }
+                            }
                         }
+                    }
+                    Ok(_) => Zone {
+                        tz: TimeZone::UTC,
+                        known: false,
                     },
-                    Ok(_) => Zone { tz: TimeZone::UTC, known: false },
                     Err(e) => {
                         tracing::warn!(event = "instance.user_unreadable", error = %e, "cannot read the integration user's time zone; assuming UTC and verifying every write");
-                        Zone { tz: TimeZone::UTC, known: false }
+                        Zone {
+                            tz: TimeZone::UTC,
+                            known: false,
+                        }
                     }
                 }
             })
             .await
             .clone()
     }
+}
+
+/// What a delivery wrote.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// The refresh row holds the rotated token (now or from an earlier attempt).
+    refresh_row_written: bool,
+    /// A missing access row was created.
+    created_access_row: bool,
 }
 
 /// Builds what will be journaled and written from a token answer.
@@ -885,6 +1385,7 @@ fn delivery_for(
         registry: registry_label(c),
         access_token: set.access_token,
         refresh_token: set.refresh_token,
+        previous_refresh_token: None,
         access_expires,
         refresh_expires,
         access_row: c.access.as_ref().map(|a| a.sys_id.clone()),
@@ -895,6 +1396,7 @@ fn delivery_for(
             scopes: c.refresh.scopes.clone(),
             name: c.refresh.name.clone(),
         },
+        refresh_mod_count: c.refresh.mod_count,
     }
 }
 

@@ -100,6 +100,9 @@ pub struct Delivery {
     pub access_token: SecretString,
     /// The rotated refresh token, if the provider rotated it.
     pub refresh_token: Option<SecretString>,
+    /// The refresh token the request used: the race check compares it with what the row holds
+    /// before overwriting a row someone else wrote meanwhile.
+    pub previous_refresh_token: Option<SecretString>,
     /// When the access token expires.
     pub access_expires: Timestamp,
     /// When the rotated refresh token expires.
@@ -108,6 +111,9 @@ pub struct Delivery {
     pub access_row: Option<String>,
     /// What a created access row carries.
     pub template: AccessTemplate,
+    /// The refresh row's `sys_mod_count` when it was refreshed: the race check compares it with
+    /// the row's count right before overwriting it.
+    pub refresh_mod_count: u64,
 }
 
 impl fmt::Debug for Delivery {
@@ -126,6 +132,8 @@ impl fmt::Debug for Delivery {
 struct Sealed {
     access_token: String,
     refresh_token: Option<String>,
+    #[serde(default)]
+    previous_refresh_token: Option<String>,
     access_expires: i64,
     refresh_expires: Option<i64>,
     access_row: Option<String>,
@@ -181,6 +189,23 @@ pub struct StoredOutcome {
     pub refresh_mod_count: u64,
     /// When the keeper last refreshed it successfully.
     pub last_success: Option<Timestamp>,
+}
+
+/// A registry parked after a configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPark {
+    /// The registry's sys_id.
+    pub registry: String,
+    /// Its name.
+    pub name: String,
+    /// The class of the failure (configuration).
+    pub class: FailureClass,
+    /// What failed and what to do.
+    pub message: String,
+    /// The configuration that failed: when it changes, the registry is tried again.
+    pub fingerprint: String,
+    /// When it was parked.
+    pub at: Timestamp,
 }
 
 struct Sealer {
@@ -239,9 +264,23 @@ CREATE TABLE IF NOT EXISTS pending (
     last_error TEXT,
     key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
-    sealed BLOB NOT NULL
+    sealed BLOB NOT NULL,
+    refresh_mod_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS pending_by_credential ON pending(credential);
+CREATE TABLE IF NOT EXISTS intent (
+    credential TEXT PRIMARY KEY,
+    registry TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_park (
+    registry TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    class TEXT NOT NULL,
+    message TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outcome (
     credential TEXT PRIMARY KEY,
     registry TEXT NOT NULL,
@@ -385,6 +424,10 @@ impl Journal {
                 .refresh_token
                 .as_ref()
                 .map(|t| t.expose_secret().to_string()),
+            previous_refresh_token: delivery
+                .previous_refresh_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string()),
             access_expires: delivery.access_expires.as_second(),
             refresh_expires: delivery.refresh_expires.map(|t| t.as_second()),
             access_row: delivery.access_row.clone(),
@@ -395,6 +438,7 @@ impl Journal {
         );
         drop(Zeroizing::new(sealed.access_token));
         drop(sealed.refresh_token.map(Zeroizing::new));
+        drop(sealed.previous_refresh_token.map(Zeroizing::new));
         let mut nonce_bytes = [0u8; 24];
         getrandom::fill(&mut nonce_bytes)
             .map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
@@ -416,11 +460,16 @@ impl Journal {
             sealer.key_id.clone(),
             id.clone(),
         );
+        let mod_count = i64::try_from(delivery.refresh_mod_count).unwrap_or(i64::MAX);
         self.blocking(move |c| {
-            c.execute(
-                "INSERT INTO pending (id, credential, registry, created_at, key_id, nonce, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![rid, credential, registry, now.as_second(), key_id, nonce_bytes.to_vec(), ciphertext],
+            // One transaction: the answer is recorded and the intent cleared together.
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO pending (id, credential, registry, created_at, key_id, nonce, sealed, refresh_mod_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![rid, credential, registry, now.as_second(), key_id, nonce_bytes.to_vec(), ciphertext, mod_count],
             )?;
+            tx.execute("DELETE FROM intent WHERE credential = ?1", params![credential])?;
+            tx.commit()?;
             Ok(())
         })
         .await?;
@@ -467,7 +516,7 @@ impl Journal {
     pub fn pending(&self) -> Result<Vec<Pending>, JournalError> {
         let rows = self.with_conn(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, key_id, nonce, sealed FROM pending ORDER BY created_at, id",
+                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, key_id, nonce, sealed, refresh_mod_count FROM pending ORDER BY created_at, id",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -481,6 +530,7 @@ impl Journal {
                         r.get::<_, String>(6)?,
                         r.get::<_, Vec<u8>>(7)?,
                         r.get::<_, Vec<u8>>(8)?,
+                        r.get::<_, i64>(9)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -494,7 +544,18 @@ impl Journal {
             .as_deref()
             .ok_or(JournalError::KeyMissing(rows.len()))?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, credential, registry, created, attempts, delivered, key_id, nonce, sealed) in rows
+        for (
+            id,
+            credential,
+            registry,
+            created,
+            attempts,
+            delivered,
+            key_id,
+            nonce,
+            sealed,
+            mod_count,
+        ) in rows
         {
             if key_id != sealer.key_id {
                 return Err(JournalError::WrongKey {
@@ -529,10 +590,12 @@ impl Journal {
                     registry,
                     access_token: SecretString::from(inner.access_token),
                     refresh_token: inner.refresh_token.map(SecretString::from),
+                    previous_refresh_token: inner.previous_refresh_token.map(SecretString::from),
                     access_expires: ts(inner.access_expires),
                     refresh_expires: inner.refresh_expires.map(ts),
                     access_row: inner.access_row,
                     template: inner.template,
+                    refresh_mod_count: u64::try_from(mod_count).unwrap_or(0),
                 },
                 id,
                 refresh_delivered: delivered != 0,
@@ -624,6 +687,172 @@ impl Journal {
         })
     }
 
+    /// Notes that a token request for `credential` is about to be sent. If the process dies
+    /// before the answer is journaled, the next start knows the refresh token may have been
+    /// consumed (see [`Journal::interrupted`]).
+    pub async fn begin_refresh(
+        &self,
+        credential: &str,
+        registry: &str,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        let (credential, registry) = (credential.to_string(), registry.to_string());
+        self.blocking(move |c| {
+            c.execute(
+                "INSERT INTO intent (credential, registry, started_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(credential) DO NOTHING",
+                params![credential, registry, now.as_second()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Clears the intent of a refresh that ended without an answer to journal (a definite error).
+    pub async fn end_refresh(&self, credential: &str) -> Result<(), JournalError> {
+        let credential = credential.to_string();
+        self.blocking(move |c| {
+            c.execute(
+                "DELETE FROM intent WHERE credential = ?1",
+                params![credential],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Refreshes that were sent and never concluded: the process died in between. Their
+    /// credentials' refresh tokens may have been consumed by the provider.
+    pub fn interrupted(&self) -> Result<HashMap<String, Timestamp>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT credential, started_at FROM intent")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Timestamp::from_second(r.get(1)?).unwrap_or(Timestamp::UNIX_EPOCH),
+                    ))
+                })?
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Parks a registry after a configuration error, with the fingerprint of the configuration
+    /// that failed: it stays parked until that fingerprint changes.
+    pub async fn park_registry(&self, park: &RegistryPark) -> Result<(), JournalError> {
+        let p = park.clone();
+        self.blocking(move |c| {
+            c.execute(
+                "INSERT INTO registry_park (registry, name, class, message, fingerprint, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(registry) DO UPDATE SET name = ?2, class = ?3, message = ?4, fingerprint = ?5, at = ?6",
+                params![p.registry, p.name, p.class.label(), p.message, p.fingerprint, p.at.as_second()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Unparks a registry.
+    pub async fn unpark_registry(&self, registry: &str) -> Result<(), JournalError> {
+        let registry = registry.to_string();
+        self.blocking(move |c| {
+            c.execute(
+                "DELETE FROM registry_park WHERE registry = ?1",
+                params![registry],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every parked registry, by sys_id.
+    pub fn parked_registries(&self) -> Result<HashMap<String, RegistryPark>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT registry, name, class, message, fingerprint, at FROM registry_park",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let class: String = r.get(2)?;
+                    Ok(RegistryPark {
+                        registry: r.get(0)?,
+                        name: r.get(1)?,
+                        class: FailureClass::from_label(&class)
+                            .unwrap_or(FailureClass::Configuration),
+                        message: r.get(3)?,
+                        fingerprint: r.get(4)?,
+                        at: Timestamp::from_second(r.get(5)?).unwrap_or(Timestamp::UNIX_EPOCH),
+                    })
+                })?
+                .filter_map(Result::ok)
+                .map(|p| (p.registry.clone(), p))
+                .collect();
+            Ok(rows)
+        })
+    }
+
+    /// Re-seals every pending record under `new_key`, in one transaction: either all records
+    /// move to the new key or none does. Returns how many were re-sealed.
+    pub fn rekey(&self, new_key: &JournalKey) -> Result<usize, JournalError> {
+        let pending = self.pending()?;
+        let sealer = Sealer::new(new_key);
+        let mut resealed = Vec::with_capacity(pending.len());
+        for p in &pending {
+            let sealed = Sealed {
+                access_token: p.delivery.access_token.expose_secret().to_string(),
+                refresh_token: p
+                    .delivery
+                    .refresh_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+                previous_refresh_token: p
+                    .delivery
+                    .previous_refresh_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+                access_expires: p.delivery.access_expires.as_second(),
+                refresh_expires: p.delivery.refresh_expires.map(|t| t.as_second()),
+                access_row: p.delivery.access_row.clone(),
+                template: p.delivery.template.clone(),
+            };
+            let plaintext = Zeroizing::new(
+                serde_json::to_vec(&sealed).map_err(|e| JournalError::Db(e.to_string()))?,
+            );
+            drop(Zeroizing::new(sealed.access_token));
+            drop(sealed.refresh_token.map(Zeroizing::new));
+            drop(sealed.previous_refresh_token.map(Zeroizing::new));
+            let mut nonce_bytes = [0u8; 24];
+            getrandom::fill(&mut nonce_bytes)
+                .map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
+            let aad = Sealer::aad(&p.id, &p.delivery.credential);
+            let ciphertext = sealer
+                .aead
+                .encrypt(
+                    &XNonce::from(nonce_bytes),
+                    Payload {
+                        msg: plaintext.as_slice(),
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| JournalError::Db("sealing failed".into()))?;
+            resealed.push((p.id.clone(), nonce_bytes.to_vec(), ciphertext));
+        }
+        let key_id = sealer.key_id.clone();
+        self.with_conn(|c| {
+            let tx = c.unchecked_transaction()?;
+            for (id, nonce, sealed) in &resealed {
+                tx.execute(
+                    "UPDATE pending SET key_id = ?2, nonce = ?3, sealed = ?4 WHERE id = ?1",
+                    params![id, key_id, nonce, sealed],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(resealed.len())
+    }
+
     /// Whether the journal can be written (for `/readyz`).
     pub fn writable(&self) -> bool {
         self.with_conn(|c| {
@@ -697,6 +926,7 @@ mod tests {
             registry: "Graph".into(),
             access_token: SecretString::from("at-secret-value"),
             refresh_token: Some(SecretString::from("rt-secret-value")),
+            previous_refresh_token: Some(SecretString::from("rt-old-secret-value")),
             access_expires: Timestamp::from_second(2_000_000_000).unwrap(),
             refresh_expires: Some(Timestamp::from_second(2_100_000_000).unwrap()),
             access_row: None,
@@ -707,6 +937,7 @@ mod tests {
                 scopes: "s".into(),
                 name: "n".into(),
             },
+            refresh_mod_count: 3,
         }
     }
 

@@ -7,12 +7,23 @@
 //!   decides which are due and why ([`domain::plan`]), parses ServiceNow date-times and
 //!   durations ([`domain::time`]) and classifies provider failures ([`domain::classify`]).
 //! - [`servicenow`]: the Table API and companion adapter (paging, writes, error bodies).
+//! - [`instance_auth`]: how the keeper authenticates to the instance (Basic, or bearer tokens
+//!   from the instance's `/oauth_token.do`).
 //! - [`oauth`]: the token-endpoint adapter (request building and lenient response parsing).
+//! - [`pacing`]: backoff with full jitter, the per-cycle retry budget, per-host caps.
 //! - [`journal`]: the encrypted, durable journal of token answers not yet confirmed by
 //!   ServiceNow, and the per-credential outcome store read by `status`.
 //! - [`engine`]: one refresh cycle — discover, re-deliver, plan, refresh, write back.
+//! - [`events`]: state changes reported on the instance as Event Management events.
 //! - [`report`]: human and JSON renderings of a cycle or of the estate.
-//! - [`daemon`]: the `run` loop with `/metrics`, `/healthz` and `/readyz`.
+//! - [`daemon`]: the `run` loop: cycles, signals (stop with a grace period, reload on SIGHUP),
+//!   and the admin endpoints `/metrics`, `/healthz` and `/readyz` with their semantics.
+//! - [`metrics`]: the Prometheus metrics (prometheus-client), per credential values computed at
+//!   scrape time.
+//! - [`observe`]: the hooks through which the adapters report HTTP exchanges and the engine its
+//!   progress, to metrics or a progress bar.
+//! - [`progress`]: the terminal progress bar of a cycle (stderr, terminals only), sharing the
+//!   line with log output.
 //! - [`check`]: the pre-flight checklist.
 //! - [`sim`]: the built-in ServiceNow + OAuth provider simulator used by `demo`, `simulate`
 //!   and the tests.
@@ -25,8 +36,14 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod engine;
+pub mod events;
+pub mod instance_auth;
 pub mod journal;
+pub mod metrics;
 pub mod oauth;
+pub mod observe;
+pub mod pacing;
+pub mod progress;
 pub mod report;
 pub mod servicenow;
 pub mod sim;

@@ -4,11 +4,15 @@
 //! one could not be refreshed or written; 2 bad config or usage; 3 the instance is unreachable
 //! or refuses the service account.
 
+mod bench;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sn_oauth_keeper::config::{self, ConfigError, JournalKey, ProcessEnv, Settings};
 use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
+use sn_oauth_keeper::observe::Observer;
+use sn_oauth_keeper::progress::Terminal;
 use sn_oauth_keeper::sim::{Estate, Simulator, Target};
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use sn_oauth_keeper::{check, daemon, report};
@@ -22,6 +26,43 @@ const EXIT_FAILURES: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_INSTANCE: u8 = 3;
 
+/// What `--help` teaches after the options: examples, exit codes, environment, files.
+const LONG_HELP: &str = "\
+Examples:
+  sn-oauth-keeper demo                          see it work against the built-in simulator
+  sn-oauth-keeper check --config keeper.toml    pre-flight: instance, rights, companion, key
+  sn-oauth-keeper once --dry-run                what would be refreshed, and why (no change)
+  sn-oauth-keeper once                          one refresh cycle, then exit (cron, CI)
+  sn-oauth-keeper run                           the daemon (systemd, Docker, Kubernetes)
+  sn-oauth-keeper status --format json | jq '.credentials[] | select(.due)'
+  sn-oauth-keeper journal list                  token answers not yet confirmed by ServiceNow
+  sn-oauth-keeper completions bash > /etc/bash_completion.d/sn-oauth-keeper
+  sn-oauth-keeper man > /usr/local/share/man/man1/sn-oauth-keeper.1
+
+Exit codes:
+  0  every due credential was refreshed (or none was due); check: nothing failed;
+     run: stopped cleanly on SIGTERM/SIGINT
+  1  at least one credential could not be refreshed or written; check: a step failed;
+     run: the shutdown grace period ran out with refreshes in flight
+  2  bad config or usage
+  3  the instance is unreachable or refuses the service account
+
+Environment:
+  SN_OAUTH_KEEPER_CONFIG      the config file when --config is not given
+  SN_OAUTH_KEEPER_LOG_LEVEL   error, warn, info (default), debug or trace
+  SN_OAUTH_KEEPER_KEY         the journal key, unless state.key_env/state.key_file say otherwise
+  NO_COLOR                    never colour tables, even on a terminal
+  Secrets (password, client secrets, journal key) come from the variables or files the config
+  names, never from the command line. Paths in the config may use ${VAR}, e.g.
+  ${CREDENTIALS_DIRECTORY}/sn_password under systemd.
+
+Signals (run):
+  SIGTERM, SIGINT  finish the refreshes in flight (refresh.shutdown_grace), then exit 0;
+                   a second one exits at once
+  SIGHUP           read the config again; an invalid one is rejected, the running one stays
+
+Logs go to stderr (JSON unless stdout is a terminal); tables and JSON reports to stdout.";
+
 /// Keeps the OAuth credentials of a ServiceNow instance alive.
 ///
 /// Reads oauth_credential through the Table API, refreshes the refresh-token credentials whose
@@ -29,7 +70,13 @@ const EXIT_INSTANCE: u8 = 3;
 /// endpoint, and writes the new access token and any rotated refresh token back. Start with
 /// `sn-oauth-keeper demo`, which needs nothing but this binary.
 #[derive(Debug, Parser)]
-#[command(name = "sn-oauth-keeper", version, propagate_version = true)]
+#[command(
+    name = "sn-oauth-keeper",
+    version,
+    propagate_version = true,
+    after_help = "Run with --help for examples, exit codes, environment variables and signals.",
+    after_long_help = LONG_HELP
+)]
 struct Cli {
     /// The TOML config file (else $SN_OAUTH_KEEPER_CONFIG).
     #[arg(long, global = true, value_name = "FILE", env = config::CONFIG_ENV)]
@@ -86,6 +133,25 @@ enum Command {
         #[command(subcommand)]
         action: JournalCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `sn-oauth-keeper man | man -l -`.
+    Man,
+    /// Measure the keeper against its cost floor (calls and waiting) on the built-in simulator
+    /// and write BENCHMARKS.md with a plot. Needs no config; use a release build.
+    Bench(bench::BenchArgs),
+    /// Runs N apply cycles back to back in one process and prints a JSON sample after each:
+    /// the benchmark's idle-cycle and memory probe.
+    #[command(hide = true)]
+    BenchCycles {
+        /// How many cycles.
+        #[arg(long)]
+        cycles: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +161,22 @@ enum JournalCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Re-seal every pending record under a new key (stop the daemon first). The current key
+    /// comes from the config; the new one from an environment variable or a file — never from
+    /// the command line. Afterwards, point state.key_env / state.key_file at the new key.
+    Rekey {
+        /// Environment variable holding the new key (64 hex characters or base64 of 32 bytes).
+        #[arg(
+            long,
+            value_name = "VAR",
+            conflicts_with = "new_key_file",
+            required_unless_present = "new_key_file"
+        )]
+        new_key_env: Option<String>,
+        /// File holding the new key.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -111,10 +193,35 @@ fn main() -> ExitCode {
         Command::Demo { .. } => LogLevel::Error,
         _ => LogLevel::Info,
     };
+    // Generated from the CLI definition itself; they need neither logs nor a runtime.
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "sn-oauth-keeper",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    ExitCode::from(EXIT_FAILURES)
+                }
+            };
+        }
+        _ => {}
+    }
+    // Logs and the progress bar share stderr through one writer, so neither garbles the other.
+    let terminal = Terminal::stderr();
     telemetry::init(
         cli.log_format.unwrap_or_else(LogFormat::detect),
         cli.log_level.unwrap_or(default_level),
-        std::io::stderr,
+        terminal.clone(),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +233,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURES);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(dispatch(cli, terminal)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -135,17 +242,45 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Demo { seed } => demo(seed).await,
+        Command::Demo { seed } => demo(seed, terminal).await,
         Command::Simulate { listen, seed } => simulate(listen, seed).await,
-        Command::Once { dry_run } => with_settings(cli.config, |s| once(s, dry_run)).await,
-        Command::Run => with_settings(cli.config, run).await,
+        Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::BenchCycles { cycles } => {
+            with_settings(cli.config, |s| async move {
+                Ok(bench::cycles(s, cycles).await?)
+            })
+            .await
+        }
+        Command::Once { dry_run } => {
+            with_settings(cli.config, |s| once(s, dry_run, terminal)).await
+        }
+        // Handled in `main`, before logging starts.
+        Command::Completions { .. } | Command::Man => Ok(0),
+        Command::Run => {
+            let path = cli.config.clone();
+            with_settings(cli.config, |s| run(s, path)).await
+        }
         Command::Status { format } => with_settings(cli.config, |s| status(s, format)).await,
         Command::Check { format } => with_settings(cli.config, |s| check_cmd(s, format)).await,
         Command::Journal {
             action: JournalCommand::List { format },
         } => with_settings(cli.config, |s| journal_list(s, format)).await,
+        Command::Journal {
+            action:
+                JournalCommand::Rekey {
+                    new_key_env,
+                    new_key_file,
+                },
+        } => {
+            let source = match (new_key_env, new_key_file) {
+                (Some(var), _) => config::KeySource::Env(var),
+                (None, Some(path)) => config::KeySource::File(path),
+                (None, None) => return Ok(EXIT_CONFIG),
+            };
+            with_settings(cli.config, |s| journal_rekey(s, source)).await
+        }
     }
 }
 
@@ -197,7 +332,7 @@ fn cycle_exit(e: &CycleError) -> u8 {
     }
 }
 
-async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<u8> {
+async fn once(settings: Settings, dry_run: bool, terminal: Terminal) -> anyhow::Result<u8> {
     let settings = Arc::new(settings);
     let journal = if dry_run {
         None
@@ -207,8 +342,9 @@ async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<u8> {
             Err(code) => return Ok(code),
         }
     };
-    let keeper =
-        Keeper::new(Arc::clone(&settings), journal).context("building the HTTP clients")?;
+    let keeper = Keeper::new(Arc::clone(&settings), journal)
+        .context("building the HTTP clients")?
+        .with_observer(Observer::new(Arc::new(terminal)));
     let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
@@ -245,31 +381,28 @@ async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<u8> {
     })
 }
 
-async fn run(settings: Settings) -> anyhow::Result<u8> {
+async fn run(settings: Settings, path: Option<PathBuf>) -> anyhow::Result<u8> {
     let settings = Arc::new(settings);
     let journal = match open_journal(&settings) {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
-    let keeper =
-        Keeper::new(Arc::clone(&settings), Some(journal)).context("building the HTTP clients")?;
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", settings.server.listen))?;
-    let stop = CancellationToken::new();
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        daemon::shutdown_signal().await;
-        tracing::info!(
-            event = "daemon.stopping",
-            "signal received; finishing the refreshes in flight"
-        );
-        signal_stop.cancel();
+    // Installed before the first cycle, so a signal never falls back to the default action.
+    let control = daemon::Control::from_signals().context("installing the signal handlers")?;
+    let reloader: daemon::Reloader = Box::new(move || match &path {
+        Some(p) => config::load(p, &ProcessEnv),
+        None => Err(ConfigError::NoConfigFile),
     });
-    daemon::run(keeper, settings.refresh.interval, listener, stop)
-        .await
-        .context("admin server")?;
-    Ok(0)
+    let stopped = daemon::Daemon::new(settings, journal, reloader)
+        .run(listener, control)
+        .await?;
+    Ok(match stopped {
+        daemon::Stopped::Clean => 0,
+        daemon::Stopped::Abandoned => EXIT_FAILURES,
+    })
 }
 
 async fn status(settings: Settings, format: Format) -> anyhow::Result<u8> {
@@ -279,7 +412,10 @@ async fn status(settings: Settings, format: Format) -> anyhow::Result<u8> {
         Err(e) => return Ok(cycle_exit(&e)),
     };
     match format {
-        Format::Table => print!("{}", report::status_table(&report)),
+        Format::Table => print!(
+            "{}",
+            report::status_table_painted(&report, report::colour_stdout())
+        ),
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&report::status_document(&report))?
@@ -353,7 +489,32 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
     Ok(0)
 }
 
-async fn demo(seed: u64) -> anyhow::Result<u8> {
+async fn journal_rekey(settings: Settings, new_key: config::KeySource) -> anyhow::Result<u8> {
+    let new_key = match new_key.resolve("--new-key-env/--new-key-file", &ProcessEnv) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let journal = match open_journal(&settings) {
+        Ok(j) => j,
+        Err(code) => return Ok(code),
+    };
+    let count = journal.rekey(&new_key).context("re-sealing the journal")?;
+    let reopened = Journal::open_read_only(&settings.state.dir)?;
+    let key_id = reopened
+        .as_ref()
+        .and_then(|j| j.summaries().ok())
+        .and_then(|s| s.first().map(|r| r.key_id.clone()))
+        .unwrap_or_else(|| "(no records)".to_string());
+    println!(
+        "re-sealed {count} pending record(s) under the new key (key id {key_id}); now point state.key_env or state.key_file at the new key"
+    );
+    Ok(0)
+}
+
+async fn demo(seed: u64, terminal: Terminal) -> anyhow::Result<u8> {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::demo(seed))
         .await
         .context("starting the simulator")?;
@@ -372,7 +533,7 @@ async fn demo(seed: u64) -> anyhow::Result<u8> {
         key.clone(),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    let result = demo_cycle(&sim, Arc::new(settings), &key).await;
+    let result = demo_cycle(&sim, Arc::new(settings), &key, terminal).await;
     sim.shutdown();
     let _ = std::fs::remove_dir_all(&state_dir);
     result
@@ -382,10 +543,12 @@ async fn demo_cycle(
     sim: &Simulator,
     settings: Arc<Settings>,
     key: &JournalKey,
+    terminal: Terminal,
 ) -> anyhow::Result<u8> {
     let journal = Arc::new(Journal::open(&settings.state.dir, Some(key))?);
-    let keeper =
-        Keeper::new(Arc::clone(&settings), Some(journal)).context("building the HTTP clients")?;
+    let keeper = Keeper::new(Arc::clone(&settings), Some(journal))
+        .context("building the HTTP clients")?
+        .with_observer(Observer::new(Arc::new(terminal)));
     println!(
         "sn-oauth-keeper demo: a simulated ServiceNow instance at {}",
         sim.base_url()

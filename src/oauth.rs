@@ -5,6 +5,7 @@
 
 use crate::config::{ClientAuth, parse_instance_url};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
+use crate::observe::{Observer, Peer, token_endpoint};
 use crate::wire::{self, BodyError};
 use base64::Engine;
 use jiff::Timestamp;
@@ -155,6 +156,8 @@ impl TokenError {
 #[derive(Clone, Debug)]
 pub struct TokenClient {
     http: reqwest::Client,
+    /// Told about every request (metrics); see [`TokenClient::set_observer`].
+    observer: Observer,
 }
 
 impl TokenClient {
@@ -162,7 +165,13 @@ impl TokenClient {
     pub fn new(timeout: Duration, loopback: bool) -> Result<TokenClient, reqwest::Error> {
         Ok(TokenClient {
             http: wire::build_client(timeout, loopback)?,
+            observer: Observer::none(),
         })
+    }
+
+    /// Reports every request from now on to `observer` (endpoint host, status, duration).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = observer;
     }
 
     /// Sends one refresh request. Never retries by itself: whether a retry is safe depends on
@@ -170,6 +179,7 @@ impl TokenClient {
     /// [`TokenError::answer_lost`].
     pub async fn refresh(&self, request: &RefreshRequest<'_>) -> Result<TokenSet, TokenError> {
         let url = check_token_url(request.token_url)?;
+        let endpoint = token_endpoint(&url);
         let (form, basic) = build_form(request);
         let mut builder = self
             .http
@@ -183,6 +193,7 @@ impl TokenClient {
             value.set_sensitive(true);
             builder = builder.header(reqwest::header::AUTHORIZATION, value);
         }
+        let mut probe = self.observer.probe(Peer::TokenEndpoint, endpoint, "POST");
         let response = builder.send().await.map_err(|e| {
             if e.is_connect() {
                 TokenError::Unreachable(wire::describe_transport(&e))
@@ -191,6 +202,7 @@ impl TokenClient {
             }
         })?;
         let status = response.status().as_u16();
+        probe.status(status);
         let headers = response.headers().clone();
         let content_type = headers
             .get("content-type")

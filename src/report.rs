@@ -81,6 +81,28 @@ pub fn status_document(report: &CycleReport) -> StatusDocument {
 
 /// Renders rows as an aligned table with a header line.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    table_painted(headers, rows, |_, _| None)
+}
+
+/// An ANSI SGR sequence (e.g. `"1"` bold, `"31"` red) that [`table_painted`] wraps a cell in.
+pub type Paint = Option<&'static str>;
+
+/// Whether tables written to stdout may be coloured: only on a terminal, never with `NO_COLOR`
+/// set (no-color.org) or on a `dumb` terminal. Pipes and files always get plain text.
+pub fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// Like [`table`], with `paint(row, column)` choosing a colour per cell (`row` is `None` for
+/// the header). Widths are measured on the plain text, so colour never breaks the alignment.
+pub fn table_painted(
+    headers: &[&str],
+    rows: &[Vec<String>],
+    paint: impl Fn(Option<usize>, usize) -> Paint,
+) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -89,23 +111,25 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |row: Option<usize>, cells: Vec<&str>| {
         let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let width = widths.get(i).copied().unwrap_or(0);
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
+        let last = cells.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (i, cell) in cells.iter().enumerate().take(last + 1) {
+            match paint(row, i).filter(|_| !cell.is_empty()) {
+                Some(sgr) => out.push_str(&format!("\x1b[{sgr}m{cell}\x1b[0m")),
+                None => out.push_str(cell),
+            }
+            if i < last {
+                let width = widths.get(i).copied().unwrap_or(0);
                 out.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 2));
             }
         }
-        out.trim_end().to_string()
+        out
     };
-    let mut out = line(headers.to_vec());
+    let mut out = line(None, headers.to_vec());
     out.push('\n');
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    for (r, row) in rows.iter().enumerate() {
+        out.push_str(&line(Some(r), row.iter().map(String::as_str).collect()));
         out.push('\n');
     }
     out
@@ -137,8 +161,27 @@ fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
 
 /// The `status` table.
 pub fn status_table(report: &CycleReport) -> String {
+    status_table_painted(report, false)
+}
+
+/// The colour of a credential state: red when a person must act, yellow when the keeper is on
+/// it, green when all is well.
+fn state_paint(state: crate::domain::plan::State) -> Paint {
+    use crate::domain::plan::State;
+    match state {
+        State::Fresh => Some("32"),
+        State::Due | State::MissingAccessToken | State::RefreshTokenExpiring => Some("33"),
+        State::NeedsReauth => Some("1;31"),
+    }
+}
+
+/// The `status` table, with bold headers, coloured states and red errors when `colour` is
+/// set (see [`colour_stdout`]).
+pub fn status_table_painted(report: &CycleReport, colour: bool) -> String {
     let now = report.started;
-    let rows: Vec<Vec<String>> = by_registry(report)
+    let listed = by_registry(report);
+    let states: Vec<_> = listed.iter().map(|c| c.assessment.state).collect();
+    let rows: Vec<Vec<String>> = listed
         .into_iter()
         .map(|c| {
             vec![
@@ -156,7 +199,7 @@ pub fn status_table(report: &CycleReport) -> String {
             ]
         })
         .collect();
-    let mut out = table(
+    let mut out = table_painted(
         &[
             "CREDENTIAL",
             "SYS_ID",
@@ -168,6 +211,13 @@ pub fn status_table(report: &CycleReport) -> String {
             "LAST ERROR",
         ],
         &rows,
+        |row, column| match (colour, row, column) {
+            (false, _, _) => None,
+            (true, None, _) => Some("1"),
+            (true, Some(r), 4) => states.get(r).and_then(|s| state_paint(*s)),
+            (true, Some(_), 7) => Some("31"),
+            _ => None,
+        },
     );
     out.push_str(&summary_line(report));
     out
@@ -320,6 +370,27 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn colour_wraps_cells_without_moving_columns() {
+        let rows = vec![
+            vec!["a".to_string(), "fresh".to_string(), "x".to_string()],
+            vec!["bbb".to_string(), "due".to_string(), String::new()],
+        ];
+        let plain = table(&["N", "STATE", "E"], &rows);
+        let painted = table_painted(&["N", "STATE", "E"], &rows, |row, col| match (row, col) {
+            (None, _) => Some("1"),
+            (Some(_), 1) => Some("32"),
+            _ => None,
+        });
+        assert_ne!(plain, painted);
+        let stripped = painted
+            .replace("\x1b[1m", "")
+            .replace("\x1b[32m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+        assert!(painted.contains("\x1b[32mfresh\x1b[0m  x"), "{painted:?}");
     }
 
     #[test]

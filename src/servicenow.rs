@@ -1,22 +1,26 @@
 //! The ServiceNow adapter: Table API reads and writes of `oauth_credential`, the integration
 //! user's record, and the companion that hands out decrypted secrets.
 
-use crate::config::{InstanceSettings, parse_instance_url};
+use crate::config::{InstanceAuthSettings, InstanceSettings, parse_instance_url};
 use crate::domain::credential::{CredentialRow, Registry, TokenType};
 use crate::domain::time::parse_sn_datetime;
+use crate::instance_auth::TokenSource;
+use crate::observe::{Observer, Peer, instance_endpoint};
+use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
 /// The columns discovery reads: the row itself and its registry, dot-walked through `peer`.
-pub const CREDENTIAL_FIELDS: &str = "sys_id,type,peer,oauth_requestor_profile,user,scopes,expires,name,sys_updated_on,sys_mod_count,peer.name,peer.client_id,peer.token_url,peer.default_grant_type";
+pub const CREDENTIAL_FIELDS: &str = "sys_id,type,peer,oauth_requestor_profile,user,scopes,expires,name,sys_updated_on,sys_mod_count,peer.name,peer.client_id,peer.token_url,peer.default_grant_type,peer.sys_updated_on";
 
 /// The companion's limit of sys_ids per call.
 pub const COMPANION_BATCH: usize = 100;
@@ -35,6 +39,11 @@ pub enum SnError {
         "the instance refused the service account (HTTP 401: {0}); check instance.username, the password, and whether Basic auth is allowed for this user (Web Service Access Only)"
     )]
     Unauthorized(String),
+    /// The instance's `/oauth_token.do` refused the keeper's token request (`auth = "oauth"`).
+    #[error(
+        "the instance refused the OAuth token request at /oauth_token.do ({0}); check instance.client_id, the client secret, instance.username and the password, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled must not be true)"
+    )]
+    TokenRefused(String),
     /// 403: the account lacks a role or an ACL.
     #[error("insufficient rights (HTTP 403: {0})")]
     Forbidden(String),
@@ -75,6 +84,7 @@ impl SnError {
             SnError::Unreachable(_)
                 | SnError::NoAnswer(_)
                 | SnError::Unauthorized(_)
+                | SnError::TokenRefused(_)
                 | SnError::Forbidden(_)
                 | SnError::Html(_)
         )
@@ -113,6 +123,7 @@ impl SnError {
             SnError::Unreachable(_) => "unreachable",
             SnError::NoAnswer(_) => "no_answer",
             SnError::Unauthorized(_) => "unauthorized",
+            SnError::TokenRefused(_) => "token_refused",
             SnError::Forbidden(_) => "forbidden",
             SnError::NotFound(_) => "not_found",
             SnError::Html(_) => "html",
@@ -121,6 +132,21 @@ impl SnError {
             SnError::Status { .. } => "status",
         }
     }
+}
+
+/// The companion's query parameter that asks for more than the refresh token.
+pub const COMPANION_INCLUDE: &str = "include";
+
+/// The value of [`COMPANION_INCLUDE`] that asks for the registry's client secret.
+pub const COMPANION_INCLUDE_SECRET: &str = "client_secret";
+
+/// One refresh row whose secrets the keeper needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRequest {
+    /// The refresh row's sys_id.
+    pub sys_id: String,
+    /// Whether the registry's client secret is needed too (the config supplies none).
+    pub client_secret: bool,
 }
 
 /// Secrets the companion hands out for one refresh row.
@@ -148,6 +174,15 @@ pub struct IntegrationUser {
     pub date_format: String,
 }
 
+/// The version of a row, as the race check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowVersion {
+    /// `sys_mod_count`.
+    pub mod_count: u64,
+    /// `sys_updated_by`: the user name of the last writer.
+    pub updated_by: String,
+}
+
 /// How many times and how patiently calls to the instance are retried.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -169,6 +204,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What proves the integration user on every call (`instance.auth`).
+#[derive(Clone)]
+enum Credentials {
+    /// HTTP Basic with this password.
+    Basic(SecretString),
+    /// Bearer tokens from the instance's `/oauth_token.do`, shared by every clone.
+    Bearer(Arc<TokenSource>),
+}
+
+/// The credential of one attempt.
+enum Authorization<'a> {
+    Basic(&'a SecretString),
+    Bearer(&'a SecretString),
+}
+
 /// A decoded JSON answer with what the keeper reads from its headers.
 struct Answer {
     body: Value,
@@ -182,10 +232,14 @@ pub struct Instance {
     http: reqwest::Client,
     base: Url,
     username: String,
-    password: SecretString,
+    credentials: Credentials,
     companion_path: String,
     page_size: usize,
     retry: RetryPolicy,
+    /// Shared with the engine, which refills it at the head of every cycle.
+    budget: Arc<RetryBudget>,
+    /// Told about every request (metrics); see [`Instance::set_observer`].
+    observer: Observer,
 }
 
 impl fmt::Debug for Instance {
@@ -210,11 +264,35 @@ impl Instance {
             http,
             base: settings.url.clone(),
             username: settings.username.clone(),
-            password: settings.password.clone(),
+            credentials: match &settings.auth {
+                InstanceAuthSettings::Basic => Credentials::Basic(settings.password.clone()),
+                InstanceAuthSettings::OAuth {
+                    client_id,
+                    client_secret,
+                } => Credentials::Bearer(Arc::new(TokenSource::new(
+                    &settings.url,
+                    client_id.clone(),
+                    client_secret.clone(),
+                    settings.username.clone(),
+                    settings.password.clone(),
+                ))),
+            },
             companion_path: settings.companion_path.clone(),
             page_size: settings.page_size,
             retry,
+            budget: Arc::new(RetryBudget::new(u32::MAX)),
+            observer: Observer::none(),
         })
+    }
+
+    /// Reports every request from now on to `observer` (method, endpoint id, status, duration).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = observer;
+    }
+
+    /// The retry budget every call of this client draws from.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
     }
 
     /// The instance's base URL.
@@ -306,49 +384,78 @@ impl Instance {
         Ok(url)
     }
 
-    /// Asks the companion for the refresh token (and client secret) of each refresh row, in
-    /// batches of at most 100. Ids the companion leaves out are absent from the map.
+    /// Asks the companion for the refresh tokens of refresh rows, never for a client secret.
     pub async fn fetch_secrets(
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, CompanionSecrets>, SnError> {
+        let requests: Vec<SecretRequest> = ids
+            .iter()
+            .map(|id| SecretRequest {
+                sys_id: id.clone(),
+                client_secret: false,
+            })
+            .collect();
+        self.fetch_secrets_for(&requests).await
+    }
+
+    /// Asks the companion for the refresh token of each refresh row, and for the registry's
+    /// client secret only where [`SecretRequest::client_secret`] says the config has none
+    /// (`include=client_secret`), in batches of at most 100. Ids the companion leaves out are
+    /// absent from the map.
+    pub async fn fetch_secrets_for(
+        &self,
+        requests: &[SecretRequest],
+    ) -> Result<HashMap<String, CompanionSecrets>, SnError> {
         let mut out = HashMap::new();
-        for batch in ids.chunks(COMPANION_BATCH) {
-            let mut url = self.url(&format!("{}/secrets", self.companion_path));
-            url.query_pairs_mut()
-                .append_pair("sys_id", &batch.join(","));
-            let answer = self.call(Method::GET, url, None, true).await?;
-            let Some(Value::Array(items)) = answer.body.get("result") else {
-                return Err(SnError::Malformed(
-                    "companion answer without a result array".into(),
-                ));
-            };
-            for item in items {
-                let Some(sys_id) = item.get("sys_id").and_then(Value::as_str) else {
-                    continue;
-                };
-                if !batch.iter().any(|id| id == sys_id) {
-                    continue;
+        for with_secret in [false, true] {
+            let ids: Vec<&str> = requests
+                .iter()
+                .filter(|r| r.client_secret == with_secret)
+                .map(|r| r.sys_id.as_str())
+                .collect();
+            for batch in ids.chunks(COMPANION_BATCH) {
+                let mut url = self.url(&format!("{}/secrets", self.companion_path));
+                url.query_pairs_mut()
+                    .append_pair("sys_id", &batch.join(","));
+                if with_secret {
+                    url.query_pairs_mut()
+                        .append_pair(COMPANION_INCLUDE, COMPANION_INCLUDE_SECRET);
                 }
-                let Some(refresh) = item
-                    .get("refresh_token")
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                else {
-                    continue;
+                let answer = self.call(Method::GET, url, None, true).await?;
+                let Some(Value::Array(items)) = answer.body.get("result") else {
+                    return Err(SnError::Malformed(
+                        "companion answer without a result array".into(),
+                    ));
                 };
-                let client_secret = item
-                    .get("client_secret")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| SecretString::from(s.to_string()));
-                out.insert(
-                    sys_id.to_string(),
-                    CompanionSecrets {
-                        refresh_token: SecretString::from(refresh.to_string()),
-                        client_secret,
-                    },
-                );
+                for item in items {
+                    let Some(sys_id) = item.get("sys_id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if !batch.contains(&sys_id) {
+                        continue;
+                    }
+                    let Some(refresh) = item
+                        .get("refresh_token")
+                        .and_then(Value::as_str)
+                        .filter(|t| !t.is_empty())
+                    else {
+                        continue;
+                    };
+                    // A secret the keeper did not ask for is not kept.
+                    let client_secret = item
+                        .get("client_secret")
+                        .and_then(Value::as_str)
+                        .filter(|s| with_secret && !s.is_empty())
+                        .map(|s| SecretString::from(s.to_string()));
+                    out.insert(
+                        sys_id.to_string(),
+                        CompanionSecrets {
+                            refresh_token: SecretString::from(refresh.to_string()),
+                            client_secret,
+                        },
+                    );
+                }
             }
         }
         Ok(out)
@@ -393,6 +500,25 @@ impl Instance {
             sys_id: field(first, "sys_id"),
             time_zone: field(first, "time_zone"),
             date_format: field(first, "date_format"),
+        })
+    }
+
+    /// Reads what the race check needs of one `oauth_credential` row: who wrote it last and how
+    /// often it was written.
+    pub async fn credential_version(&self, sys_id: &str) -> Result<RowVersion, SnError> {
+        let mut url = self.table_url("oauth_credential", Some(sys_id));
+        url.query_pairs_mut()
+            .append_pair(
+                "sysparm_fields",
+                "sys_id,sys_mod_count,sys_updated_by,sys_updated_on",
+            )
+            .append_pair("sysparm_display_value", "false");
+        let answer = self.call(Method::GET, url, None, true).await?;
+        let record = record_of(answer.body)?;
+        let record = Value::Object(record);
+        Ok(RowVersion {
+            mod_count: field(&record, "sys_mod_count").trim().parse().unwrap_or(0),
+            updated_by: field(&record, "sys_updated_by"),
         })
     }
 
@@ -454,6 +580,22 @@ impl Instance {
         record_of(answer.body)
     }
 
+    /// Creates a status event row (`[report]`). Not retried beyond what is safe for a POST: a
+    /// duplicate event would open a duplicate alert.
+    pub async fn create_event(
+        &self,
+        table: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), SnError> {
+        let mut url = self.table_url(table, None);
+        url.query_pairs_mut()
+            .append_pair("sysparm_fields", "sys_id")
+            .append_pair("sysparm_exclude_reference_link", "true");
+        self.call(Method::POST, url, Some(Value::Object(fields)), false)
+            .await
+            .map(|_| ())
+    }
+
     /// One call with retries: idempotent calls on any retryable failure, others only when the
     /// instance surely did not process them.
     async fn call(
@@ -464,21 +606,20 @@ impl Instance {
         idempotent: bool,
     ) -> Result<Answer, SnError> {
         let policy = self.retry;
-        let attempt = || self.attempt(method.clone(), url.clone(), body.clone());
+        let attempt = || self.attempt_authorized(method.clone(), url.clone(), body.clone());
         attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(policy.min_delay)
-                    .with_max_delay(policy.max_delay)
-                    .with_max_times(policy.attempts.saturating_sub(1))
-                    .with_jitter(),
-            )
+            .retry(FullJitter::new(
+                policy.min_delay,
+                policy.max_delay,
+                u32::try_from(policy.attempts.saturating_sub(1)).unwrap_or(0),
+            ))
             .when(move |e: &SnError| {
-                if idempotent {
+                let worth_it = if idempotent {
                     e.is_retryable()
                 } else {
                     e.is_safe_to_resend()
-                }
+                };
+                worth_it && self.budget.try_take()
             })
             .adjust(|e: &SnError, proposed| {
                 // Keep `None` (attempts exhausted) as is: a Retry-After must not extend the
@@ -496,17 +637,64 @@ impl Instance {
             .await
     }
 
-    async fn attempt(
+    /// One attempt with credentials. A bearer token the instance refuses (revoked, or expired
+    /// by the instance's clock before ours) is renewed and the request sent once more: a 401
+    /// means the instance did not process it, so even a POST is safe to resend.
+    async fn attempt_authorized(
         &self,
         method: Method,
         url: Url,
         body: Option<Value>,
     ) -> Result<Answer, SnError> {
+        match &self.credentials {
+            Credentials::Basic(password) => {
+                self.attempt(method, url, body, Authorization::Basic(password))
+                    .await
+            }
+            Credentials::Bearer(source) => {
+                let token = source.bearer(&self.http).await?;
+                match self
+                    .attempt(
+                        method.clone(),
+                        url.clone(),
+                        body.clone(),
+                        Authorization::Bearer(&token),
+                    )
+                    .await
+                {
+                    Err(SnError::Unauthorized(_)) => {
+                        source.invalidate(&token).await;
+                        let renewed = source.bearer(&self.http).await?;
+                        self.attempt(method, url, body, Authorization::Bearer(&renewed))
+                            .await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        authorization: Authorization<'_>,
+    ) -> Result<Answer, SnError> {
+        let endpoint = instance_endpoint(url.path(), self.base.path(), &self.companion_path);
+        let mut probe = self
+            .observer
+            .probe(Peer::Instance, endpoint, method.as_str());
         let mut request = self
             .http
             .request(method, url)
-            .basic_auth(&self.username, Some(self.password.expose_secret()))
             .header("Accept", "application/json");
+        request = match authorization {
+            Authorization::Basic(password) => {
+                request.basic_auth(&self.username, Some(password.expose_secret()))
+            }
+            Authorization::Bearer(token) => request.bearer_auth(token.expose_secret()),
+        };
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -518,6 +706,7 @@ impl Instance {
             }
         })?;
         let status = response.status();
+        probe.status(status.as_u16());
         let headers = response.headers().clone();
         let body = wire::read_capped(response).await.map_err(|e| match e {
             BodyError::Transport(t) => SnError::NoAnswer(t),
@@ -740,6 +929,7 @@ pub fn decode_credential_row(row: &Value) -> Option<CredentialRow> {
             client_id: field(row, "peer.client_id"),
             token_url: field(row, "peer.token_url"),
             default_grant_type: field(row, "peer.default_grant_type"),
+            updated: field(row, "peer.sys_updated_on"),
         },
         sys_id,
     })

@@ -30,6 +30,9 @@ pub struct Registry {
     /// `oauth_entity.default_grant_type`: `client_credentials` registries never use refresh
     /// tokens (ServiceNow requests a new token by itself), so their rows are left alone.
     pub default_grant_type: String,
+    /// `oauth_entity.sys_updated_on` as sent: it changes when an admin fixes the registry, which
+    /// unparks a registry parked for a configuration error.
+    pub updated: String,
 }
 
 /// One `oauth_credential` row, without any secret (encrypted columns are never read through the
@@ -184,6 +187,7 @@ pub(crate) mod tests {
                 client_id: "cid".into(),
                 token_url: "https://idp.example/token".into(),
                 default_grant_type: "authorization_code".into(),
+                updated: String::new(),
             },
         }
     }

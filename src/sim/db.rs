@@ -1,6 +1,6 @@
 //! The simulated database: rows as raw (stored) string values, per table, in insertion order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::tz::TimeZone;
 
@@ -14,6 +14,11 @@ pub(crate) type Row = BTreeMap<String, String>;
 #[derive(Debug, Default)]
 pub(crate) struct Db {
     tables: BTreeMap<&'static str, Vec<Row>>,
+    /// Per table, each sys_id → the position of its first row, so lookups by sys_id stay cheap
+    /// at benchmark sizes (tens of thousands of rows). A hit is checked against the row (a
+    /// caller of `get_mut` may have changed the row's sys_id); anything else falls back to a
+    /// scan, so the index can only ever speed a lookup up, never change its answer.
+    index: HashMap<&'static str, HashMap<String, usize>>,
 }
 
 /// A dot-walked field resolved against one row.
@@ -31,7 +36,31 @@ impl Db {
                 .iter()
                 .map(|t| (t.name, Vec::new()))
                 .collect(),
+            index: HashMap::new(),
         }
+    }
+
+    /// Where the first row with `sys_id` is, through the index or else by a scan.
+    fn position(&self, table: &str, sys_id: &str) -> Option<usize> {
+        let rows = self.tables.get(table)?;
+        let matches = |r: &Row| r.get("sys_id").is_some_and(|id| id == sys_id);
+        if let Some(&pos) = self.index.get(table).and_then(|ix| ix.get(sys_id))
+            && rows.get(pos).is_some_and(matches)
+        {
+            return Some(pos);
+        }
+        rows.iter().position(matches)
+    }
+
+    /// Rebuilds a table's index after rows moved (a delete).
+    fn reindex(&mut self, table: &'static str) {
+        let mut ix = HashMap::new();
+        for (pos, row) in self.tables.get(table).into_iter().flatten().enumerate() {
+            if let Some(id) = row.get("sys_id") {
+                ix.entry(id.clone()).or_insert(pos);
+            }
+        }
+        self.index.insert(table, ix);
     }
 
     /// Rows of a table, `None` for an unknown table.
@@ -40,16 +69,13 @@ impl Db {
     }
 
     pub(crate) fn get(&self, table: &str, sys_id: &str) -> Option<&Row> {
-        self.rows(table)?
-            .iter()
-            .find(|r| r.get("sys_id").is_some_and(|id| id == sys_id))
+        let pos = self.position(table, sys_id)?;
+        self.tables.get(table)?.get(pos)
     }
 
     pub(crate) fn get_mut(&mut self, table: &str, sys_id: &str) -> Option<&mut Row> {
-        self.tables
-            .get_mut(table)?
-            .iter_mut()
-            .find(|r| r.get("sys_id").is_some_and(|id| id == sys_id))
+        let pos = self.position(table, sys_id)?;
+        self.tables.get_mut(table)?.get_mut(pos)
     }
 
     /// Inserts a row, giving every column of the table a value (empty when not set) so rows
@@ -64,7 +90,16 @@ impl Db {
         row.retain(|k, _| schema.column(k).is_some());
         match self.tables.get_mut(schema.name) {
             Some(rows) => {
+                let id = row.get("sys_id").cloned();
                 rows.push(row);
+                let pos = rows.len() - 1;
+                if let Some(id) = id {
+                    self.index
+                        .entry(schema.name)
+                        .or_default()
+                        .entry(id)
+                        .or_insert(pos);
+                }
                 true
             }
             None => false,
@@ -72,12 +107,19 @@ impl Db {
     }
 
     pub(crate) fn delete(&mut self, table: &str, sys_id: &str) -> bool {
-        let Some(rows) = self.tables.get_mut(table) else {
+        let Some(schema) = schema::table(table) else {
+            return false;
+        };
+        let Some(rows) = self.tables.get_mut(schema.name) else {
             return false;
         };
         let before = rows.len();
         rows.retain(|r| r.get("sys_id").is_none_or(|id| id != sys_id));
-        rows.len() != before
+        let deleted = rows.len() != before;
+        if deleted {
+            self.reindex(schema.name);
+        }
+        deleted
     }
 
     /// Resolves a (possibly dot-walked) field of `row`. A broken or empty reference along the

@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::sim::cipher::Cipher;
 use crate::sim::datetime;
 use crate::sim::db::{Db, Row};
+use crate::sim::instance::InstanceSide;
 use crate::sim::provider::{ClientReg, Provider};
 use crate::sim::state::{State, UserAccount, new_sys_id};
 
@@ -319,10 +320,16 @@ pub struct Estate {
     credentials: Vec<SeededCredential>,
     plans: Vec<CredentialPlan>,
     extra_rows: Vec<PlannedRow>,
+    instance: InstanceSide,
+    companion_path: String,
 }
 
 /// The roles the integration user has unless told otherwise.
-pub const DEFAULT_USER_ROLES: &[&str] = &["oauth_admin", "x_snok.keeper", "evt_mgmt_integration"];
+pub const DEFAULT_USER_ROLES: &[&str] = &[
+    "oauth_admin",
+    crate::sim::companion::COMPANION_ROLE,
+    "evt_mgmt_integration",
+];
 
 impl Estate {
     /// Only the users (`admin` and the integration user), no registries or credentials.
@@ -351,7 +358,74 @@ impl Estate {
             credentials: Vec::new(),
             plans: Vec::new(),
             extra_rows: Vec::new(),
+            instance: InstanceSide::default(),
+            companion_path: crate::sim::COMPANION_PATH.to_owned(),
         }
+    }
+
+    /// The instance without the companion: the update set was never committed (or was backed
+    /// out), so its path answers like any unknown `/api/` path.
+    #[must_use]
+    pub fn without_companion(mut self) -> Estate {
+        self.instance.companion_installed = false;
+        self
+    }
+
+    /// Serves the companion at another base path, as when the instance gave the Scripted REST
+    /// API its own company-code namespace.
+    #[must_use]
+    pub fn with_companion_path(mut self, path: &str) -> Estate {
+        path.clone_into(&mut self.companion_path);
+        self
+    }
+
+    /// The companion's base path this estate serves it at.
+    pub fn companion_path(&self) -> &str {
+        &self.companion_path
+    }
+
+    /// Removes one of the update set's record ACLs (`name` as `oauth_entity.token_url`,
+    /// `operation` as `read`), as if it were deleted or inactive.
+    #[must_use]
+    pub fn without_acl(mut self, name: &str, operation: &str) -> Estate {
+        self.instance
+            .acls
+            .remove(&(name.to_owned(), operation.to_owned()));
+        self
+    }
+
+    /// Clears a table's "Allow access to this table via web services" box.
+    #[must_use]
+    pub fn with_table_closed_to_web_services(mut self, table: &str) -> Estate {
+        self.instance
+            .closed_to_web_services
+            .insert(table.to_owned());
+        self
+    }
+
+    /// Registers an OAuth API endpoint for external clients on the instance, for
+    /// `auth = "oauth"`.
+    #[must_use]
+    pub fn with_instance_oauth_client(mut self, client_id: &str, client_secret: &str) -> Estate {
+        self.instance
+            .oauth
+            .clients
+            .push((client_id.to_owned(), client_secret.to_owned()));
+        self
+    }
+
+    /// Sets `glide.oauth.inbound.ropc.grant_type.disabled=true`: the password grant is refused.
+    #[must_use]
+    pub fn with_password_grant_disabled(mut self) -> Estate {
+        self.instance.oauth.ropc_disabled = true;
+        self
+    }
+
+    /// Sets the lifespan of the access tokens the instance issues (default 1800 s).
+    #[must_use]
+    pub fn with_instance_token_lifespan(mut self, secs: i64) -> Estate {
+        self.instance.oauth.access_lifespan_secs = secs;
+        self
     }
 
     /// Sets the integration user's `sys_user.time_zone` (IANA name; empty = system default).
@@ -735,6 +809,8 @@ impl Estate {
             credentials,
             plans,
             extra_rows,
+            instance,
+            companion_path: _,
         } = self;
         let mut seeder = Seeder {
             db: Db::new(),
@@ -799,6 +875,7 @@ impl Estate {
             system_tz,
             max_page_rows,
             clock_offset: SignedDuration::ZERO,
+            instance,
         }
     }
 

@@ -10,7 +10,9 @@
 //!
 //! Map: [`estate`] (what is seeded), `server` (socket, pipeline), `table_api`, `companion`,
 //! `provider` (token endpoints), [`fault`] (injection), `query` (encoded queries), `db` /
-//! `schema` (storage), `datetime`, `cipher` (the stand-in for instance encryption).
+//! `schema` (storage), `datetime`, `cipher` (the stand-in for instance encryption), `instance`
+//! (the runbook's instance-side setup: the companion's ACLs, web-service access, and the
+//! instance's own `/oauth_token.do`).
 
 mod cipher;
 mod companion;
@@ -18,6 +20,7 @@ mod datetime;
 mod db;
 pub mod estate;
 pub mod fault;
+mod instance;
 mod provider;
 mod query;
 mod schema;
@@ -32,19 +35,26 @@ use std::sync::{Arc, Mutex};
 use jiff::SignedDuration;
 use tokio::sync::watch;
 
-pub use companion::{COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS};
+pub use companion::{
+    AUDIT_SOURCE as COMPANION_AUDIT_SOURCE, COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS,
+};
 pub use estate::{
     ADMIN_SYS_ID, AccessSpec, CredentialSpec, DEFAULT_USER_ROLES, Estate, ExpiresInFormat,
     ProviderKind, RegistrySpec, SeededCredential, SeededRegistry,
 };
 pub use fault::{Fault, FaultAction, FaultTarget};
+pub use instance::COMPANION_RECORD_ACLS;
 
 use crate::sim::fault::FaultSlot;
 use crate::sim::server::{ConnAddr, SimListener};
 use crate::sim::state::Shared;
 
-/// Path of the companion Scripted REST API.
-pub const COMPANION_PATH: &str = "/api/x_snok/oauth_keeper";
+/// Path of the companion Scripted REST API, as the update set in `migrations-docs/` creates it:
+/// a global-scope API with namespace `snok` and API ID `oauth_keeper`.
+pub const COMPANION_PATH: &str = "/api/snok/oauth_keeper";
+
+/// Path of the instance's own OAuth token endpoint.
+pub const INSTANCE_TOKEN_PATH: &str = "/oauth_token.do";
 
 /// Which part of the simulator served a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +63,8 @@ pub enum Target {
     TableApi,
     /// The companion Scripted REST API.
     Companion,
+    /// The instance's own OAuth token endpoint (`/oauth_token.do`).
+    InstanceOAuth,
     /// A provider's token endpoint (by provider id).
     Provider(String),
     /// Anything else.
@@ -68,7 +80,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Raw, undecoded query string.
     pub query: String,
-    /// Request headers (lowercase names); the `Authorization` value is `<redacted>`.
+    /// Request headers (lowercase names); the `Authorization` value keeps only its scheme
+    /// (`Basic <redacted>`). The body of a `/oauth_token.do` request is `<redacted>` too.
     pub headers: Vec<(String, String)>,
     /// Body as text (lossy UTF-8).
     pub body: String,
@@ -141,11 +154,12 @@ impl Simulator {
         }
         let base_url = format!("http://{local}");
         let (username, password) = estate.user_credentials();
+        let companion_path = estate.companion_path().to_owned();
         let state = estate.materialize(jiff::Timestamp::now(), &base_url);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             base_url,
-            companion_path: COMPANION_PATH.to_owned(),
+            companion_path,
             conns: Mutex::new(Vec::new()),
         });
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -198,7 +212,42 @@ impl Simulator {
 
     /// Path of the companion Scripted REST API.
     pub fn companion_path(&self) -> &str {
-        COMPANION_PATH
+        &self.shared().companion_path
+    }
+
+    /// The companion's audit lines so far (what the instance's system log holds under source
+    /// [`COMPANION_AUDIT_SOURCE`]), oldest first.
+    pub fn companion_audit(&self) -> Vec<String> {
+        self.shared().lock().instance.audit.clone()
+    }
+
+    /// The `grant_type` of every request to `/oauth_token.do`, in order.
+    pub fn instance_token_grants(&self) -> Vec<String> {
+        self.shared().lock().instance.oauth.grants.clone()
+    }
+
+    /// Every access and refresh token the instance's OAuth server issued (for leak checks).
+    pub fn instance_tokens(&self) -> Vec<String> {
+        let st = self.shared().lock();
+        st.instance
+            .oauth
+            .access
+            .iter()
+            .chain(&st.instance.oauth.refresh)
+            .map(|t| t.token.clone())
+            .collect()
+    }
+
+    /// Sets `sys_user.web_service_access_only` of the integration user.
+    pub fn set_user_web_service_access_only(&self, wsao: bool) {
+        let mut st = self.shared().lock();
+        let user = st.user.sys_id.clone();
+        st.write_field(
+            "sys_user",
+            &user,
+            "web_service_access_only",
+            wsao.to_string(),
+        );
     }
 
     /// The token endpoint URL of a provider.

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use jiff::{SignedDuration, Timestamp, ToSpan as _, tz::TimeZone};
 
 use crate::sim::datetime;
-use crate::sim::db::{Db, Row};
+use crate::sim::db::{Db, Resolved, Row};
 use crate::sim::schema::{Kind, TableSchema};
 
 /// A comparison operator of the encoded-query language.
@@ -163,15 +163,25 @@ impl Query {
     }
 
     /// Sorts in place by the `ORDERBY`/`ORDERBYDESC` terms (stable, so insertion order breaks
-    /// ties).
+    /// ties). Each row's sort values are resolved once, not at every comparison: paging through
+    /// tens of thousands of rows re-sorts them for every page.
     pub(crate) fn sort(&self, ctx: &EvalCtx<'_>, rows: &mut [&Row]) {
         if self.order.is_empty() {
             return;
         }
-        rows.sort_by(|a, b| {
-            for (field, desc) in &self.order {
-                let va = ctx.db.resolve(ctx.schema, a, field);
-                let vb = ctx.db.resolve(ctx.schema, b, field);
+        let mut keyed: Vec<(Vec<Option<Resolved>>, &Row)> = rows
+            .iter()
+            .map(|row| {
+                let keys = self
+                    .order
+                    .iter()
+                    .map(|(field, _)| ctx.db.resolve(ctx.schema, row, field))
+                    .collect();
+                (keys, *row)
+            })
+            .collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for ((va, vb), (_, desc)) in a.iter().zip(b).zip(&self.order) {
                 let ordering = match (va, vb) {
                     (Some(va), Some(vb)) => sort_cmp(va.kind, &va.raw, &vb.raw),
                     _ => Ordering::Equal,
@@ -183,6 +193,9 @@ impl Query {
             }
             Ordering::Equal
         });
+        for (slot, (_, row)) in rows.iter_mut().zip(keyed) {
+            *slot = row;
+        }
     }
 }
 

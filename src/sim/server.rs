@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::sim::fault::{self, FaultAction, HIBERNATING_PAGE, TRANSACTION_CANCELLED_ERROR};
 use crate::sim::state::Shared;
-use crate::sim::{RecordedRequest, Target, companion, table_api};
+use crate::sim::{RecordedRequest, Target, companion, instance, table_api};
 
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -254,6 +254,9 @@ pub(crate) fn classify(path: &str, companion_path: &str) -> Target {
     {
         return Target::Companion;
     }
+    if path == crate::sim::INSTANCE_TOKEN_PATH {
+        return Target::InstanceOAuth;
+    }
     if let Some(rest) = path.strip_prefix("/oauth2/")
         && let Some(id) = rest.split('/').next()
         && !id.is_empty()
@@ -382,8 +385,12 @@ fn arrive(shared: &Shared, req: &Incoming, target: &Target) -> (u64, Option<Faul
         .headers
         .iter()
         .map(|(k, v)| {
+            // The scheme stays visible (tests tell Basic from Bearer); the credential does not.
             let v = if k.eq_ignore_ascii_case("authorization") {
-                "<redacted>".to_owned()
+                match v.trim().split_once(' ') {
+                    Some((scheme, _)) => format!("{scheme} <redacted>"),
+                    None => "<redacted>".to_owned(),
+                }
             } else {
                 v.clone()
             };
@@ -397,7 +404,13 @@ fn arrive(shared: &Shared, req: &Incoming, target: &Target) -> (u64, Option<Faul
             path: req.path.clone(),
             query: req.query.clone(),
             headers,
-            body: String::from_utf8_lossy(&req.body).into_owned(),
+            // The instance's token endpoint gets the integration user's password and client
+            // secret: they stay out of the log.
+            body: if *target == Target::InstanceOAuth {
+                "<redacted>".to_owned()
+            } else {
+                String::from_utf8_lossy(&req.body).into_owned()
+            },
             status: 0,
             target: target.clone(),
         },
@@ -423,6 +436,10 @@ fn process(shared: &Shared, req: &Incoming, target: &Target) -> SimResponse {
     match target {
         Target::TableApi => table_api::handle(shared, req),
         Target::Companion => companion::handle(shared, req),
+        Target::InstanceOAuth => {
+            let mut st = shared.lock();
+            instance::token_endpoint(&mut st, req)
+        }
         Target::Provider(id) => {
             let mut st = shared.lock();
             let now = st.now();
@@ -502,23 +519,24 @@ mod tests {
 
     #[test]
     fn classifies_paths() {
-        let c = "/api/x_snok/oauth_keeper";
+        let c = "/api/snok/oauth_keeper";
         assert_eq!(
             classify("/api/now/table/oauth_credential", c),
             Target::TableApi
         );
         assert_eq!(classify("/api/now/v2/table/x/1", c), Target::TableApi);
         assert_eq!(
-            classify("/api/x_snok/oauth_keeper/secrets", c),
+            classify("/api/snok/oauth_keeper/secrets", c),
             Target::Companion
         );
-        assert_eq!(classify("/api/x_snok/oauth_keeperx", c), Target::Other);
+        assert_eq!(classify("/api/snok/oauth_keeperx", c), Target::Other);
         assert_eq!(
             classify("/oauth2/entra/token", c),
             Target::Provider("entra".to_owned())
         );
         assert_eq!(classify("/oauth2/", c), Target::Other);
         assert_eq!(classify("/", c), Target::Other);
+        assert_eq!(classify("/oauth_token.do", c), Target::InstanceOAuth);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::sim::cipher::Cipher;
 use crate::sim::datetime;
 use crate::sim::db::{Db, Row};
 use crate::sim::fault::FaultSlot;
+use crate::sim::instance::InstanceSide;
 use crate::sim::provider::Provider;
 use crate::sim::server::ConnCtl;
 
@@ -37,6 +38,8 @@ pub(crate) struct State {
     pub max_page_rows: Option<usize>,
     /// Added to the wall clock, so tests can age tokens without sleeping.
     pub clock_offset: SignedDuration,
+    /// The runbook's instance-side setup (ACLs, companion, web-service access, OAuth server).
+    pub instance: InstanceSide,
 }
 
 impl State {

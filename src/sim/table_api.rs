@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::sim::datetime;
 use crate::sim::db::Row;
+use crate::sim::instance::{self, Access};
 use crate::sim::query::{Condition, EvalCtx, Op, Query, ScriptCtx};
 use crate::sim::schema::{self, Kind, TableSchema};
 use crate::sim::server::{Incoming, Param, SimResponse};
@@ -42,13 +43,22 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
         base: shared.base_url.clone(),
         opts: Options::from_request(req),
     };
-    let reading = matches!(method.as_str(), "GET" | "HEAD");
-    let roles = if reading {
-        schema.read_roles
-    } else {
-        schema.write_roles
+    // The table's "Allow access to this table via web services" box is checked before any ACL.
+    if st.instance.closed_to_web_services.contains(schema.name) {
+        return error(
+            &mut st,
+            403,
+            "User Not Authorized",
+            Some("Failed API level ACL Validation"),
+        );
+    }
+    let operation = match method.as_str() {
+        "GET" | "HEAD" => "read",
+        "POST" => "create",
+        "DELETE" => "delete",
+        _ => "write",
     };
-    if !st.has_any_role(roles) {
+    if instance::table_access(&st, schema, operation) == Access::Denied {
         return match method.as_str() {
             "POST" => acl_denied(&mut st, "Insert"),
             "PUT" | "PATCH" => acl_denied(&mut st, "Update"),
@@ -77,6 +87,20 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
 /// Checks Basic credentials against the integration user, including the 2026 basic-auth
 /// restriction (web-service-access-only users or role `snc_basic_auth_api_access`).
 pub(crate) fn authenticate(st: &mut State, req: &Incoming) -> Result<(), SimResponse> {
+    // A bearer token the instance's own OAuth server issued; the Basic-auth restriction does
+    // not apply to it.
+    if let Some(token) = req
+        .header("authorization")
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        && instance::bearer_valid(st, token)
+        && st
+            .user_row()
+            .is_some_and(|r| r.get("active").map(String::as_str) == Some("true"))
+    {
+        return Ok(());
+    }
     let presented = req.header("authorization").and_then(parse_basic);
     let user = st.user_row();
     let field = |name: &str| user.and_then(|r| r.get(name)).map(String::as_str);
@@ -301,6 +325,10 @@ fn render(st: &State, ctx: &Ctx, row: &Row) -> Value {
     };
     let mut out = Map::new();
     for field in fields {
+        // Fields the caller's ACLs hide are left out of the answer.
+        if !instance::path_readable(st, ctx.schema, &field) {
+            continue;
+        }
         let Some(resolved) = st.db.resolve(ctx.schema, row, &field) else {
             continue;
         };
@@ -537,6 +565,7 @@ fn convert_inputs(
     schema: &TableSchema,
     body: &Map<String, Value>,
     input_display: bool,
+    operation: &str,
 ) -> Vec<(String, String)> {
     let tz = st.user_tz();
     let date_format = st.user_date_format();
@@ -546,6 +575,10 @@ fn convert_inputs(
             continue;
         };
         if schema::is_system_column(name) {
+            continue;
+        }
+        // A field the caller may not write is dropped without an error (inferred).
+        if !instance::column_allowed(st, schema, name, operation) {
             continue;
         }
         let Some(input) = input_string(value) else {
@@ -600,6 +633,7 @@ fn create(st: &mut State, ctx: &Ctx, req: &Incoming) -> Outcome {
         ctx.schema,
         &body,
         ctx.opts.input_display,
+        "create",
     ));
     let sys_id = insert_new(st, ctx.schema.name, row);
     if ctx.schema.name == "oauth_entity" {
@@ -662,7 +696,7 @@ fn update(st: &mut State, ctx: &Ctx, req: &Incoming, sys_id: &str) -> Outcome {
     if st.db.get(ctx.schema.name, sys_id).is_none() {
         return Err(not_found(st));
     }
-    let changes = convert_inputs(st, ctx.schema, &body, ctx.opts.input_display);
+    let changes = convert_inputs(st, ctx.schema, &body, ctx.opts.input_display, "write");
     let now = st.now_db();
     let user = st.user_name();
     if let Some(row) = st.db.get_mut(ctx.schema.name, sys_id) {

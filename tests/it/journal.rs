@@ -185,3 +185,100 @@ async fn a_second_keeper_on_the_same_state_directory_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another sn-oauth-keeper is running"));
 }
+
+#[tokio::test]
+async fn rekey_moves_pending_records_to_a_new_key() {
+    let (bed, c) = strict_bed(false).await;
+    bed.sim
+        .inject(Fault::status(FaultTarget::TableApi, 403).method("PATCH"));
+    let config = bed.config_file("");
+    let path = config.to_str().unwrap();
+    let out = bed.run_binary(&["once", "--config", path]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(pending(&bed), 1);
+    bed.sim.clear_faults();
+
+    let list = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let before = list(
+        &bed.run_binary(&["journal", "list", "--config", path, "--format", "json"])
+            .await,
+    );
+    let new_key = "ab".repeat(32);
+    let rekey = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+        .args([
+            "journal",
+            "rekey",
+            "--config",
+            path,
+            "--new-key-env",
+            "NEW_JOURNAL_KEY",
+        ])
+        .env("SN_PASSWORD", bed.sim.password())
+        .env("SN_OAUTH_KEEPER_KEY", bed.key_hex())
+        .env("NEW_JOURNAL_KEY", &new_key)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        rekey.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rekey.stderr)
+    );
+    let after = list(
+        &bed.run_binary(&["journal", "list", "--config", path, "--format", "json"])
+            .await,
+    );
+    assert_ne!(before[0]["key_id"], after[0]["key_id"]);
+    assert_eq!(before[0]["id"], after[0]["id"]);
+    assert!(after[0].get("refresh_token").is_none());
+
+    // The old key no longer opens the record: fail closed, nothing discarded.
+    let old = bed.run_binary(&["once", "--config", path]).await;
+    assert_eq!(old.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&old.stderr).contains("sealed with key id"));
+    assert_eq!(pending(&bed), 1);
+
+    let with_new = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+        .args(["once", "--config", path])
+        .env("SN_PASSWORD", bed.sim.password())
+        .env("SN_OAUTH_KEEPER_KEY", &new_key)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_new.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with_new.stderr)
+    );
+    assert_eq!(pending(&bed), 0);
+    let stored = bed
+        .sim
+        .decrypted("oauth_credential", &c.refresh_sys_id, "token_received")
+        .unwrap();
+    assert!(bed.sim.provider_valid("okta", &stored));
+}
+
+#[tokio::test]
+async fn a_missing_key_with_pending_records_is_a_hard_error() {
+    let (bed, _) = strict_bed(false).await;
+    bed.sim
+        .inject(Fault::status(FaultTarget::TableApi, 403).method("PATCH"));
+    let config = bed.config_file("");
+    let path = config.to_str().unwrap();
+    bed.run_binary(&["once", "--config", path]).await;
+    assert_eq!(pending(&bed), 1);
+    let no_key = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+        .args(["once", "--config", path])
+        .env("SN_PASSWORD", bed.sim.password())
+        .env_remove("SN_OAUTH_KEEPER_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("state.key_env"));
+    assert_eq!(pending(&bed), 1, "nothing discarded");
+}

@@ -6,16 +6,34 @@
 //! - `writes`: encryption flag, time zones, paging.
 //! - `cli`: the binary's commands, exit codes, dry run, and secrets in output.
 //! - `journal`: re-delivery of answers the instance did not take; lost answers; one keeper per state dir.
-//! - `daemon`: `run` with its endpoints and a graceful stop on SIGTERM.
+//! - `daemon`: `run` as a service manager runs it: endpoints and their semantics, SIGTERM with
+//!   a grace period, SIGHUP reload, one log line per idle cycle.
+//! - `ops`: `--help`, completions, the man page, colour and progress only on a terminal, and the
+//!   configs shipped in `deploy/`.
+//! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
+//! - `faults`: the fault suite — every odd answer of the instance and the providers.
+//! - `races`: registry parking, re-authorisation, other writers of the same row.
+//! - `reporting`: `[report]` events on the instance, one per state change.
 //! - `sim`: the simulator's own contract tests (Table API, companion, providers, faults).
+//! - `instance`: the instance side of the runbook — `check` names each missing step; least
+//!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
+//! - `companion_contract`: the companion's shared contract cases (also run against the real
+//!   script under Node) against the simulator.
 
 // Helpers shared by tests panic on the unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod companion_contract;
 mod daemon;
+mod faults;
+mod instance;
 mod journal;
+mod kill;
+mod ops;
+mod races;
 mod refresh;
+mod reporting;
 mod sim;
 mod support;
 mod writes;

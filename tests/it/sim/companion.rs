@@ -25,7 +25,11 @@ async fn returns_decrypted_secrets_of_refresh_rows_only() {
     ];
     let resp = get(
         &sim,
-        &format!("{}/secrets?sys_id={}", sim.companion_path(), ids.join(",")),
+        &format!(
+            "{}/secrets?sys_id={}&include=client_secret",
+            sim.companion_path(),
+            ids.join(",")
+        ),
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -42,6 +46,20 @@ async fn returns_decrypted_secrets_of_refresh_rows_only() {
             {"sys_id": creds[0].refresh_sys_id, "refresh_token": creds[0].refresh_token, "client_secret": secret_of(&creds[0].registry).client_secret},
             {"sys_id": wrong.refresh_sys_id, "refresh_token": wrong.refresh_token, "client_secret": wrong_reg.stored_client_secret.clone().unwrap()},
         ]})
+    );
+    // Without include=client_secret the secret stays on the instance.
+    let resp = get(
+        &sim,
+        &format!(
+            "{}/secrets?sys_id={}",
+            sim.companion_path(),
+            creds[0].refresh_sys_id
+        ),
+    )
+    .await;
+    assert_eq!(
+        json(resp).await,
+        json!({"result": [{"sys_id": creds[0].refresh_sys_id, "refresh_token": creds[0].refresh_token}]})
     );
     // Repeated parameters work too, duplicates collapse.
     let resp = get(
@@ -91,7 +109,7 @@ async fn at_most_100_ids_and_a_role() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         resp.text().await.unwrap(),
-        r#"{"error":{"message":"Insufficient rights to query records","detail":null},"status":"failure"}"#
+        r#"{"error":{"message":"Insufficient rights to query records","detail":"The caller lacks role snok_oauth_keeper"},"status":"failure"}"#
     );
     let sim = start(Estate::demo(42).with_user_roles(&["admin"])).await;
     let resp = get(&sim, &format!("{}/secrets?sys_id=x", sim.companion_path())).await;

@@ -305,7 +305,7 @@ async fn request_log_redacts_and_classifies() {
         log[0].query,
         "sysparm_query=type%3Drefresh_token&sysparm_limit=5"
     );
-    assert_eq!(log[0].header("authorization"), Some("<redacted>"));
+    assert_eq!(log[0].header("authorization"), Some("Basic <redacted>"));
     assert_eq!(log[0].status, 200);
     assert_eq!(log[1].target, Target::Companion);
     assert_eq!(log[2].target, Target::Provider("okta".to_owned()));

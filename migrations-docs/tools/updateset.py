@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Builds and checks the companion's update set (Python 3.11 standard library only).
+
+    python3 migrations-docs/tools/updateset.py build   # rewrite the update set XML from sources
+    python3 migrations-docs/tools/updateset.py check   # what CI runs; exits 1 on any problem
+
+The update set is generated, never edited by hand, so it cannot drift from the readable source
+(migrations-docs/companion/secrets.js). `check` proves that the committed XML
+  * is well-formed, and so is every record payload inside it;
+  * is exactly what `build` produces from the current sources;
+  * embeds the resource script byte for byte;
+  * contains exactly the records that migrations-docs/README.md documents (the records table and
+    the ACL table between their <!-- ...:begin/end --> markers), no more, no fewer;
+  * is consistent: every ACL is bound to the role, the API's base path is /api/<namespace>/<id>,
+    the resource uses the REST ACL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent
+SCRIPT = DOCS / "companion" / "secrets.js"
+OUTPUT = DOCS / "update-set" / "sn-oauth-keeper-companion.xml"
+README = DOCS / "README.md"
+
+VERSION = "1.0.0"
+STAMP = "2026-11-28 12:00:00"
+ROLE = "snok_oauth_keeper"
+NAMESPACE = "snok"
+API_ID = "oauth_keeper"
+API_NAME = "OAuth Keeper Companion"
+BASE_URI = f"/api/{NAMESPACE}/{API_ID}"
+RESOURCE = "secrets"
+REST_ACL = f"{BASE_URI}/{RESOURCE}"
+
+# (name, operation) of the record ACLs, in the order the README lists them.
+RECORD_ACLS = [
+    ("oauth_credential", "read"),
+    *[(f"oauth_credential.{f}", "read") for f in
+      ("type", "peer", "oauth_requestor_profile", "user", "scopes", "expires", "name")],
+    ("oauth_entity", "read"),
+    *[(f"oauth_entity.{f}", "read") for f in ("name", "client_id", "token_url", "default_grant_type")],
+    ("oauth_credential", "write"),
+    ("oauth_credential.token_received", "write"),
+    ("oauth_credential.expires", "write"),
+    ("oauth_credential", "create"),
+    *[(f"oauth_credential.{f}", "create") for f in
+      ("type", "peer", "oauth_requestor_profile", "user", "scopes", "name", "token_received", "expires")],
+]
+
+
+def sys_id(key: str) -> str:
+    """A fixed sys_id per record, so re-importing updates the same records."""
+    return hashlib.md5(f"sn-oauth-keeper|{key}".encode()).hexdigest()
+
+
+GLOBAL = [("sys_package", {"display_value": "Global", "source": "global"}, "global"),
+          ("sys_scope", {"display_value": "Global"}, "global")]
+
+
+def element(name: str, value: str = "", attrs: dict[str, str] | None = None) -> str:
+    attr = "".join(f" {k}={quoteattr(v)}" for k, v in (attrs or {}).items())
+    if value == "":
+        return f"<{name}{attr}/>"
+    return f"<{name}{attr}>{escape(value)}</{name}>"
+
+
+def record(table: str, rid: str, fields: list) -> str:
+    """One record_update payload; fields are (name, value) or (name, attrs, value)."""
+    common = [
+        ("sys_class_name", table),
+        ("sys_created_by", "admin"),
+        ("sys_created_on", STAMP),
+        ("sys_id", rid),
+        ("sys_mod_count", "0"),
+        ("sys_update_name", f"{table}_{rid}"),
+        ("sys_updated_by", "admin"),
+        ("sys_updated_on", STAMP),
+    ]
+    parts = []
+    for f in sorted([*fields, *common, *GLOBAL], key=lambda f: f[0]):
+        if len(f) == 2:
+            parts.append(element(f[0], f[1]))
+        else:
+            parts.append(element(f[0], f[2], f[1]))
+    body = "".join(parts)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><record_update table="{table}">'
+            f'<{table} action="INSERT_OR_UPDATE">{body}</{table}></record_update>')
+
+
+def records() -> list[tuple[str, str, str, str, str]]:
+    """(table, sys_id, update type, target name, payload) of every record, in commit order."""
+    script = SCRIPT.read_text(encoding="utf-8")
+    role_id = sys_id("role")
+    api_id = sys_id("api")
+    rest_acl_id = sys_id("acl|rest")
+    out = []
+    out.append(("sys_user_role", role_id, "Role", ROLE, record("sys_user_role", role_id, [
+        ("name", ROLE),
+        ("sys_name", ROLE),
+        ("suffix", ROLE),
+        ("description", "sn-oauth-keeper integration user: reads and renews oauth_credential rows "
+                        "and calls the OAuth Keeper Companion. Grant it to the integration user only."),
+        ("elevated_privilege", "false"),
+        ("grantable", "true"),
+        ("can_delegate", "false"),
+        ("assignable_by", ""),
+        ("includes_roles", ""),
+        ("requires_subscription", ""),
+        ("scoped_admin", "false"),
+    ])))
+    out.append(("sys_ws_definition", api_id, "Scripted REST Service", API_NAME,
+                record("sys_ws_definition", api_id, [
+                    ("name", API_NAME),
+                    ("sys_name", API_NAME),
+                    ("service_id", API_ID),
+                    ("namespace", NAMESPACE),
+                    ("base_uri", BASE_URI),
+                    ("active", "true"),
+                    ("is_versioned", "false"),
+                    ("short_description", "Hands sn-oauth-keeper the decrypted refresh tokens "
+                                          "(and, when asked, client secrets) it needs."),
+                    ("doc_link", "migrations-docs/README.md of sn-oauth-keeper"),
+                    ("consumes", "application/json"),
+                    ("consumes_customized", "true"),
+                    ("produces", "application/json"),
+                    ("produces_customized", "true"),
+                    ("enforce_acl", {"display_value": REST_ACL}, rest_acl_id),
+                    ("default_operation_uri", ""),
+                ])))
+    op_id = sys_id("operation|secrets")
+    out.append(("sys_ws_operation", op_id, "Scripted REST Resource", RESOURCE,
+                record("sys_ws_operation", op_id, [
+                    ("name", RESOURCE),
+                    ("sys_name", RESOURCE),
+                    ("web_service_definition", {"display_value": API_NAME}, api_id),
+                    ("web_service_version", ""),
+                    ("http_method", "GET"),
+                    ("relative_path", f"/{RESOURCE}"),
+                    ("operation_uri", f"{BASE_URI}/{RESOURCE}"),
+                    ("operation_script", script),
+                    ("active", "true"),
+                    ("requires_authentication", "true"),
+                    ("requires_acl_authorization", "true"),
+                    ("requires_snc_internal_role", "false"),
+                    ("enforce_acl", {"display_value": REST_ACL}, rest_acl_id),
+                    ("consumes", "application/json"),
+                    ("consumes_customized", "true"),
+                    ("produces", "application/json"),
+                    ("produces_customized", "true"),
+                    ("short_description", "GET ?sys_id=<refresh row>[,...][&include=client_secret]"),
+                    ("request_example", ""),
+                ])))
+    acls = [(REST_ACL, "execute", "rest_endpoint", rest_acl_id)]
+    acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in RECORD_ACLS]
+    for name, operation, kind, acl_id in acls:
+        out.append(("sys_security_acl", acl_id, "Access Control", f"{name}.{operation}",
+                    record("sys_security_acl", acl_id, [
+                        ("name", name),
+                        ("sys_name", name),
+                        ("operation", {"display_value": operation}, operation),
+                        ("type", {"display_value": kind}, kind),
+                        ("active", "true"),
+                        ("admin_overrides", "true"),
+                        ("advanced", "false"),
+                        ("condition", ""),
+                        ("script", ""),
+                        ("decision_type", "allow"),
+                        ("description", f"sn-oauth-keeper: role {ROLE} may {operation} {name}."),
+                    ])))
+    for name, operation, _kind, acl_id in acls:
+        link_id = sys_id(f"acl_role|{name}|{operation}")
+        out.append(("sys_security_acl_role", link_id, "Access Roles", f"{name}.{operation}",
+                    record("sys_security_acl_role", link_id, [
+                        ("sys_security_acl", {"display_value": name}, acl_id),
+                        ("sys_user_role", {"display_value": ROLE}, role_id),
+                    ])))
+    return out
+
+
+def build() -> str:
+    set_id = sys_id("remote_update_set")
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<unload unload_date="{STAMP}">',
+             '<sys_remote_update_set action="INSERT_OR_UPDATE">'
+             + element("application", "global", {"display_value": "Global"})
+             + element("application_name", "Global")
+             + element("application_scope", "global")
+             + element("description", "sn-oauth-keeper companion: the OAuth Keeper Companion "
+                                      "Scripted REST API (global scope), role snok_oauth_keeper "
+                                      "and its ACLs. See migrations-docs/README.md.")
+             + element("name", f"sn-oauth-keeper companion {VERSION}")
+             + element("release_date", "")
+             + element("remote_sys_id", set_id)
+             + element("state", "loaded")
+             + element("sys_class_name", "sys_remote_update_set")
+             + element("sys_created_by", "admin")
+             + element("sys_created_on", STAMP)
+             + element("sys_id", set_id)
+             + element("sys_mod_count", "0")
+             + element("sys_updated_by", "admin")
+             + element("sys_updated_on", STAMP)
+             + "</sys_remote_update_set>"]
+    for table, rid, kind, target, payload in records():
+        lines.append(
+            '<sys_update_xml action="INSERT_OR_UPDATE">'
+            + element("action", "INSERT_OR_UPDATE")
+            + element("application", "global", {"display_value": "Global"})
+            + element("category", "customer")
+            + element("name", f"{table}_{rid}")
+            + element("payload", payload)
+            + element("remote_update_set", set_id,
+                      {"display_value": f"sn-oauth-keeper companion {VERSION}"})
+            + element("replace_on_upgrade", "false")
+            + element("sys_created_by", "admin")
+            + element("sys_created_on", STAMP)
+            + element("sys_id", sys_id(f"update|{table}|{rid}"))
+            + element("sys_mod_count", "0")
+            + element("sys_updated_by", "admin")
+            + element("sys_updated_on", STAMP)
+            + element("table", "")
+            + element("target_name", target)
+            + element("type", kind)
+            + element("update_domain", "global")
+            + "</sys_update_xml>")
+    lines.append("</unload>")
+    return "\n".join(lines) + "\n"
+
+
+def documented(marker: str) -> list[list[str]]:
+    """Rows (cells without backticks) of the README table between the marker comments."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {marker}:begin -->(.*?)<!-- {marker}:end -->", text, re.S)
+    if not match:
+        raise SystemExit(f"README.md has no <!-- {marker}:begin/end --> table")
+    rows = []
+    for line in match.group(1).splitlines():
+        if line.startswith("|") and not re.match(r"^\|\s*-", line):
+            cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+            rows.append(cells)
+    return rows[1:]  # without the header row
+
+
+def check() -> list[str]:
+    problems = []
+    try:
+        committed = OUTPUT.read_text(encoding="utf-8")
+    except OSError as e:
+        return [f"{OUTPUT}: {e}"]
+    try:
+        root = ET.fromstring(committed)
+    except ET.ParseError as e:
+        return [f"{OUTPUT.name} is not well-formed XML: {e}"]
+    if root.tag != "unload":
+        problems.append(f"root element is <{root.tag}>, not <unload>")
+    if len(root.findall("sys_remote_update_set")) != 1:
+        problems.append("there must be exactly one sys_remote_update_set")
+    found: dict[str, list[ET.Element]] = {}
+    for update in root.findall("sys_update_xml"):
+        payload = update.findtext("payload") or ""
+        try:
+            inner = ET.fromstring(payload.encode("utf-8"))
+        except ET.ParseError as e:
+            problems.append(f"{update.findtext('name')}: payload is not well-formed: {e}")
+            continue
+        table = inner.get("table", "")
+        rec = inner.find(table)
+        if rec is None:
+            problems.append(f"{update.findtext('name')}: payload has no <{table}> record")
+            continue
+        if update.findtext("name") != f"{table}_{rec.findtext('sys_id')}":
+            problems.append(f"{update.findtext('name')}: name does not match its record")
+        found.setdefault(table, []).append(rec)
+    if committed != build():
+        problems.append(f"{OUTPUT.name} is not what `updateset.py build` makes from the current "
+                        "sources: run it and commit the result")
+
+    ops = found.get("sys_ws_operation", [])
+    if len(ops) != 1 or (ops[0].findtext("operation_script") or "") != SCRIPT.read_text(encoding="utf-8"):
+        problems.append("the resource script in the update set differs from companion/secrets.js")
+
+    # Exactly the documented records: counts per table and the named records.
+    for table, count, ident, *_ in documented("records"):
+        have = found.get(table, [])
+        if str(len(have)) != count:
+            problems.append(f"README documents {count} {table} record(s); the update set has {len(have)}")
+        if ident and not ident.startswith("("):
+            names = sorted(r.findtext("name") or "" for r in have)
+            if names != [ident] * len(have):
+                problems.append(f"README names the {table} record {ident!r}; the update set has {names}")
+    undocumented = set(found) - {row[0] for row in documented("records")}
+    if undocumented:
+        problems.append(f"records of undocumented tables: {sorted(undocumented)}")
+    acls_doc = sorted((name, op, kind) for name, op, kind, *_ in documented("acls"))
+    acls_xml = sorted((r.findtext("name"), r.findtext("operation"), r.findtext("type"))
+                      for r in found.get("sys_security_acl", []))
+    if acls_doc != acls_xml:
+        problems.append("the README's ACL table and the update set's ACLs differ:\n"
+                        f"  only documented: {sorted(set(acls_doc) - set(acls_xml))}\n"
+                        f"  only in the XML: {sorted(set(acls_xml) - set(acls_doc))}")
+
+    # Consistency.
+    role_ids = {r.findtext("sys_id") for r in found.get("sys_user_role", []) if r.findtext("name") == ROLE}
+    acl_ids = {r.findtext("sys_id") for r in found.get("sys_security_acl", [])}
+    bound = [r.findtext("sys_security_acl") for r in found.get("sys_security_acl_role", [])
+             if r.findtext("sys_user_role") in role_ids]
+    if sorted(bound) != sorted(acl_ids):
+        problems.append(f"every ACL must be bound to role {ROLE} exactly once")
+    for api in found.get("sys_ws_definition", []):
+        expected = f"/api/{api.findtext('namespace')}/{api.findtext('service_id')}"
+        if api.findtext("base_uri") != expected or expected != BASE_URI:
+            problems.append(f"base_uri {api.findtext('base_uri')!r} is not {expected!r} / {BASE_URI!r}")
+    rest = [r.findtext("sys_id") for r in found.get("sys_security_acl", [])
+            if r.findtext("type") == "rest_endpoint"]
+    for op in ops:
+        if op.findtext("requires_acl_authorization") != "true" or op.findtext("enforce_acl") not in rest:
+            problems.append("the resource must require authorization by the REST_Endpoint ACL")
+        if op.findtext("requires_authentication") != "true" or op.findtext("http_method") != "GET":
+            problems.append("the resource must be an authenticated GET")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["build"]:
+        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+        OUTPUT.write_text(build(), encoding="utf-8")
+        print(f"wrote {OUTPUT.relative_to(DOCS.parent)}")
+        return 0
+    if argv[1:] == ["check"]:
+        problems = check()
+        for p in problems:
+            print(f"updateset: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"updateset: {OUTPUT.name} is well-formed, current, and holds exactly the "
+              f"{len(records())} documented records")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
