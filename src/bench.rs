@@ -433,8 +433,10 @@ struct IdleResult {
     call_floor: Calls,
     call_ratio: f64,
     calls_at_floor: bool,
-    /// CPU per cycle, the first (warm-up) cycle left out.
+    /// CPU per cycle (user + system), the first (warm-up) cycle left out.
     cpu_ms_per_cycle: f64,
+    /// Of which system time.
+    sys_ms_per_cycle: f64,
     wall_ms_per_cycle: f64,
     wall_floor_ms: f64,
 }
@@ -596,9 +598,10 @@ async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, BenchError> {
                 idle_measured = true;
                 let result = idle_run(&bed, plan, *size).await?;
                 eprintln!(
-                    "bench:   idle cycle: {:.1} calls, {:.1} ms CPU, {:.0} ms wall",
+                    "bench:   idle cycle: {:.1} calls, {:.1} ms CPU ({:.1} system), {:.0} ms wall",
                     result.calls.total() as f64 / result.cycles as f64,
                     result.cpu_ms_per_cycle,
+                    result.sys_ms_per_cycle,
                     result.wall_ms_per_cycle
                 );
                 idle.push(result);
@@ -804,12 +807,12 @@ fn children_cpu() -> Result<Duration, BenchError> {
     Ok(ticks(get(13) + get(14)))
 }
 
-/// CPU time (user + system) of this process so far.
-fn own_cpu() -> Result<Duration, BenchError> {
+/// CPU time of this process so far: user + system, and system alone.
+fn own_cpu() -> Result<(Duration, Duration), BenchError> {
     // Fields 14 and 15 (utime, stime) of stat(5).
     let f = stat_fields("/proc/self/stat")?;
     let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    Ok(ticks(get(11) + get(12)))
+    Ok((ticks(get(11) + get(12)), ticks(get(12))))
 }
 
 /// A `kB` line of a `/proc/*/status` file.
@@ -879,6 +882,8 @@ pub(crate) struct CycleSample {
     wall_us: u64,
     /// This process's CPU time (user + system) after the cycle.
     cpu_us: u64,
+    /// Of which system time.
+    sys_us: u64,
     /// VmRSS after the cycle.
     rss_kib: u64,
     /// VmHWM after the cycle.
@@ -914,10 +919,12 @@ pub(crate) async fn cycles(settings: Settings, n: usize) -> Result<u8, BenchErro
         };
         let wall = clock.elapsed();
         let status = Path::new("/proc/self/status");
+        let (cpu, sys) = own_cpu()?;
         let sample = CycleSample {
             cycle,
             wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
-            cpu_us: u64::try_from(own_cpu()?.as_micros()).unwrap_or(u64::MAX),
+            cpu_us: u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX),
+            sys_us: u64::try_from(sys.as_micros()).unwrap_or(u64::MAX),
             rss_kib: status_kib(status, "VmRSS:").unwrap_or(0),
             hwm_kib: status_kib(status, "VmHWM:").unwrap_or(0),
             acted: report
@@ -981,20 +988,28 @@ async fn cycles_child(
     Ok((samples, cost))
 }
 
-/// CPU and wall time per cycle over cycles `from+1 ..= last` (cycle `from` and earlier left
-/// out as warm-up).
-fn per_cycle(samples: &[CycleSample], from: usize) -> (f64, f64) {
+/// Per cycle over cycles `from+1 ..= last` (cycle `from` and earlier left out as warm-up).
+#[derive(Debug, Clone, Copy, Default)]
+struct PerCycle {
+    cpu_ms: f64,
+    sys_ms: f64,
+    wall_ms: f64,
+}
+
+fn per_cycle(samples: &[CycleSample], from: usize) -> PerCycle {
     let (Some(first), Some(last)) = (samples.get(from - 1), samples.last()) else {
-        return (0.0, 0.0);
+        return PerCycle::default();
     };
     let n = (last.cycle - first.cycle).max(1) as f64;
-    let cpu_ms = last.cpu_us.saturating_sub(first.cpu_us) as f64 / 1_000.0 / n;
-    let wall_ms = samples[from..]
-        .iter()
-        .map(|s| s.wall_us as f64 / 1_000.0)
-        .sum::<f64>()
-        / n;
-    (cpu_ms, wall_ms)
+    PerCycle {
+        cpu_ms: last.cpu_us.saturating_sub(first.cpu_us) as f64 / 1_000.0 / n,
+        sys_ms: last.sys_us.saturating_sub(first.sys_us) as f64 / 1_000.0 / n,
+        wall_ms: samples[from..]
+            .iter()
+            .map(|s| s.wall_us as f64 / 1_000.0)
+            .sum::<f64>()
+            / n,
+    }
 }
 
 async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, BenchError> {
@@ -1007,7 +1022,7 @@ async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, Benc
         discovery: one.discovery * n,
         ..Calls::default()
     };
-    let (cpu_ms, wall_ms) = per_cycle(&samples, 1);
+    let per = per_cycle(&samples, 1);
     Ok(IdleResult {
         rows: size.rows,
         cycles: n,
@@ -1015,8 +1030,9 @@ async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, Benc
         calls_at_floor: calls == call_floor,
         calls,
         call_floor,
-        cpu_ms_per_cycle: cpu_ms,
-        wall_ms_per_cycle: wall_ms,
+        cpu_ms_per_cycle: per.cpu_ms,
+        sys_ms_per_cycle: per.sys_ms,
+        wall_ms_per_cycle: per.wall_ms,
         wall_floor_ms: wall_floor(Size { due: 0, ..size }, 1, plan.lp, plan.li).as_secs_f64()
             * 1_000.0,
     })
@@ -1057,7 +1073,7 @@ async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchEr
     let rss_kib: Vec<(usize, u64)> = checkpoints.iter().map(|&c| (c, at(c))).collect();
     let growth_kib =
         i64::try_from(at(n)).unwrap_or(i64::MAX) - i64::try_from(at(10)).unwrap_or(i64::MAX);
-    let (cpu_ms, _) = per_cycle(&samples, 1);
+    let cpu_ms = per_cycle(&samples, 1).cpu_ms;
     let result = MemoryResult {
         rows: size.rows,
         cycles: n,
@@ -1371,7 +1387,10 @@ fn render_tables(report: &Report) -> String {
                 format!("{:.1}", i.calls.total() as f64 / n),
                 format!("{:.1}", i.call_floor.total() as f64 / n),
                 format!("{:.3}", i.call_ratio),
-                format!("{:.1} ms", i.cpu_ms_per_cycle),
+                format!(
+                    "{:.1} ms (system {:.1})",
+                    i.cpu_ms_per_cycle, i.sys_ms_per_cycle
+                ),
                 format!("{:.0} ms", i.wall_ms_per_cycle),
                 format!("{:.0} ms", i.wall_floor_ms),
             ]

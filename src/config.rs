@@ -4,6 +4,7 @@
 //! Secrets never come from the command line: passwords and keys are read from the environment
 //! variable or the file the config names.
 
+use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::plan::Policy;
 use crate::domain::time::parse_duration;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -87,6 +89,34 @@ pub enum ClientAuth {
     Post,
     /// HTTP Basic with form-urlencoded id and secret (`client_secret_basic`, RFC 6749 §2.3.1).
     Basic,
+    /// A JWT signed with the registry's private key (`private_key_jwt`, RFC 7523): Entra
+    /// certificate credentials. No client secret is sent or needed.
+    PrivateKeyJwt,
+}
+
+/// What kind of token endpoint a registry talks to; it decides which request parameters carry
+/// the wanted access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpointKind {
+    /// Microsoft Entra ID v2.0 (`…/{tenant}/oauth2/v2.0/token`): `scope` is always sent, never
+    /// `resource` (Entra v2 refuses it, AADSTS901002).
+    EntraV2,
+    /// Microsoft Entra ID v1 (`…/{tenant}/oauth2/token`): `resource` (the App ID URI) instead of
+    /// `scope`.
+    EntraV1,
+    /// Any RFC 6749 server: `scope` when known, and `resource` (RFC 8707) when configured.
+    Generic,
+}
+
+impl TokenEndpointKind {
+    /// The config spelling (`entra_v2`, `entra_v1`, `generic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEndpointKind::EntraV2 => "entra_v2",
+            TokenEndpointKind::EntraV1 => "entra_v1",
+            TokenEndpointKind::Generic => "generic",
+        }
+    }
 }
 
 /// Validated settings.
@@ -232,6 +262,13 @@ pub struct RegistrySettings {
     /// Refresh-token lifetime written to a rotated refresh row when the provider does not say
     /// (`refresh_token_expires_in`).
     pub refresh_token_lifetime: Duration,
+    /// The token endpoint's kind when the config says it; `None`: detected from the token URL
+    /// ([`crate::oauth::detect_kind`]).
+    pub kind: Option<TokenEndpointKind>,
+    /// The `resource` to ask for: Entra v1's App ID URI, or an RFC 8707 resource indicator.
+    pub resource: Option<String>,
+    /// The signing key and certificate of `client_auth = "private_key_jwt"`, read at load.
+    pub assertion_key: Option<Arc<AssertionKey>>,
 }
 
 /// `refresh.shutdown_grace` when the config does not say: three token attempts at the default
@@ -475,6 +512,11 @@ struct RawRegistry {
     client_auth: Option<String>,
     default_expires_in: Option<String>,
     refresh_token_lifetime: Option<String>,
+    private_key_file: Option<PathBuf>,
+    certificate_file: Option<PathBuf>,
+    jwt_alg: Option<String>,
+    kind: Option<String>,
+    resource: Option<String>,
 }
 
 /// Loads and validates a config file.
@@ -686,6 +728,13 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
                 "required: the oauth_entity name or sys_id".into(),
             )
         })?;
+        let secret_key = if reg.client_secret_env.is_some() {
+            Some("client_secret_env")
+        } else if reg.client_secret_file.is_some() {
+            Some("client_secret_file")
+        } else {
+            None
+        };
         let client_secret = match (reg.client_secret_env, reg.client_secret_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -714,20 +763,27 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
         let client_auth = match reg.client_auth.as_deref() {
             None | Some("post") | Some("client_secret_post") => ClientAuth::Post,
             Some("basic") | Some("client_secret_basic") => ClientAuth::Basic,
-            Some("private_key_jwt") => {
-                return Err(invalid(
-                    &key("client_auth"),
-                    "private_key_jwt is not supported yet; use \"post\" or \"basic\"".into(),
-                ));
-            }
+            Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
             Some(other) => {
                 return Err(invalid(
                     &key("client_auth"),
-                    format!("{other:?} is not one of \"post\", \"basic\""),
+                    format!("{other:?} is not one of \"post\", \"basic\", \"private_key_jwt\""),
                 ));
             }
         };
+        let assertion_key = registry_assertion_key(
+            client_auth,
+            secret_key,
+            reg.private_key_file,
+            reg.certificate_file,
+            reg.jwt_alg.as_deref(),
+            env,
+        )
+        .map_err(|(k, message)| invalid(&key(k), message))?;
         let scope = reg.scope.filter(|s| !s.trim().is_empty());
+        let resource = reg.resource.filter(|s| !s.trim().is_empty());
+        let kind = registry_kind(reg.kind.as_deref(), scope.is_some(), resource.is_some())
+            .map_err(|(k, message)| invalid(&key(k), message))?;
         registries.push(RegistrySettings {
             default_expires_in: duration(
                 &key("default_expires_in"),
@@ -745,6 +801,9 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
             client_secret,
             scope,
             client_auth,
+            kind,
+            resource,
+            assertion_key,
         });
     }
 
@@ -790,6 +849,97 @@ pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigEr
         registries,
         report,
     })
+}
+
+/// The signing key of a `private_key_jwt` registry, read now so a bad file stops the start;
+/// keys of that method on another one are a mistake worth naming. An error names the key at
+/// fault (relative to the registry).
+fn registry_assertion_key(
+    client_auth: ClientAuth,
+    secret_key: Option<&'static str>,
+    private_key_file: Option<PathBuf>,
+    certificate_file: Option<PathBuf>,
+    jwt_alg: Option<&str>,
+    env: &dyn Env,
+) -> Result<Option<Arc<AssertionKey>>, (&'static str, String)> {
+    if client_auth != ClientAuth::PrivateKeyJwt {
+        let stray = [
+            ("private_key_file", private_key_file.is_some()),
+            ("certificate_file", certificate_file.is_some()),
+            ("jwt_alg", jwt_alg.is_some()),
+        ];
+        if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err((
+                *k,
+                "only used with client_auth = \"private_key_jwt\"; remove it or set client_auth"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(secret_key) = secret_key {
+        return Err((
+            secret_key,
+            "a client secret is not used with client_auth = \"private_key_jwt\" (the certificate's key signs instead); remove it".into(),
+        ));
+    }
+    let alg = match jwt_alg {
+        None => JwtAlg::default(),
+        Some(text) => JwtAlg::parse(text).ok_or((
+            "jwt_alg",
+            format!("{text:?} is not one of \"PS256\", \"RS256\""),
+        ))?,
+    };
+    let key_file = private_key_file.ok_or((
+        "private_key_file",
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate's private key".to_string(),
+    ))?;
+    let certificate_file = certificate_file.ok_or((
+        "certificate_file",
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate registered at the provider".to_string(),
+    ))?;
+    let key_file = expand_path(&key_file, env).map_err(|m| ("private_key_file", m))?;
+    let certificate_file =
+        expand_path(&certificate_file, env).map_err(|m| ("certificate_file", m))?;
+    let key = AssertionKey::load(&key_file, &certificate_file, alg).map_err(|e| {
+        let k = match e {
+            KeyError::ReadCertificate { .. } | KeyError::NoCertificate { .. } => "certificate_file",
+            _ => "private_key_file",
+        };
+        (k, e.to_string())
+    })?;
+    Ok(Some(Arc::new(key)))
+}
+
+/// `registry[].kind`, checked against the keys the kind does not take.
+fn registry_kind(
+    kind: Option<&str>,
+    has_scope: bool,
+    has_resource: bool,
+) -> Result<Option<TokenEndpointKind>, (&'static str, String)> {
+    let kind = match kind {
+        None => return Ok(None),
+        Some("entra_v2") => TokenEndpointKind::EntraV2,
+        Some("entra_v1") => TokenEndpointKind::EntraV1,
+        Some("generic") => TokenEndpointKind::Generic,
+        Some(other) => {
+            return Err((
+                "kind",
+                format!("{other:?} is not one of \"entra_v2\", \"entra_v1\", \"generic\""),
+            ));
+        }
+    };
+    match kind {
+        TokenEndpointKind::EntraV2 if has_resource => Err((
+            "resource",
+            "Entra v2 endpoints refuse `resource` (AADSTS901002); name the resource in `scope`, e.g. \"https://graph.microsoft.com/.default offline_access\"".into(),
+        )),
+        TokenEndpointKind::EntraV1 if has_scope => Err((
+            "scope",
+            "Entra v1 endpoints take `resource` (the App ID URI), not `scope`; set resource = \"https://graph.microsoft.com\" instead".into(),
+        )),
+        _ => Ok(Some(kind)),
+    }
 }
 
 /// `instance.auth` and the keys that go with it; an error names the key at fault.
@@ -1170,6 +1320,150 @@ client_auth = "post"
             let msg = error_of(&text);
             assert!(msg.contains(key), "{key} not in: {msg}");
             assert!(msg.starts_with("keeper.toml"), "{msg}");
+        }
+    }
+
+    fn keys_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/keys")
+    }
+
+    fn jwt_registry(extra: &str) -> String {
+        let dir = keys_dir();
+        GOOD.replace(
+            "client_secret_env = \"SP_CLIENT_SECRET\"\nscope = \"https://contoso.sharepoint.com/.default offline_access\"\nclient_auth = \"post\"",
+            &format!(
+                "client_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\n{extra}",
+                dir.join("client-a.key.pem").display(),
+                dir.join("client-a.cert.pem").display()
+            ),
+        )
+    }
+
+    #[test]
+    fn private_key_jwt_reads_its_key_at_load_and_names_every_bad_key() {
+        let s = parse(&jwt_registry(""), "keeper.toml", &env()).unwrap();
+        let reg = &s.registries[0];
+        assert_eq!(reg.client_auth, ClientAuth::PrivateKeyJwt);
+        let key = reg.assertion_key.as_ref().expect("key loaded");
+        assert_eq!(key.alg(), JwtAlg::Ps256, "PS256 unless told");
+        let pem = std::fs::read_to_string(keys_dir().join("client-a.key.pem")).unwrap();
+        let dump = format!("{s:?}");
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!dump.contains(line), "key material in Debug");
+        }
+        let rs = parse(&jwt_registry("jwt_alg = \"RS256\""), "keeper.toml", &env()).unwrap();
+        assert_eq!(
+            rs.registries[0].assertion_key.as_ref().unwrap().alg(),
+            JwtAlg::Rs256
+        );
+
+        let dir = keys_dir();
+        let a_key = dir.join("client-a.key.pem").display().to_string();
+        let a_cert = dir.join("client-a.cert.pem").display().to_string();
+        let b_cert = dir.join("client-b.cert.pem").display().to_string();
+        let cases = [
+            (jwt_registry("jwt_alg = \"HS256\""), "registry[0].jwt_alg"),
+            (
+                jwt_registry("").replace(&format!("private_key_file = \"{a_key}\"\n"), ""),
+                "registry[0].private_key_file",
+            ),
+            (
+                jwt_registry("").replace(&format!("certificate_file = \"{a_cert}\"\n"), ""),
+                "registry[0].certificate_file",
+            ),
+            (
+                jwt_registry("").replace(&a_key, "/nonexistent/key.pem"),
+                "registry[0].private_key_file",
+            ),
+            (
+                jwt_registry("").replace(&a_cert, "/nonexistent/cert.pem"),
+                "registry[0].certificate_file",
+            ),
+            (
+                jwt_registry("").replace(&a_key, &a_cert),
+                "registry[0].private_key_file",
+            ),
+            (
+                jwt_registry("").replace(&a_cert, &a_key),
+                "registry[0].certificate_file",
+            ),
+            (
+                jwt_registry("").replace(&a_cert, &b_cert),
+                "registry[0].private_key_file",
+            ),
+            (
+                jwt_registry("client_secret_env = \"SP_CLIENT_SECRET\""),
+                "registry[0].client_secret_env",
+            ),
+            (
+                GOOD.replace(
+                    "client_auth = \"post\"",
+                    &format!("client_auth = \"post\"\nprivate_key_file = \"{a_key}\""),
+                ),
+                "registry[0].private_key_file",
+            ),
+            (
+                GOOD.replace(
+                    "client_auth = \"post\"",
+                    "client_auth = \"basic\"\njwt_alg = \"PS256\"",
+                ),
+                "registry[0].jwt_alg",
+            ),
+        ];
+        for (text, key) in cases {
+            let msg = error_of(&text);
+            assert!(msg.contains(key), "{key} not in: {msg}");
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!msg.contains(line), "key material in: {msg}");
+            }
+        }
+        let mismatch = error_of(&jwt_registry("").replace(&a_cert, &b_cert));
+        assert!(mismatch.contains("does not belong"), "{mismatch}");
+    }
+
+    #[test]
+    fn kind_and_resource_are_checked_together() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "client_auth = \"post\"",
+                &format!("client_auth = \"post\"\n{extra}"),
+            )
+        };
+        let s = parse(&with("kind = \"entra_v2\""), "keeper.toml", &env()).unwrap();
+        assert_eq!(s.registries[0].kind, Some(TokenEndpointKind::EntraV2));
+        assert_eq!(
+            parse(GOOD, "keeper.toml", &env()).unwrap().registries[0].kind,
+            None
+        );
+        let generic = parse(
+            &with("kind = \"generic\"\nresource = \"https://api.example.com/\""),
+            "keeper.toml",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(
+            generic.registries[0].resource.as_deref(),
+            Some("https://api.example.com/")
+        );
+        let v1 = parse(
+            &GOOD
+                .replace("scope = \"https://contoso.sharepoint.com/.default offline_access\"\n", "")
+                .replace("client_auth = \"post\"", "client_auth = \"post\"\nkind = \"entra_v1\"\nresource = \"https://contoso.sharepoint.com\""),
+            "keeper.toml",
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(v1.registries[0].kind, Some(TokenEndpointKind::EntraV1));
+        for (text, key) in [
+            (with("kind = \"entra\""), "registry[0].kind"),
+            (
+                with("kind = \"entra_v2\"\nresource = \"https://graph.microsoft.com\""),
+                "registry[0].resource",
+            ),
+            (with("kind = \"entra_v1\""), "registry[0].scope"),
+        ] {
+            let msg = error_of(&text);
+            assert!(msg.contains(key), "{key} not in: {msg}");
         }
     }
 

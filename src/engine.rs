@@ -7,7 +7,7 @@
 //! is never refreshed again before that answer reached ServiceNow: with a rotating provider the
 //! journaled refresh token is the only valid one.
 
-use crate::config::{RegistrySettings, Settings};
+use crate::config::{ClientAuth, RegistrySettings, Settings};
 use crate::domain::classify::{FailureClass, provider_guidance};
 use crate::domain::credential::{Credential, pair};
 use crate::domain::plan::{Action, Assessment, Reason, Remembered, State, assess};
@@ -227,9 +227,6 @@ pub struct Keeper {
     hosts: Arc<HostLimits>,
     /// Credentials being refreshed right now: single flight, even if two cycles overlapped.
     in_flight: Arc<Mutex<HashSet<String>>>,
-    /// When this keeper started: part of a parked registry's fingerprint, because a restart is
-    /// how a changed client secret in the environment takes effect.
-    started: Timestamp,
     /// Told how the refreshes of a cycle progress (a terminal progress bar).
     observer: Observer,
     /// Where state changes are reported on the instance (`[report]`).
@@ -282,7 +279,6 @@ impl Keeper {
             zone: Arc::new(tokio::sync::OnceCell::new()),
             zone_warned: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
-            started: Timestamp::now(),
             observer: Observer::none(),
             events,
         })
@@ -394,7 +390,10 @@ impl Keeper {
             // A registry parked for a configuration error is not asked again until its
             // configuration changed; after a while one credential probes it.
             if let Some(park) = context.parked(&c.refresh.registry.sys_id) {
-                let unchanged = park.fingerprint == self.fingerprint(c);
+                // Without a key (a dry run) the configuration cannot be compared: still parked.
+                let unchanged = self
+                    .fingerprint(c)
+                    .is_none_or(|fingerprint| fingerprint == park.fingerprint);
                 let probe_due = now.as_second() - park.at.as_second()
                     >= i64::try_from(PARK_PROBE.as_secs()).unwrap_or(i64::MAX);
                 if unchanged && !(probe_due && probed.insert(park.registry.clone())) {
@@ -501,20 +500,31 @@ impl Keeper {
     }
 
     /// What identifies the configuration a registry failed with: the registry row's last update
-    /// in ServiceNow, the keeper's overrides for it, and this process's start.
-    fn fingerprint(&self, c: &Credential) -> String {
+    /// in ServiceNow, its token URL, and the keeper's overrides for it — the client secret only
+    /// as a digest keyed with the journal key, so nothing on disk reveals it. When it changes,
+    /// a parked registry is tried again. `None` when no journal key is at hand (read-only runs).
+    fn fingerprint(&self, c: &Credential) -> Option<String> {
         let overrides = self
             .settings
             .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id);
-        format!(
-            "{}|{}|{:?}|{}|{}|{}",
+        let secret = overrides
+            .and_then(|o| o.client_secret.as_ref())
+            .map(|s| s.expose_secret().as_bytes().to_vec())
+            .unwrap_or_default();
+        let secret_digest = self.journal.as_ref()?.keyed_digest(&secret)?;
+        Some(format!(
+            "{}|{}|{}|{:?}|{:?}|{}|{}|{}",
             c.refresh.registry.updated,
+            c.refresh.registry.token_url,
             overrides.and_then(|o| o.scope.as_deref()).unwrap_or(""),
             overrides.map(|o| o.client_auth),
-            overrides.is_some_and(|o| o.client_secret.is_some()),
-            c.refresh.registry.token_url,
-            self.started.as_second()
-        )
+            overrides.and_then(|o| o.kind),
+            overrides.and_then(|o| o.resource.as_deref()).unwrap_or(""),
+            overrides
+                .and_then(|o| o.assertion_key.as_ref())
+                .map_or("", |k| k.thumbprint_s256()),
+            secret_digest,
+        ))
     }
 
     fn outcomes(&self) -> Result<HashMap<String, StoredOutcome>, JournalError> {
@@ -654,8 +664,9 @@ impl Keeper {
                 client_secret: self
                     .settings
                     .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id)
-                    .and_then(|o| o.client_secret.as_ref())
-                    .is_none(),
+                    .is_none_or(|o| {
+                        o.client_secret.is_none() && o.client_auth != ClientAuth::PrivateKeyJwt
+                    }),
             })
             .collect();
         let mut secrets = match self.instance.fetch_secrets_for(&requests).await {
@@ -720,7 +731,7 @@ impl Keeper {
                 // A registry parked by a credential that failed earlier in this cycle.
                 if let Some(park) = context.parked(&credential.refresh.registry.sys_id)
                     && park.at >= context.started
-                    && park.fingerprint == keeper.fingerprint(&credential)
+                    && keeper.fingerprint(&credential).as_deref() == Some(park.fingerprint.as_str())
                 {
                     return (
                         id,
@@ -816,6 +827,7 @@ impl Keeper {
                 refresh_token: &refresh_token,
                 scope: scope.as_deref(),
                 client_auth: overrides.map(|o| o.client_auth).unwrap_or_default(),
+                registry: overrides,
             };
             match self.request_token(&request, c).await {
                 Ok(set) => break set,
@@ -1047,7 +1059,9 @@ impl Keeper {
     /// Parks the credential's registry after a configuration error, saying so once.
     async fn park(&self, c: &Credential, guidance: &str, context: &CycleContext) {
         let registry = &c.refresh.registry;
-        let fingerprint = self.fingerprint(c);
+        let Some(fingerprint) = self.fingerprint(c) else {
+            return;
+        };
         let park = RegistryPark {
             registry: registry.sys_id.clone(),
             name: registry_label(c),

@@ -211,6 +211,9 @@ pub struct RegistryPark {
 struct Sealer {
     aead: XChaCha20Poly1305,
     key_id: String,
+    /// For digests of configuration secrets (a parked registry's fingerprint): keyed, so a
+    /// digest on disk reveals nothing about a low-entropy secret without the key.
+    digest_key: aws_lc_rs::hmac::Key,
 }
 
 impl Sealer {
@@ -228,7 +231,12 @@ impl Sealer {
             )
             .unwrap_or_default();
         let key_id = tag.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        Sealer { aead, key_id }
+        let digest_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.bytes());
+        Sealer {
+            aead,
+            key_id,
+            digest_key,
+        }
     }
 
     fn aad(id: &str, credential: &str) -> Vec<u8> {
@@ -321,13 +329,15 @@ impl Journal {
         let db_path = dir.join(DB_FILE);
         create_private_file(&db_path)?;
         let conn = Connection::open(&db_path)?;
+        // Wait for a reader (a concurrent `status`) rather than fail with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(JournalError::Db(format!(
                 "journal_mode is {mode}, expected wal"
             )));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")?;
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
         let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
         if sync != 2 {
             return Err(JournalError::Db(format!(
@@ -400,6 +410,13 @@ impl Journal {
         })
         .await
         .map_err(|e| JournalError::Db(format!("journal task failed: {e}")))?
+    }
+
+    /// An HMAC-SHA256 of `data` under the journal key, hex; `None` without a key.
+    pub fn keyed_digest(&self, data: &[u8]) -> Option<String> {
+        let sealer = self.sealer.as_deref()?;
+        let tag = aws_lc_rs::hmac::sign(&sealer.digest_key, data);
+        Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Number of undelivered records.

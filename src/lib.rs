@@ -10,6 +10,8 @@
 //! - [`instance_auth`]: how the keeper authenticates to the instance (Basic, or bearer tokens
 //!   from the instance's `/oauth_token.do`).
 //! - [`oauth`]: the token-endpoint adapter (request building and lenient response parsing).
+//! - [`client_auth`]: `private_key_jwt` client assertions (RFC 7523) signed with the
+//!   registry's certificate key, as Entra certificate credentials need them.
 //! - [`pacing`]: backoff with full jitter, the per-cycle retry budget, per-host caps.
 //! - [`journal`]: the encrypted, durable journal of token answers not yet confirmed by
 //!   ServiceNow, and the per-credential outcome store read by `status`.
@@ -32,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod client_auth;
 pub mod config;
 pub mod daemon;
 pub mod domain;

@@ -3,7 +3,8 @@
 //! `expires_in` as a string, form-encoded and HTTP-200 error answers, keep the HTTP headers
 //! (`Retry-After`), and never keep a raw body that may hold tokens.
 
-use crate::config::{ClientAuth, parse_instance_url};
+use crate::client_auth::{ASSERTION_TYPE, AssertionError};
+use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, parse_instance_url};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
 use crate::observe::{Observer, Peer, token_endpoint};
 use crate::wire::{self, BodyError};
@@ -29,6 +30,70 @@ pub struct RefreshRequest<'a> {
     pub scope: Option<&'a str>,
     /// How the client authenticates.
     pub client_auth: ClientAuth,
+    /// The keeper's `[[registry]]` overrides, if any: the endpoint's kind, the `resource`, and
+    /// the signing key of `private_key_jwt`.
+    pub registry: Option<&'a RegistrySettings>,
+}
+
+impl RefreshRequest<'_> {
+    /// The endpoint's kind: as configured, else as the token URL says.
+    pub fn kind(&self) -> TokenEndpointKind {
+        self.registry
+            .and_then(|r| r.kind)
+            .unwrap_or_else(|| detect_kind(self.token_url))
+    }
+}
+
+/// The hosts of Microsoft Entra ID's token endpoints: the global cloud and the national clouds
+/// (US Government, China operated by 21Vianet — old and new host —, and the retired Germany
+/// cloud). Azure AD B2C (`*.b2clogin.com`) and External ID (`*.ciamlogin.com`) are recognised by
+/// their suffix.
+pub const ENTRA_HOSTS: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoft.com",
+    "login.windows.net",
+    "login.microsoftonline.us",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+    "login.microsoftonline.de",
+];
+
+/// The kind of a token endpoint, from its URL: an Entra host with `…/oauth2/v2.0/token` is v2,
+/// with `…/oauth2/token` v1, whatever the tenant segment before it (a tenant id, a domain,
+/// `organizations`, `common`, `consumers`, a B2C policy). Anything else is generic; a config
+/// tells the kind where the host does not (a proxy, a test server). Pure.
+pub fn detect_kind(token_url: &str) -> TokenEndpointKind {
+    let Ok(url) = url::Url::parse(token_url.trim()) else {
+        return TokenEndpointKind::Generic;
+    };
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    let entra = ENTRA_HOSTS.contains(&host.as_str())
+        || host.ends_with(".b2clogin.com")
+        || host.ends_with(".ciamlogin.com");
+    if !entra {
+        return TokenEndpointKind::Generic;
+    }
+    let path = url.path().trim_end_matches('/').to_ascii_lowercase();
+    if path.ends_with("/oauth2/v2.0/token") {
+        TokenEndpointKind::EntraV2
+    } else if path.ends_with("/oauth2/token") {
+        TokenEndpointKind::EntraV1
+    } else {
+        TokenEndpointKind::Generic
+    }
+}
+
+/// Entra v1's `resource` from a v2-style scope when the config names none: the App ID URI is
+/// the first URI-shaped scope without its last path segment (the permission or `.default`), so
+/// `https://contoso.sharepoint.com/.default` asks for `https://contoso.sharepoint.com`. Pure.
+pub fn resource_from_scope(scope: &str) -> Option<String> {
+    let first = scope.split_whitespace().find(|s| s.contains("://"))?;
+    let (scheme, rest) = first.split_once("://")?;
+    let resource = match rest.rfind('/') {
+        Some(slash) if slash > 0 => &rest[..slash],
+        _ => rest,
+    };
+    (!resource.is_empty()).then(|| format!("{scheme}://{resource}"))
 }
 
 /// A token endpoint's successful answer.
@@ -180,7 +245,9 @@ impl TokenClient {
     pub async fn refresh(&self, request: &RefreshRequest<'_>) -> Result<TokenSet, TokenError> {
         let url = check_token_url(request.token_url)?;
         let endpoint = token_endpoint(&url);
-        let (form, basic) = build_form(request);
+        // Built for every attempt: a client assertion is good for one request only.
+        let (form, basic) = build_form(request, Timestamp::now())
+            .map_err(|e| TokenError::Unreachable(format!("{e}; nothing was sent")))?;
         let mut builder = self
             .http
             .post(url)
@@ -216,9 +283,14 @@ impl TokenClient {
                 TokenError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
             }
         })?;
+        let assertion = form
+            .iter()
+            .find(|(k, _)| *k == "client_assertion")
+            .map(|(_, v)| v.as_str());
         let secrets = [
             Some(request.refresh_token.expose_secret()),
             request.client_secret.map(|s| s.expose_secret()),
+            assertion,
         ];
         parse_token_response(status, &content_type, &body, retry_after, &secrets)
     }
@@ -240,8 +312,19 @@ fn check_token_url(text: &str) -> Result<url::Url, TokenError> {
     }
 }
 
-/// The form body and, for `client_secret_basic`, the Authorization header value. Pure.
-pub fn build_form(request: &RefreshRequest<'_>) -> (Vec<(&'static str, String)>, Option<String>) {
+/// A form body and, for `client_secret_basic`, the Authorization header value.
+pub type TokenForm = (Vec<(&'static str, String)>, Option<String>);
+
+/// The form body and, for `client_secret_basic`, the Authorization header value. Pure but for
+/// the random `jti` of a `private_key_jwt` assertion, signed for `now`.
+///
+/// Which parameters ask for access depends on the endpoint's kind: Entra v1 gets `resource`
+/// (configured, else derived from the scope) and no `scope`; Entra v2 and generic servers get
+/// `scope` whenever it is known, and `resource` only when the config names one.
+pub fn build_form(
+    request: &RefreshRequest<'_>,
+    now: Timestamp,
+) -> Result<TokenForm, AssertionError> {
     let mut form = vec![
         ("grant_type", "refresh_token".to_string()),
         (
@@ -250,27 +333,52 @@ pub fn build_form(request: &RefreshRequest<'_>) -> (Vec<(&'static str, String)>,
         ),
         ("client_id", request.client_id.to_string()),
     ];
-    if let Some(scope) = request.scope.filter(|s| !s.trim().is_empty()) {
-        form.push(("scope", scope.to_string()));
-    }
-    let mut basic = None;
-    if let Some(secret) = request.client_secret {
-        match request.client_auth {
-            ClientAuth::Post => form.push(("client_secret", secret.expose_secret().to_string())),
-            ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: each part form-urlencoded before joining and base64.
-                let id: String =
-                    url::form_urlencoded::byte_serialize(request.client_id.as_bytes()).collect();
-                let pw: String =
-                    url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
-                        .collect();
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{pw}"));
-                basic = Some(format!("Basic {encoded}"));
+    let scope = request.scope.filter(|s| !s.trim().is_empty());
+    let configured_resource = request.registry.and_then(|r| r.resource.clone());
+    match request.kind() {
+        TokenEndpointKind::EntraV1 => {
+            if let Some(resource) =
+                configured_resource.or_else(|| scope.and_then(resource_from_scope))
+            {
+                form.push(("resource", resource));
+            }
+        }
+        TokenEndpointKind::EntraV2 | TokenEndpointKind::Generic => {
+            if let Some(scope) = scope {
+                form.push(("scope", scope.to_string()));
+            }
+            if let Some(resource) = configured_resource {
+                form.push(("resource", resource));
             }
         }
     }
-    (form, basic)
+    let mut basic = None;
+    match (request.client_auth, request.client_secret) {
+        (ClientAuth::PrivateKeyJwt, _) => {
+            // RFC 7521 §4.2: client_id may go along when it matches the assertion's `sub`;
+            // Entra wants it. Without a key (only possible outside the config) nothing
+            // authenticates the client, and the provider's invalid_client says so.
+            if let Some(key) = request.registry.and_then(|r| r.assertion_key.as_ref()) {
+                let assertion = key.assertion(request.client_id, request.token_url.trim(), now)?;
+                form.push(("client_assertion_type", ASSERTION_TYPE.to_string()));
+                form.push(("client_assertion", assertion.expose_secret().to_string()));
+            }
+        }
+        (ClientAuth::Post, Some(secret)) => {
+            form.push(("client_secret", secret.expose_secret().to_string()));
+        }
+        (ClientAuth::Basic, Some(secret)) => {
+            // RFC 6749 §2.3.1: each part form-urlencoded before joining and base64.
+            let id: String =
+                url::form_urlencoded::byte_serialize(request.client_id.as_bytes()).collect();
+            let pw: String =
+                url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()).collect();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{pw}"));
+            basic = Some(format!("Basic {encoded}"));
+        }
+        (ClientAuth::Post | ClientAuth::Basic, None) => {}
+    }
+    Ok((form, basic))
 }
 
 /// Parses a token endpoint answer leniently: JSON or form-encoded, `expires_in` as number or
@@ -482,8 +590,9 @@ mod tests {
             refresh_token: &rt,
             scope: Some("offline_access"),
             client_auth: ClientAuth::Basic,
+            registry: None,
         };
-        let (form, basic) = build_form(&req);
+        let (form, basic) = build_form(&req, Timestamp::now()).unwrap();
         assert!(form.iter().all(|(k, _)| *k != "client_secret"));
         assert!(
             form.iter()
@@ -498,12 +607,269 @@ mod tests {
             client_auth: ClientAuth::Post,
             ..req
         };
-        let (form, basic) = build_form(&post);
+        let (form, basic) = build_form(&post, Timestamp::now()).unwrap();
         assert!(basic.is_none());
         assert!(
             form.iter()
                 .any(|(k, v)| *k == "client_secret" && v == "p@ss:w rd")
         );
+    }
+
+    fn registry(kind: Option<TokenEndpointKind>, resource: Option<&str>) -> RegistrySettings {
+        RegistrySettings {
+            name: "r".into(),
+            client_secret: None,
+            scope: None,
+            client_auth: ClientAuth::Post,
+            default_expires_in: Duration::from_secs(3600),
+            refresh_token_lifetime: Duration::from_secs(86_400),
+            kind,
+            resource: resource.map(str::to_string),
+            assertion_key: None,
+        }
+    }
+
+    fn form_of(req: &RefreshRequest<'_>) -> Vec<(&'static str, String)> {
+        build_form(req, Timestamp::now()).unwrap().0
+    }
+
+    fn value<'f>(form: &'f [(&'static str, String)], key: &str) -> Option<&'f str> {
+        form.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_host_and_path_whatever_the_tenant() {
+        use TokenEndpointKind::*;
+        for (url, kind) in [
+            (
+                "https://login.microsoftonline.com/0b5e1f4c-8d2a-4c55-9d0e-6a1f2c3d4e5f/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/token",
+                EntraV1,
+            ),
+            (
+                "https://login.microsoftonline.com/common/oauth2/token/",
+                EntraV1,
+            ),
+            (
+                "https://LOGIN.MicrosoftOnline.com/common/OAuth2/Token",
+                EntraV1,
+            ),
+            (
+                "https://login.microsoftonline.us/tenant/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://login.chinacloudapi.cn/tenant/oauth2/token",
+                EntraV1,
+            ),
+            (
+                "https://login.partner.microsoftonline.cn/tenant/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://login.microsoftonline.de/tenant/oauth2/token",
+                EntraV1,
+            ),
+            ("https://login.windows.net/tenant/oauth2/token", EntraV1),
+            (
+                "https://contoso.b2clogin.com/contoso.onmicrosoft.com/b2c_1_signin/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            (
+                "https://contoso.ciamlogin.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+                EntraV2,
+            ),
+            ("https://login.microsoftonline.com/tenant/saml2", Generic),
+            ("https://oauth2.googleapis.com/token", Generic),
+            ("https://acme.okta.com/oauth2/default/v1/token", Generic),
+            (
+                "https://evil.example/login.microsoftonline.com/oauth2/v2.0/token",
+                Generic,
+            ),
+            (
+                "https://login.microsoftonline.com.evil.example/t/oauth2/v2.0/token",
+                Generic,
+            ),
+            ("http://127.0.0.1:9/t/oauth2/v2.0/token", Generic),
+            ("not a url", Generic),
+        ] {
+            assert_eq!(detect_kind(url), kind, "{url}");
+        }
+    }
+
+    #[test]
+    fn v1_resource_is_configured_or_derived_from_the_scope() {
+        assert_eq!(
+            resource_from_scope("https://contoso.sharepoint.com/.default offline_access")
+                .as_deref(),
+            Some("https://contoso.sharepoint.com")
+        );
+        assert_eq!(
+            resource_from_scope("offline_access https://graph.microsoft.com/Mail.Send").as_deref(),
+            Some("https://graph.microsoft.com")
+        );
+        assert_eq!(
+            resource_from_scope("api://4f1c/user_impersonation").as_deref(),
+            Some("api://4f1c")
+        );
+        assert_eq!(
+            resource_from_scope("https://contoso.com/api/.default").as_deref(),
+            Some("https://contoso.com/api")
+        );
+        assert_eq!(
+            resource_from_scope("https://graph.microsoft.com").as_deref(),
+            Some("https://graph.microsoft.com")
+        );
+        assert_eq!(resource_from_scope("openid offline_access"), None);
+    }
+
+    #[test]
+    fn each_kind_asks_for_access_its_own_way() {
+        let rt = SecretString::from("rt");
+        let base = RefreshRequest {
+            token_url: "https://login.microsoftonline.com/common/oauth2/token",
+            client_id: "c",
+            client_secret: None,
+            refresh_token: &rt,
+            scope: Some("https://contoso.sharepoint.com/.default offline_access"),
+            client_auth: ClientAuth::Post,
+            registry: None,
+        };
+        // Detected v1: resource derived from the scope, no scope.
+        let form = form_of(&base);
+        assert_eq!(
+            value(&form, "resource"),
+            Some("https://contoso.sharepoint.com")
+        );
+        assert_eq!(value(&form, "scope"), None);
+        // Configured v1 resource wins.
+        let v1 = registry(None, Some("https://graph.microsoft.com"));
+        let form = form_of(&RefreshRequest {
+            registry: Some(&v1),
+            ..base
+        });
+        assert_eq!(
+            value(&form, "resource"),
+            Some("https://graph.microsoft.com")
+        );
+        // v2: scope, never a derived resource.
+        let v2 = RefreshRequest {
+            token_url: "https://login.microsoftonline.us/organizations/oauth2/v2.0/token",
+            ..base
+        };
+        let form = form_of(&v2);
+        assert_eq!(
+            value(&form, "scope"),
+            Some("https://contoso.sharepoint.com/.default offline_access")
+        );
+        assert_eq!(value(&form, "resource"), None);
+        // The config tells the kind where the host does not.
+        let told = registry(
+            Some(TokenEndpointKind::EntraV1),
+            Some("https://api.example/"),
+        );
+        let local = RefreshRequest {
+            token_url: "http://127.0.0.1:9/token",
+            registry: Some(&told),
+            ..base
+        };
+        assert_eq!(local.kind(), TokenEndpointKind::EntraV1);
+        let form = form_of(&local);
+        assert_eq!(value(&form, "resource"), Some("https://api.example/"));
+        assert_eq!(value(&form, "scope"), None);
+        // Generic: scope, plus an RFC 8707 resource only when configured.
+        let generic = registry(
+            Some(TokenEndpointKind::Generic),
+            Some("https://api.example/"),
+        );
+        let form = form_of(&RefreshRequest {
+            registry: Some(&generic),
+            ..local
+        });
+        assert_eq!(value(&form, "scope"), base.scope);
+        assert_eq!(value(&form, "resource"), Some("https://api.example/"));
+        let form = form_of(&RefreshRequest {
+            token_url: "https://idp.example/token",
+            ..base
+        });
+        assert_eq!(value(&form, "resource"), None);
+    }
+
+    #[test]
+    fn private_key_jwt_sends_a_fresh_assertion_and_no_secret() {
+        use crate::client_auth::{AssertionKey, JwtAlg};
+        let key = AssertionKey::from_pem(
+            include_bytes!("../tests/oidc/keys/client-a.key.pem"),
+            "a.key",
+            include_bytes!("../tests/oidc/keys/client-a.cert.pem"),
+            "a.crt",
+            JwtAlg::Ps256,
+        )
+        .unwrap();
+        let mut reg = registry(None, None);
+        reg.client_auth = ClientAuth::PrivateKeyJwt;
+        reg.assertion_key = Some(std::sync::Arc::new(key));
+        let rt = SecretString::from("rt");
+        let stray_secret = SecretString::from("companion-secret");
+        let req = RefreshRequest {
+            token_url: " https://login.microsoftonline.com/t/oauth2/v2.0/token ",
+            client_id: "app-1",
+            client_secret: Some(&stray_secret),
+            refresh_token: &rt,
+            scope: Some("offline_access"),
+            client_auth: ClientAuth::PrivateKeyJwt,
+            registry: Some(&reg),
+        };
+        let (form, basic) = build_form(&req, Timestamp::now()).unwrap();
+        assert!(basic.is_none());
+        assert_eq!(
+            value(&form, "client_secret"),
+            None,
+            "the companion's secret stays home"
+        );
+        assert_eq!(value(&form, "client_id"), Some("app-1"));
+        assert_eq!(
+            value(&form, "client_assertion_type"),
+            Some(crate::client_auth::ASSERTION_TYPE)
+        );
+        let first = value(&form, "client_assertion").unwrap().to_string();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(first.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            claims["aud"],
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+        );
+        let again = form_of(&req);
+        assert_ne!(
+            value(&again, "client_assertion"),
+            Some(first.as_str()),
+            "one assertion per request"
+        );
+        // Without a key nothing authenticates the client (the provider says invalid_client).
+        let keyless = registry(None, None);
+        let form = form_of(&RefreshRequest {
+            registry: Some(&keyless),
+            ..req
+        });
+        assert_eq!(value(&form, "client_assertion"), None);
+        assert_eq!(value(&form, "client_secret"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use jiff::Timestamp;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The `type` column of `oauth_credential`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,8 +58,9 @@ pub struct CredentialRow {
     pub updated: Option<Timestamp>,
     /// `sys_mod_count`: moves whenever anyone writes the row.
     pub mod_count: u64,
-    /// The registry behind `peer`.
-    pub registry: Registry,
+    /// The registry behind `peer`, shared by the rows of one registry (the same six strings on
+    /// every row of an estate of tens of thousands would be a third of its memory).
+    pub registry: Arc<Registry>,
 }
 
 /// A refresh-token row with its matching access-token row, if any.
@@ -103,8 +105,12 @@ pub struct Estate {
 /// issued for itself) never match anything; rows of `client_credentials` registries are left
 /// out.
 pub fn pair(rows: Vec<CredentialRow>) -> Estate {
+    // One pass, rows moved and never cloned: discovery hands over the whole estate every cycle
+    // (tens of thousands of rows), so pairing must cost little more than reading them.
     let mut access_by_key: HashMap<(String, String), CredentialRow> = HashMap::new();
-    let mut refresh_by_key: HashMap<(String, String), Vec<CredentialRow>> = HashMap::new();
+    let mut refresh: Vec<CredentialRow> = Vec::new();
+    // Per key, the position in `refresh` of its live row: the newest, then the smallest sys_id.
+    let mut live: HashMap<(String, String), usize> = HashMap::new();
     for row in rows {
         if row.registry.default_grant_type == "client_credentials" {
             continue;
@@ -122,31 +128,53 @@ pub fn pair(rows: Vec<CredentialRow>) -> Estate {
                     }
                 }
             }
-            TokenType::Refresh => refresh_by_key.entry(key).or_default().push(row),
+            TokenType::Refresh => {
+                let position = refresh.len();
+                match live.get_mut(&key) {
+                    Some(best) if !newer(&row, &refresh[*best]) => {}
+                    Some(best) => *best = position,
+                    None => {
+                        live.insert(key, position);
+                    }
+                }
+                refresh.push(row);
+            }
         }
     }
-    let mut estate = Estate::default();
-    for (key, mut group) in refresh_by_key {
-        // Newest first: the most recently written refresh row is the live one.
-        group.sort_by(|a, b| b.updated.cmp(&a.updated).then(a.sys_id.cmp(&b.sys_id)));
-        let mut group = group.into_iter();
-        let Some(live) = group.next() else { continue };
-        let access = if key.0.is_empty() || key.1.is_empty() {
-            None
-        } else {
-            access_by_key.get(&key).cloned()
-        };
-        estate.credentials.push(Credential {
-            refresh: live,
-            access,
-        });
-        estate.superseded.extend(group);
+    let mut live_key: Vec<Option<(String, String)>> = vec![None; refresh.len()];
+    for (key, position) in live {
+        live_key[position] = Some(key);
     }
+    let mut estate = Estate::default();
+    for (row, key) in refresh.into_iter().zip(live_key) {
+        match key {
+            Some(key) => {
+                let access = if key.0.is_empty() || key.1.is_empty() {
+                    None
+                } else {
+                    access_by_key.remove(&key)
+                };
+                estate.credentials.push(Credential {
+                    refresh: row,
+                    access,
+                });
+            }
+            None => estate.superseded.push(row),
+        }
+    }
+    // Discovery reads rows ordered by sys_id, so these are usually sorted already (and then
+    // cost one comparison per credential).
     estate
         .credentials
         .sort_by(|a, b| a.refresh.sys_id.cmp(&b.refresh.sys_id));
     estate.superseded.sort_by(|a, b| a.sys_id.cmp(&b.sys_id));
     estate
+}
+
+/// Whether refresh row `a` is the live one rather than `b` of the same profile and registry:
+/// the most recently written wins (a row never written loses), then the smaller sys_id.
+fn newer(a: &CredentialRow, b: &CredentialRow) -> bool {
+    b.updated.cmp(&a.updated).then(a.sys_id.cmp(&b.sys_id)) == std::cmp::Ordering::Less
 }
 
 /// Whether `a` expires later than `b`; a row without expiry never wins over one with it. Ties
@@ -181,14 +209,14 @@ pub(crate) mod tests {
             expires: expires.map(|s| Timestamp::from_second(s).unwrap()),
             updated: Some(Timestamp::from_second(1_000).unwrap()),
             mod_count: 0,
-            registry: Registry {
+            registry: Arc::new(Registry {
                 sys_id: peer.into(),
                 name: format!("reg {peer}"),
                 client_id: "cid".into(),
                 token_url: "https://idp.example/token".into(),
                 default_grant_type: "authorization_code".into(),
                 updated: String::new(),
-            },
+            }),
         }
     }
 
@@ -225,7 +253,7 @@ pub(crate) mod tests {
     #[test]
     fn client_credentials_registries_are_left_out() {
         let mut r = row("r1", TokenType::Refresh, "p1", "e1", None);
-        r.registry.default_grant_type = "client_credentials".into();
+        Arc::make_mut(&mut r.registry).default_grant_type = "client_credentials".into();
         assert!(pair(vec![r]).credentials.is_empty());
     }
 
@@ -240,5 +268,91 @@ pub(crate) mod tests {
             access: Some(access),
         };
         assert_eq!(c.last_used(), Some(Timestamp::from_second(200).unwrap()));
+    }
+
+    /// Pairing as it was first written (group refresh rows per key, sort each group newest
+    /// first): the reference the one-pass version must match.
+    fn pair_by_groups(rows: Vec<CredentialRow>) -> Estate {
+        let mut access_by_key: HashMap<(String, String), CredentialRow> = HashMap::new();
+        let mut refresh_by_key: HashMap<(String, String), Vec<CredentialRow>> = HashMap::new();
+        for row in rows {
+            if row.registry.default_grant_type == "client_credentials" {
+                continue;
+            }
+            let key = (row.requestor_profile.clone(), row.registry.sys_id.clone());
+            match row.token_type {
+                TokenType::Access => {
+                    if key.0.is_empty() || key.1.is_empty() {
+                        continue;
+                    }
+                    match access_by_key.get(&key) {
+                        Some(existing) if !expires_later(&row, existing) => {}
+                        _ => {
+                            access_by_key.insert(key, row);
+                        }
+                    }
+                }
+                TokenType::Refresh => refresh_by_key.entry(key).or_default().push(row),
+            }
+        }
+        let mut estate = Estate::default();
+        for (key, mut group) in refresh_by_key {
+            group.sort_by(|a, b| b.updated.cmp(&a.updated).then(a.sys_id.cmp(&b.sys_id)));
+            let mut group = group.into_iter();
+            let Some(live) = group.next() else { continue };
+            let access = if key.0.is_empty() || key.1.is_empty() {
+                None
+            } else {
+                access_by_key.get(&key).cloned()
+            };
+            estate.credentials.push(Credential {
+                refresh: live,
+                access,
+            });
+            estate.superseded.extend(group);
+        }
+        estate
+            .credentials
+            .sort_by(|a, b| a.refresh.sys_id.cmp(&b.refresh.sys_id));
+        estate.superseded.sort_by(|a, b| a.sys_id.cmp(&b.sys_id));
+        estate
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_pairing_matches_grouping(
+            specs in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    0usize..3,
+                    0usize..3,
+                    proptest::option::of(0i64..4),
+                    proptest::option::of(0i64..4),
+                    0usize..8,
+                ),
+                0..24,
+            )
+        ) {
+            let profiles = ["", "p1", "p2"];
+            let peers = ["", "e1", "e2"];
+            let rows: Vec<CredentialRow> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (is_access, profile, peer, expires, updated, grant))| {
+                    let token_type = if *is_access { TokenType::Access } else { TokenType::Refresh };
+                    // Distinct sys_ids, not in sorted order.
+                    let mut r = row(&format!("{:02}", (i * 7) % 97), token_type, profiles[*profile], peers[*peer], expires.map(|e| e * 1_000));
+                    r.updated = updated.map(|u| Timestamp::from_second(u * 100).unwrap());
+                    if *grant == 0 {
+                        Arc::make_mut(&mut r.registry).default_grant_type = "client_credentials".into();
+                    }
+                    r
+                })
+                .collect();
+            let one = pair(rows.clone());
+            let reference = pair_by_groups(rows);
+            proptest::prop_assert_eq!(one.credentials, reference.credentials);
+            proptest::prop_assert_eq!(one.superseded, reference.superseded);
+        }
     }
 }

@@ -384,7 +384,9 @@ mod tests {
     #[test]
     fn incomplete_registry_is_blocked() {
         let mut c = credential(None, None);
-        c.refresh.registry.token_url.clear();
+        std::sync::Arc::make_mut(&mut c.refresh.registry)
+            .token_url
+            .clear();
         assert_eq!(assess(&c, now(), &POLICY, None).action, Action::Blocked);
     }
 

@@ -44,11 +44,43 @@ pub fn parse_sn_datetime(value: &str) -> Result<Option<Timestamp>, DateTimeError
     if !shape_ok {
         return Err(err());
     }
-    let civil = DateTime::strptime(SN_FORMAT, value).map_err(|_| err())?;
+    // The shape is checked, so the fields are digits: build the date-time directly (discovery
+    // reads two per row, every cycle). A value that does not make a date-time (month 13, a
+    // leap second) goes through the general parser, which decides as before.
+    let civil = match civil_from_digits(bytes) {
+        Some(civil) => civil,
+        None => DateTime::strptime(SN_FORMAT, value).map_err(|_| err())?,
+    };
     TimeZone::UTC
         .to_timestamp(civil)
         .map(Some)
         .map_err(|_| err())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` whose shape is already checked, as a civil date-time; `None` when the
+/// numbers make no date-time or a second is 60.
+fn civil_from_digits(bytes: &[u8]) -> Option<DateTime> {
+    let number = |from: usize, to: usize| {
+        bytes
+            .get(from..to)?
+            .iter()
+            .try_fold(0i32, |n, b| Some(n * 10 + i32::from(b.checked_sub(b'0')?)))
+    };
+    let small = |from: usize| i8::try_from(number(from, from + 2)?).ok();
+    let second = small(17)?;
+    if second >= 60 {
+        return None;
+    }
+    DateTime::new(
+        i16::try_from(number(0, 4)?).ok()?,
+        small(5)?,
+        small(8)?,
+        small(11)?,
+        small(14)?,
+        second,
+        0,
+    )
+    .ok()
 }
 
 /// Renders a timestamp as a ServiceNow database value (UTC).
@@ -244,6 +276,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn digits_read_as_the_general_parser_reads_them(
+            y in 0u32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..26, mi in 0u32..62, sec in 0u32..62
+        ) {
+            let value = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{sec:02}");
+            let general = DateTime::strptime(SN_FORMAT, &value)
+                .ok()
+                .and_then(|c| TimeZone::UTC.to_timestamp(c).ok());
+            prop_assert_eq!(parse_sn_datetime(&value).ok().flatten(), general);
+        }
+
         #[test]
         fn datetime_round_trips(secs in 0i64..253_402_300_799) {
             let ts = Timestamp::from_second(secs).unwrap();

@@ -1,6 +1,7 @@
 //! The simulated database: rows as raw (stored) string values, per table, in insertion order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
@@ -19,6 +20,12 @@ pub(crate) struct Db {
     /// caller of `get_mut` may have changed the row's sys_id); anything else falls back to a
     /// scan, so the index can only ever speed a lookup up, never change its answer.
     index: HashMap<&'static str, HashMap<String, usize>>,
+    /// Bumped by every change (insert, delete, any mutable access to a row).
+    generation: u64,
+    /// The last list query's matching rows (positions, in order) and the generation they were
+    /// computed at: paging re-runs the same query once per page, and at benchmark sizes
+    /// filtering and sorting every row for every page would dominate the simulator's time.
+    matches: Option<(String, u64, Arc<Vec<usize>>)>,
 }
 
 /// A dot-walked field resolved against one row.
@@ -37,7 +44,25 @@ impl Db {
                 .map(|t| (t.name, Vec::new()))
                 .collect(),
             index: HashMap::new(),
+            generation: 0,
+            matches: None,
         }
+    }
+
+    /// The positions a list query matched, if `key` (table and parsed query) was the last one
+    /// asked and nothing changed since.
+    pub(crate) fn cached_matches(&self, key: &str) -> Option<Arc<Vec<usize>>> {
+        match &self.matches {
+            Some((k, generation, positions)) if k == key && *generation == self.generation => {
+                Some(Arc::clone(positions))
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers a list query's matching positions for the next page.
+    pub(crate) fn remember_matches(&mut self, key: String, positions: Arc<Vec<usize>>) {
+        self.matches = Some((key, self.generation, positions));
     }
 
     /// Where the first row with `sys_id` is, through the index or else by a scan.
@@ -75,6 +100,7 @@ impl Db {
 
     pub(crate) fn get_mut(&mut self, table: &str, sys_id: &str) -> Option<&mut Row> {
         let pos = self.position(table, sys_id)?;
+        self.generation += 1;
         self.tables.get_mut(table)?.get_mut(pos)
     }
 
@@ -88,6 +114,7 @@ impl Db {
             row.entry(column.name.to_owned()).or_default();
         }
         row.retain(|k, _| schema.column(k).is_some());
+        self.generation += 1;
         match self.tables.get_mut(schema.name) {
             Some(rows) => {
                 let id = row.get("sys_id").cloned();
@@ -117,6 +144,7 @@ impl Db {
         rows.retain(|r| r.get("sys_id").is_none_or(|id| id != sys_id));
         let deleted = rows.len() != before;
         if deleted {
+            self.generation += 1;
             self.reindex(schema.name);
         }
         deleted

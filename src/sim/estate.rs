@@ -51,6 +51,16 @@ pub enum ExpiresInFormat {
     Missing,
 }
 
+/// Which Microsoft Entra ID token endpoint a registry's token URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntraEndpoint {
+    /// `/{tenant}/oauth2/token`: takes `resource` (the App ID URI), answers `expires_in` and
+    /// `expires_on` as strings.
+    V1,
+    /// `/{tenant}/oauth2/v2.0/token`: takes `scope`, refuses `resource` (AADSTS901002).
+    V2,
+}
+
 /// What to seed for one application registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrySpec {
@@ -73,6 +83,16 @@ pub struct RegistrySpec {
     pub expires_in_format: ExpiresInFormat,
     /// `oauth_entity.default_grant_type`.
     pub default_grant_type: String,
+    /// `oauth_entity.token_url` when it points elsewhere than the simulator (a real
+    /// authorization server on loopback); the simulated provider then never sees a request.
+    pub token_url: Option<String>,
+    /// Serve the token endpoint at Entra's paths, with the provider id as the tenant segment
+    /// (`/{id}/oauth2/token` or `/{id}/oauth2/v2.0/token`), instead of `/oauth2/{id}/token`.
+    pub entra_endpoint: Option<EntraEndpoint>,
+    /// A certificate (PEM) registered for the application: the provider then also accepts
+    /// `private_key_jwt` client assertions signed with its key, as Entra does for certificate
+    /// credentials.
+    pub certificate_pem: Option<String>,
 }
 
 impl RegistrySpec {
@@ -88,7 +108,46 @@ impl RegistrySpec {
             access_token_lifetime_secs: 3600,
             expires_in_format: ExpiresInFormat::Number,
             default_grant_type: "authorization_code".to_owned(),
+            token_url: None,
+            entra_endpoint: None,
+            certificate_pem: None,
         }
+    }
+
+    /// Registers a certificate (PEM) for the application: client assertions signed with its key
+    /// are accepted.
+    #[must_use]
+    pub fn certificate(mut self, pem: &str) -> RegistrySpec {
+        self.certificate_pem = Some(pem.to_owned());
+        self
+    }
+
+    /// Points `oauth_entity.token_url` at another server.
+    #[must_use]
+    pub fn token_url(mut self, url: &str) -> RegistrySpec {
+        self.token_url = Some(url.to_owned());
+        self
+    }
+
+    /// Sets the client id the provider knows the application by.
+    #[must_use]
+    pub fn client_id(mut self, client_id: &str) -> RegistrySpec {
+        client_id.clone_into(&mut self.client_id);
+        self
+    }
+
+    /// Sets the client secret the provider accepts (and `oauth_entity` stores).
+    #[must_use]
+    pub fn client_secret(mut self, secret: &str) -> RegistrySpec {
+        secret.clone_into(&mut self.client_secret);
+        self
+    }
+
+    /// Serves the token endpoint at an Entra v1 or v2 path (the provider id is the tenant).
+    #[must_use]
+    pub fn entra_endpoint(mut self, endpoint: EntraEndpoint) -> RegistrySpec {
+        self.entra_endpoint = Some(endpoint);
+        self
     }
 
     /// Sets the provider id.
@@ -144,6 +203,9 @@ pub struct CredentialSpec {
     pub requestor_context: String,
     /// Display label of the state (`SeededCredential::label`); derived when `None`.
     pub label: Option<String>,
+    /// The refresh token to seed, e.g. one a real authorization server minted; generated when
+    /// `None`.
+    pub refresh_token: Option<String>,
 }
 
 const HOUR: i64 = 3600;
@@ -166,7 +228,15 @@ impl CredentialSpec {
             revoked_at_provider: false,
             requestor_context: "oauth_2_0_credentials".to_owned(),
             label: None,
+            refresh_token: None,
         }
+    }
+
+    /// Seeds this refresh token instead of a generated one.
+    #[must_use]
+    pub fn refresh_token(mut self, token: &str) -> CredentialSpec {
+        self.refresh_token = Some(token.to_owned());
+        self
     }
 
     /// Sets the scopes.
@@ -244,6 +314,28 @@ pub struct SeededRegistry {
     pub expires_in_format: ExpiresInFormat,
     /// `oauth_entity.default_grant_type`.
     pub default_grant_type: String,
+    /// `oauth_entity.token_url` when it points elsewhere than the simulator.
+    pub token_url: Option<String>,
+    /// The Entra path the simulator serves the token endpoint at, if any.
+    pub entra_endpoint: Option<EntraEndpoint>,
+    /// The application's certificate (PEM), if it has one.
+    pub certificate_pem: Option<String>,
+}
+
+impl SeededRegistry {
+    /// `oauth_entity.token_url` for a simulator serving at `base_url`.
+    pub fn token_url_at(&self, base_url: &str) -> String {
+        if let Some(url) = &self.token_url {
+            return url.clone();
+        }
+        match self.entra_endpoint {
+            None => format!("{base_url}/oauth2/{}/token", self.provider_id),
+            Some(EntraEndpoint::V1) => format!("{base_url}/{}/oauth2/token", self.provider_id),
+            Some(EntraEndpoint::V2) => {
+                format!("{base_url}/{}/oauth2/v2.0/token", self.provider_id)
+            }
+        }
+    }
 }
 
 /// A credential as seeded.
@@ -576,6 +668,9 @@ impl Estate {
             access_token_lifetime_secs: spec.access_token_lifetime_secs,
             expires_in_format: spec.expires_in_format,
             default_grant_type: spec.default_grant_type,
+            token_url: spec.token_url,
+            entra_endpoint: spec.entra_endpoint,
+            certificate_pem: spec.certificate_pem,
         });
         sys_id
     }
@@ -591,7 +686,10 @@ impl Estate {
         let refresh_sys_id = self.sys_id();
         let requestor_profile = self.sys_id();
         let requestor_id = self.sys_id();
-        let refresh_token = self.token("rt");
+        let refresh_token = match spec.refresh_token {
+            Some(token) => token,
+            None => self.token("rt"),
+        };
         let (access_sys_id, access_token) = match spec.access {
             AccessSpec::Missing => (None, None),
             AccessSpec::ExpiresIn(_) => (Some(self.sys_id()), Some(self.token("at"))),
@@ -831,6 +929,12 @@ impl Estate {
                     secret: reg.client_secret.clone(),
                     access_lifetime_secs: reg.access_token_lifetime_secs,
                     expires_in_format: reg.expires_in_format,
+                    certificate_der: reg.certificate_pem.as_deref().and_then(|pem| {
+                        use rustls_pki_types::pem::PemObject;
+                        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                            .ok()
+                            .map(|der| der.as_ref().to_vec())
+                    }),
                 },
             );
         }
@@ -985,10 +1089,7 @@ impl Seeder {
                 ("name", reg.name.clone()),
                 ("client_id", reg.client_id.clone()),
                 ("client_secret", secret),
-                (
-                    "token_url",
-                    format!("{base_url}/oauth2/{}/token", reg.provider_id),
-                ),
+                ("token_url", reg.token_url_at(base_url)),
                 ("default_grant_type", reg.default_grant_type.clone()),
                 ("type", "oauth_provider".to_owned()),
                 ("active", "true".to_owned()),

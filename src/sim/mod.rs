@@ -39,8 +39,8 @@ pub use companion::{
     AUDIT_SOURCE as COMPANION_AUDIT_SOURCE, COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS,
 };
 pub use estate::{
-    ADMIN_SYS_ID, AccessSpec, CredentialSpec, DEFAULT_USER_ROLES, Estate, ExpiresInFormat,
-    ProviderKind, RegistrySpec, SeededCredential, SeededRegistry,
+    ADMIN_SYS_ID, AccessSpec, CredentialSpec, DEFAULT_USER_ROLES, EntraEndpoint, Estate,
+    ExpiresInFormat, ProviderKind, RegistrySpec, SeededCredential, SeededRegistry,
 };
 pub use fault::{Fault, FaultAction, FaultTarget};
 pub use instance::COMPANION_RECORD_ACLS;

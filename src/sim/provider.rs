@@ -2,15 +2,20 @@
 //! (rotate, old tokens stay valid), strict rotation with reuse detection (Okta/Auth0), and
 //! non-rotating (Google). Each provider tracks every refresh token it issued, its family (one
 //! user grant) and its last use.
+//!
+//! A provider is reached at `/oauth2/{id}/token`, or at Entra's own paths with the id as the
+//! tenant: `/{id}/oauth2/v2.0/token` (v2: `scope` required, `resource` refused with AADSTS901002)
+//! and `/{id}/oauth2/token` (v1: `resource` required and checked against the grant's scopes,
+//! `scope` ignored; every number in the answer a string, plus `expires_on` and `resource`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use crate::sim::estate::{ExpiresInFormat, ProviderKind};
+use crate::sim::estate::{EntraEndpoint, ExpiresInFormat, ProviderKind};
 use crate::sim::server::{Incoming, SimResponse};
 
 const DAY: i64 = 86_400;
@@ -21,6 +26,9 @@ pub(crate) struct ClientReg {
     pub secret: String,
     pub access_lifetime_secs: u64,
     pub expires_in_format: ExpiresInFormat,
+    /// The registered certificate (DER): `private_key_jwt` assertions signed with its key are
+    /// accepted.
+    pub certificate_der: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +56,8 @@ pub(crate) struct Provider {
     clients: BTreeMap<String, ClientReg>,
     tokens: HashMap<String, RefreshToken>,
     families: Vec<Family>,
+    /// The `jti` of every client assertion accepted: one is never accepted twice.
+    seen_jtis: HashSet<String>,
     /// Token POSTs received (faulted ones included).
     pub token_requests: usize,
 }
@@ -64,10 +74,54 @@ enum Failure {
     BadSecret(String),
     UnknownToken,
     WrongClient,
-    Revoked { issued_at: i64, revoked_at: i64 },
-    Idle { issued_at: i64 },
+    Revoked {
+        issued_at: i64,
+        revoked_at: i64,
+    },
+    Idle {
+        issued_at: i64,
+    },
     ReuseDetected,
     InvalidScope(String),
+    /// `resource` sent to an Entra v2 endpoint.
+    ResourceOnV2,
+    /// An Entra v1 `resource` the grant does not cover.
+    UnknownResource(String),
+    /// A `private_key_jwt` client assertion refused (AADSTS code, Entra's text).
+    BadAssertion {
+        code: u32,
+        text: &'static str,
+    },
+}
+
+/// The Entra endpoint a request path names: `/{tenant}/oauth2/token` (v1) or
+/// `/{tenant}/oauth2/v2.0/token` (v2); `None` for the simulator's own `/oauth2/{id}/token`.
+fn entra_endpoint(path: &str) -> Option<EntraEndpoint> {
+    if path.starts_with("/oauth2/") {
+        None
+    } else if path.ends_with("/oauth2/v2.0/token") {
+        Some(EntraEndpoint::V2)
+    } else if path.ends_with("/oauth2/token") {
+        Some(EntraEndpoint::V1)
+    } else {
+        None
+    }
+}
+
+/// The resources (App ID URIs) a v2-style scope list covers: each URI-shaped scope without its
+/// permission (`https://graph.microsoft.com/.default` covers `https://graph.microsoft.com`).
+fn granted_resources(scopes: &str) -> Vec<String> {
+    scopes
+        .split_whitespace()
+        .filter_map(|scope| {
+            let (scheme, rest) = scope.split_once("://")?;
+            let host_and_path = match rest.rfind('/') {
+                Some(slash) if slash > 0 => &rest[..slash],
+                _ => rest,
+            };
+            Some(format!("{scheme}://{host_and_path}"))
+        })
+        .collect()
 }
 
 impl Provider {
@@ -78,6 +132,7 @@ impl Provider {
             clients: BTreeMap::new(),
             tokens: HashMap::new(),
             families: Vec::new(),
+            seen_jtis: HashSet::new(),
             token_requests: 0,
         }
     }
@@ -192,6 +247,23 @@ impl Provider {
         if grant_type != "refresh_token" {
             return Err(Failure::UnsupportedGrant(grant_type));
         }
+        // Entra's two endpoints ask for access differently: v2 by `scope` (refusing
+        // `resource`), v1 by `resource` (ignoring `scope`).
+        let endpoint = entra_endpoint(&req.path);
+        match endpoint {
+            Some(EntraEndpoint::V2) => {
+                if field("resource").is_some() {
+                    return Err(Failure::ResourceOnV2);
+                }
+                if field("scope").is_none() {
+                    return Err(Failure::MissingParam("scope"));
+                }
+            }
+            Some(EntraEndpoint::V1) if field("resource").is_none() => {
+                return Err(Failure::MissingParam("resource"));
+            }
+            Some(EntraEndpoint::V1) | None => {}
+        }
         // Client authentication: client_secret_basic (RFC 6749 §2.3.1: both parts are
         // form-urlencoded before base64) or client_secret_post, never both.
         let basic = match req.header("authorization") {
@@ -200,31 +272,49 @@ impl Provider {
             }
             _ => None,
         };
-        let (client_id, secret) = match basic {
-            Some((id, secret)) => {
-                if field("client_secret").is_some() {
-                    return Err(Failure::ConflictingAuth);
-                }
-                if field("client_id").is_some_and(|form_id| form_id != id) {
-                    return Err(Failure::ConflictingAuth);
-                }
-                (id, Some(secret))
+        // Or private_key_jwt (RFC 7523), as Entra certificate credentials: a signed assertion
+        // instead of any secret.
+        let client_id = if let Some(assertion) = field("client_assertion") {
+            if basic.is_some() || field("client_secret").is_some() {
+                return Err(Failure::ConflictingAuth);
             }
-            None => (
-                field("client_id").ok_or(Failure::MissingParam("client_id"))?,
-                field("client_secret"),
-            ),
+            if field("client_assertion_type").as_deref() != Some(crate::client_auth::ASSERTION_TYPE)
+            {
+                return Err(Failure::MissingParam("client_assertion_type"));
+            }
+            self.verify_assertion(&assertion, field("client_id").as_deref(), &req.path, now)?
+        } else {
+            let (client_id, secret) = match basic {
+                Some((id, secret)) => {
+                    if field("client_secret").is_some() {
+                        return Err(Failure::ConflictingAuth);
+                    }
+                    if field("client_id").is_some_and(|form_id| form_id != id) {
+                        return Err(Failure::ConflictingAuth);
+                    }
+                    (id, Some(secret))
+                }
+                None => (
+                    field("client_id").ok_or(Failure::MissingParam("client_id"))?,
+                    field("client_secret"),
+                ),
+            };
+            let client = self
+                .clients
+                .get(&client_id)
+                .ok_or_else(|| Failure::UnknownClient(client_id.clone()))?;
+            match secret {
+                None => return Err(Failure::MissingSecret),
+                Some(s) if s != client.secret => return Err(Failure::BadSecret(client_id)),
+                Some(_) => {}
+            }
+            client_id
         };
         let client = self
             .clients
             .get(&client_id)
             .cloned()
             .ok_or_else(|| Failure::UnknownClient(client_id.clone()))?;
-        match secret {
-            None => return Err(Failure::MissingSecret),
-            Some(s) if s != client.secret => return Err(Failure::BadSecret(client_id)),
-            Some(_) => {}
-        }
         let presented = field("refresh_token").ok_or(Failure::MissingParam("refresh_token"))?;
         let rt = match self.check(&presented, Some(&client_id), now) {
             Ok(rt) => rt.clone(),
@@ -239,7 +329,17 @@ impl Provider {
             }
             Err(e) => return Err(e),
         };
+        if endpoint == Some(EntraEndpoint::V1)
+            && let Some(resource) = field("resource")
+        {
+            let granted = granted_resources(&rt.scopes);
+            let wanted = resource.trim_end_matches('/');
+            if !granted.is_empty() && !granted.iter().any(|g| g.trim_end_matches('/') == wanted) {
+                return Err(Failure::UnknownResource(resource));
+            }
+        }
         let scope = match field("scope") {
+            _ if endpoint == Some(EntraEndpoint::V1) => "user_impersonation".to_owned(),
             Some(requested) => {
                 let granted: Vec<&str> = rt.scopes.split_whitespace().collect();
                 if let Some(bad) = requested.split_whitespace().find(|s| !granted.contains(s)) {
@@ -254,7 +354,13 @@ impl Provider {
         body.insert("token_type".to_owned(), json!("Bearer"));
         body.insert("scope".to_owned(), json!(scope));
         let lifetime = client.access_lifetime_secs.saturating_sub(1);
-        let expires = match client.expires_in_format {
+        // Entra v1 answers every number as a string, and adds `expires_on` and `resource`.
+        let format = if endpoint == Some(EntraEndpoint::V1) {
+            ExpiresInFormat::String
+        } else {
+            client.expires_in_format
+        };
+        let expires = match format {
             ExpiresInFormat::Number => Some(json!(lifetime)),
             ExpiresInFormat::String => Some(json!(lifetime.to_string())),
             ExpiresInFormat::Missing => None,
@@ -264,6 +370,17 @@ impl Provider {
                 body.insert("ext_expires_in".to_owned(), expires.clone());
             }
             body.insert("expires_in".to_owned(), expires);
+        }
+        if endpoint == Some(EntraEndpoint::V1) {
+            let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX);
+            body.insert(
+                "expires_on".to_owned(),
+                json!(now.saturating_add(lifetime).to_string()),
+            );
+            body.insert("not_before".to_owned(), json!(now.to_string()));
+            if let Some(resource) = field("resource") {
+                body.insert("resource".to_owned(), json!(resource));
+            }
         }
         body.insert("access_token".to_owned(), json!(opaque(rng, "at")));
         if let Some(old) = self.tokens.get_mut(&presented) {
@@ -288,6 +405,113 @@ impl Provider {
             body.insert("refresh_token".to_owned(), json!(new_token));
         }
         Ok(body)
+    }
+
+    /// Checks a client assertion as Entra does for a certificate credential: the certificate
+    /// named by `x5t#S256` (or the legacy `x5t`) is the application's, the PS256 or RS256
+    /// signature verifies with its key, `iss` = `sub` = the client, `aud` is this token
+    /// endpoint, it has not expired, and its `jti` was never seen. Returns the client id.
+    fn verify_assertion(
+        &mut self,
+        jwt: &str,
+        form_client_id: Option<&str>,
+        path: &str,
+        now: i64,
+    ) -> Result<String, Failure> {
+        use aws_lc_rs::digest;
+        use aws_lc_rs::signature;
+        let bad = |code, text| Failure::BadAssertion { code, text };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header, claims, sig] = parts[..] else {
+            return Err(bad(50012, "The client assertion is not a signed JWT."));
+        };
+        let decode = |part: &str| {
+            URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        };
+        let (Some(header_json), Some(claims_json), Ok(signature_bytes)) =
+            (decode(header), decode(claims), URL_SAFE_NO_PAD.decode(sig))
+        else {
+            return Err(bad(50012, "The client assertion is not a signed JWT."));
+        };
+        let sub = claims_json["sub"].as_str().unwrap_or_default().to_owned();
+        if sub.is_empty() || claims_json["iss"].as_str() != Some(sub.as_str()) {
+            return Err(bad(
+                50012,
+                "The client assertion's iss and sub must both be the client id.",
+            ));
+        }
+        if form_client_id.is_some_and(|id| id != sub) {
+            return Err(Failure::ConflictingAuth);
+        }
+        let client = self
+            .clients
+            .get(&sub)
+            .ok_or_else(|| Failure::UnknownClient(sub.clone()))?;
+        let Some(cert) = client.certificate_der.clone() else {
+            return Err(bad(
+                700027,
+                "Client assertion failed signature validation. No certificate is registered for the application.",
+            ));
+        };
+        let b64 = |d: digest::Digest| URL_SAFE_NO_PAD.encode(d);
+        let named = header_json["x5t#S256"].as_str()
+            == Some(b64(digest::digest(&digest::SHA256, &cert)).as_str())
+            || header_json["x5t"].as_str()
+                == Some(b64(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &cert)).as_str());
+        if !named {
+            return Err(bad(
+                700027,
+                "Client assertion failed signature validation. The key was not found.",
+            ));
+        }
+        let algorithm: &dyn signature::VerificationAlgorithm = match header_json["alg"].as_str() {
+            Some("PS256") => &signature::RSA_PSS_2048_8192_SHA256,
+            Some("RS256") => &signature::RSA_PKCS1_2048_8192_SHA256,
+            _ => {
+                return Err(bad(
+                    700027,
+                    "Client assertion failed signature validation. The algorithm is not supported.",
+                ));
+            }
+        };
+        let public_key = crate::client_auth::certificate_public_key(&cert).unwrap_or_default();
+        let signed = format!("{header}.{claims}");
+        if signature::UnparsedPublicKey::new(algorithm, public_key)
+            .verify(signed.as_bytes(), &signature_bytes)
+            .is_err()
+        {
+            return Err(bad(700027, "Client assertion failed signature validation."));
+        }
+        let audience_path = claims_json["aud"]
+            .as_str()
+            .and_then(|aud| url::Url::parse(aud).ok())
+            .map(|aud| aud.path().to_owned());
+        if audience_path.as_deref() != Some(path) {
+            return Err(bad(
+                50012,
+                "The client assertion's audience claim does not match the token endpoint.",
+            ));
+        }
+        if claims_json["exp"].as_i64().is_none_or(|exp| exp <= now) {
+            return Err(bad(50012, "The client assertion has expired."));
+        }
+        if claims_json["nbf"]
+            .as_i64()
+            .is_some_and(|nbf| nbf > now + 300)
+        {
+            return Err(bad(50012, "The client assertion is not yet valid."));
+        }
+        let jti = claims_json["jti"].as_str().unwrap_or_default();
+        if jti.is_empty() || !self.seen_jtis.insert(jti.to_owned()) {
+            return Err(bad(
+                50012,
+                "The client assertion's jti is missing or has been used before.",
+            ));
+        }
+        Ok(sub)
     }
 
     fn error_response(
@@ -453,6 +677,29 @@ fn describe(failure: &Failure, kind: ProviderKind) -> (u16, &'static str, u32, S
             "Provided grant is invalid or malformed.".to_owned(),
             revoked_generic.to_owned(),
         ),
+        Failure::ResourceOnV2 => (
+            400,
+            "invalid_request",
+            901002,
+            "The 'resource' request parameter is not supported.".to_owned(),
+            "The 'resource' request parameter is not supported.".to_owned(),
+        ),
+        Failure::UnknownResource(resource) => (
+            400,
+            "invalid_resource",
+            500011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named Contoso. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."
+            ),
+            format!("The resource {resource} is not covered by the grant."),
+        ),
+        Failure::BadAssertion { code, text } => (
+            401,
+            "invalid_client",
+            *code,
+            (*text).to_owned(),
+            "Client authentication failed: the client assertion is invalid.".to_owned(),
+        ),
         Failure::InvalidScope(scope) => (
             400,
             "invalid_scope",
@@ -556,6 +803,102 @@ mod tests {
         );
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(form_decode("%zz"), None);
+    }
+
+    #[test]
+    fn client_assertions_are_checked_like_entra_checks_them() {
+        use crate::client_auth::{AssertionKey, JwtAlg};
+        use rustls_pki_types::pem::PemObject;
+        let cert_pem = include_str!("../../tests/oidc/keys/client-a.cert.pem");
+        let key_a = |alg| {
+            AssertionKey::from_pem(
+                include_bytes!("../../tests/oidc/keys/client-a.key.pem"),
+                "a.key",
+                cert_pem.as_bytes(),
+                "a.crt",
+                alg,
+            )
+            .unwrap()
+        };
+        let mut p = Provider::new("t", ProviderKind::EntraLike);
+        p.add_client(
+            "app",
+            ClientReg {
+                secret: String::new(),
+                access_lifetime_secs: 3600,
+                expires_in_format: ExpiresInFormat::Number,
+                certificate_der: rustls_pki_types::CertificateDer::from_pem_slice(
+                    cert_pem.as_bytes(),
+                )
+                .ok()
+                .map(|d| d.as_ref().to_vec()),
+            },
+        );
+        let now = Timestamp::now();
+        let path = "/t/oauth2/v2.0/token";
+        let aud = "http://127.0.0.1:1/t/oauth2/v2.0/token";
+        let code = |r: Result<String, Failure>| match r {
+            Ok(_) => 0,
+            Err(Failure::BadAssertion { code, .. }) => code,
+            Err(_) => 1,
+        };
+        for alg in [JwtAlg::Ps256, JwtAlg::Rs256] {
+            let jwt = key_a(alg).assertion("app", aud, now).unwrap();
+            let jwt = secrecy::ExposeSecret::expose_secret(&jwt).to_owned();
+            assert_eq!(
+                code(p.verify_assertion(&jwt, Some("app"), path, now.as_second())),
+                0
+            );
+            assert_eq!(
+                code(p.verify_assertion(&jwt, None, path, now.as_second())),
+                50012,
+                "a jti is accepted once"
+            );
+            // Another assertion's header and claims under this one's signature.
+            let fresh = key_a(alg).assertion("app", aud, now).unwrap();
+            let fresh = secrecy::ExposeSecret::expose_secret(&fresh).to_owned();
+            let (head, _) = fresh.rsplit_once('.').unwrap();
+            let (_, sig) = jwt.rsplit_once('.').unwrap();
+            assert_eq!(
+                code(p.verify_assertion(&format!("{head}.{sig}"), None, path, now.as_second())),
+                700027
+            );
+        }
+        let other_aud = key_a(JwtAlg::Ps256)
+            .assertion("app", "http://127.0.0.1:1/other/oauth2/v2.0/token", now)
+            .unwrap();
+        let other_aud = secrecy::ExposeSecret::expose_secret(&other_aud).to_owned();
+        assert_eq!(
+            code(p.verify_assertion(&other_aud, None, path, now.as_second())),
+            50012
+        );
+        let late = key_a(JwtAlg::Ps256).assertion("app", aud, now).unwrap();
+        let late = secrecy::ExposeSecret::expose_secret(&late).to_owned();
+        assert_eq!(
+            code(p.verify_assertion(&late, None, path, now.as_second() + 301)),
+            50012,
+            "expired after five minutes"
+        );
+    }
+
+    #[test]
+    fn entra_paths_and_resources() {
+        assert_eq!(
+            entra_endpoint("/common/oauth2/token"),
+            Some(EntraEndpoint::V1)
+        );
+        assert_eq!(
+            entra_endpoint("/organizations/oauth2/v2.0/token"),
+            Some(EntraEndpoint::V2)
+        );
+        assert_eq!(entra_endpoint("/oauth2/entra/token"), None);
+        assert_eq!(
+            granted_resources("https://contoso.sharepoint.com/.default offline_access api://x/y"),
+            vec![
+                "https://contoso.sharepoint.com".to_owned(),
+                "api://x".to_owned()
+            ]
+        );
     }
 
     #[test]

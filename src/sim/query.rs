@@ -69,7 +69,7 @@ pub(crate) struct Condition {
 
 /// A parsed query: groups joined by `^NQ` (OR), each a list of clauses joined by `^` (AND),
 /// each clause a list of conditions joined by `^OR`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Query {
     groups: Vec<Vec<Vec<Condition>>>,
     order: Vec<(String, bool)>,
@@ -162,22 +162,29 @@ impl Query {
             })
     }
 
-    /// Sorts in place by the `ORDERBY`/`ORDERBYDESC` terms (stable, so insertion order breaks
-    /// ties). Each row's sort values are resolved once, not at every comparison: paging through
-    /// tens of thousands of rows re-sorts them for every page.
-    pub(crate) fn sort(&self, ctx: &EvalCtx<'_>, rows: &mut [&Row]) {
+    /// Sorts `items` (rows, or anything `row_of` maps to a row) in place by the
+    /// `ORDERBY`/`ORDERBYDESC` terms, stable, so insertion order breaks ties. Each row's sort
+    /// values are resolved once, not at every comparison: tens of thousands of rows are sorted
+    /// this way.
+    pub(crate) fn sort<'r, T: Copy>(
+        &self,
+        ctx: &EvalCtx<'_>,
+        items: &mut [T],
+        row_of: impl Fn(T) -> &'r Row,
+    ) {
         if self.order.is_empty() {
             return;
         }
-        let mut keyed: Vec<(Vec<Option<Resolved>>, &Row)> = rows
+        let mut keyed: Vec<(Vec<Option<Resolved>>, T)> = items
             .iter()
-            .map(|row| {
+            .map(|&item| {
+                let row = row_of(item);
                 let keys = self
                     .order
                     .iter()
                     .map(|(field, _)| ctx.db.resolve(ctx.schema, row, field))
                     .collect();
-                (keys, *row)
+                (keys, item)
             })
             .collect();
         keyed.sort_by(|(a, _), (b, _)| {
@@ -193,8 +200,8 @@ impl Query {
             }
             Ordering::Equal
         });
-        for (slot, (_, row)) in rows.iter_mut().zip(keyed) {
-            *slot = row;
+        for (slot, (_, item)) in items.iter_mut().zip(keyed) {
+            *slot = item;
         }
     }
 }

@@ -263,6 +263,14 @@ pub(crate) fn classify(path: &str, companion_path: &str) -> Target {
     {
         return Target::Provider(id.to_owned());
     }
+    // Entra's own shapes, the provider id standing for the tenant:
+    // `/{tenant}/oauth2/token` (v1) and `/{tenant}/oauth2/v2.0/token` (v2).
+    if let Some((tenant, rest)) = path.trim_start_matches('/').split_once('/')
+        && !tenant.is_empty()
+        && (rest == "oauth2/token" || rest == "oauth2/v2.0/token")
+    {
+        return Target::Provider(tenant.to_owned());
+    }
     Target::Other
 }
 
@@ -535,6 +543,15 @@ mod tests {
             Target::Provider("entra".to_owned())
         );
         assert_eq!(classify("/oauth2/", c), Target::Other);
+        assert_eq!(
+            classify("/organizations/oauth2/v2.0/token", c),
+            Target::Provider("organizations".to_owned())
+        );
+        assert_eq!(
+            classify("/0b5e1f4c-8d2a-4c55-9d0e-6a1f2c3d4e5f/oauth2/token", c),
+            Target::Provider("0b5e1f4c-8d2a-4c55-9d0e-6a1f2c3d4e5f".to_owned())
+        );
+        assert_eq!(classify("/common/oauth2/authorize", c), Target::Other);
         assert_eq!(classify("/", c), Target::Other);
         assert_eq!(classify("/oauth_token.do", c), Target::InstanceOAuth);
     }

@@ -2,6 +2,8 @@
 //! instance's semantics for parameters, value shapes, paging headers, status codes and error
 //! envelopes (servicenow.md §3).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::sim::datetime;
@@ -418,27 +420,40 @@ fn list(st: &mut State, ctx: &Ctx, req: &Incoming) -> Outcome {
             })
             .collect(),
     );
-    let eval = EvalCtx {
-        db: &st.db,
-        schema: ctx.schema,
-        tz: &tz,
-        date_format: &date_format,
+    // Paging asks the same query once per page: its matches are kept until the database
+    // changes (the parsed query carries any `javascript:` value as evaluated now).
+    let key = format!("{}\u{1f}{query:?}", ctx.schema.name);
+    let positions = match st.db.cached_matches(&key) {
+        Some(positions) => positions,
+        None => {
+            let eval = EvalCtx {
+                db: &st.db,
+                schema: ctx.schema,
+                tz: &tz,
+                date_format: &date_format,
+            };
+            let all = st.db.rows(ctx.schema.name).unwrap_or_default();
+            let mut matched: Vec<usize> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| query.matches(&eval, row))
+                .map(|(pos, _)| pos)
+                .collect();
+            query.sort(&eval, &mut matched, |pos| &all[pos]);
+            let matched = Arc::new(matched);
+            st.db.remember_matches(key, Arc::clone(&matched));
+            matched
+        }
     };
-    let mut rows: Vec<&Row> = st
-        .db
-        .rows(ctx.schema.name)
-        .unwrap_or_default()
-        .iter()
-        .filter(|row| query.matches(&eval, row))
-        .collect();
-    query.sort(&eval, &mut rows);
-    let total = rows.len();
+    let all = st.db.rows(ctx.schema.name).unwrap_or_default();
+    let total = positions.len();
     let page_cap = st.max_page_rows.unwrap_or(usize::MAX).min(limit);
-    let page: Vec<Value> = rows
+    let page: Vec<Value> = positions
         .iter()
         .skip(offset)
         .take(limit)
         .take(page_cap)
+        .filter_map(|&pos| all.get(pos))
         .map(|row| render(st, ctx, row))
         .collect();
 

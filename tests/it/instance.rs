@@ -158,6 +158,9 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
         client_auth: Default::default(),
         default_expires_in: Duration::from_secs(3_600),
         refresh_token_lifetime: Duration::from_secs(90 * 86_400),
+        kind: None,
+        resource: None,
+        assertion_key: None,
     });
     assert_eq!(bed.cycle_with(settings).await.count("refreshed"), 1);
     let asked = companion_queries(&bed);

@@ -17,6 +17,11 @@
 //! - `sim`: the simulator's own contract tests (Table API, companion, providers, faults).
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
+//! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
+//!   `organizations`, `common`), the kind told by the config; certificate credentials.
+//! - `oidc`: the real binary against a real authorization server (oidc-provider, installed by
+//!   the test itself): every client authentication, rotation with reuse detection, scope
+//!   subsets, dead grants, introspection of every stored token.
 //! - `companion_contract`: the companion's shared contract cases (also run against the real
 //!   script under Node) against the simulator.
 
@@ -26,10 +31,12 @@
 mod cli;
 mod companion_contract;
 mod daemon;
+mod entra;
 mod faults;
 mod instance;
 mod journal;
 mod kill;
+mod oidc;
 mod ops;
 mod races;
 mod refresh;

@@ -71,7 +71,7 @@ async fn an_invalid_grant_rereads_the_token_before_parking() {
     bed.sim.inject(
         Fault::delay(
             FaultTarget::Provider("entra".into()),
-            Duration::from_millis(600),
+            Duration::from_secs(2),
         )
         .times(1),
     );
@@ -83,7 +83,7 @@ async fn an_invalid_grant_rereads_the_token_before_parking() {
         due.refresh_sys_id.clone(),
     );
     let other_writer = tokio::spawn(async move {
-        for _ in 0..100 {
+        for _ in 0..500 {
             if sim
                 .requests()
                 .iter()
@@ -169,7 +169,7 @@ async fn concurrent_writer(change_token: bool) {
     bed.sim.inject(
         Fault::delay(
             FaultTarget::Provider("entra".into()),
-            Duration::from_millis(600),
+            Duration::from_secs(2),
         )
         .times(1),
     );
@@ -177,7 +177,7 @@ async fn concurrent_writer(change_token: bool) {
     let sim = bed.sim.clone();
     let (row, theirs) = (c.refresh_sys_id.clone(), other.refresh_token.clone());
     let writer = tokio::spawn(async move {
-        for _ in 0..100 {
+        for _ in 0..500 {
             if sim
                 .requests()
                 .iter()

@@ -30,6 +30,11 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+// stdout carries the one ready line; everything the library says goes to stderr, so nothing
+// writes to a stdout the test has stopped reading.
+console.log = console.error;
+console.info = console.error;
+
 const modules = process.env.OIDC_PROVIDER_MODULES;
 if (!modules) {
   console.error('OIDC_PROVIDER_MODULES is not set: the folder oidc-provider was installed into');
@@ -251,4 +256,4 @@ process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
 process.stdin.resume();
 
-console.log(JSON.stringify({ issuer, token_endpoint: `${issuer}/token` }));
+process.stdout.write(`${JSON.stringify({ issuer, token_endpoint: `${issuer}/token` })}\n`);
