@@ -90,6 +90,9 @@ pub(crate) struct BenchArgs {
     /// numbers then describe the wrapper, not the keeper).
     #[arg(long, hide = true, value_name = "COMMAND")]
     wrap: Option<String>,
+    /// Profiling: keep the scratch directory (configs, keeper logs) and say where it is.
+    #[arg(long, hide = true)]
+    keep_scratch: bool,
 }
 
 /// One estate: R rows, D of them due.
@@ -199,6 +202,8 @@ struct Plan {
     max_floor: Duration,
     #[serde(skip)]
     wrap: Vec<String>,
+    #[serde(skip)]
+    keep_scratch: bool,
 }
 
 impl Plan {
@@ -271,6 +276,7 @@ impl Plan {
             lp,
             li,
             max_floor,
+            keep_scratch: args.keep_scratch,
             wrap: args
                 .wrap
                 .map(|w| w.split_whitespace().map(str::to_owned).collect())
@@ -495,6 +501,7 @@ struct Report {
 /// Runs the benchmark; 0 when every keeper run did its work (targets are reported, not exit
 /// codes).
 pub(crate) async fn run(args: BenchArgs) -> Result<u8, BenchError> {
+    let keep_scratch = args.keep_scratch;
     let plan = Plan::from_args(args)?;
     if cfg!(debug_assertions) && !plan.smoke {
         eprintln!(
@@ -504,7 +511,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<u8, BenchError> {
     let scratch = tempfile_dir()?;
     let started = Instant::now();
     let result = measure(&plan, &scratch.0).await;
-    drop(scratch);
+    if keep_scratch {
+        eprintln!("bench: scratch kept at {}", scratch.0.display());
+        std::mem::forget(scratch);
+    } else {
+        drop(scratch);
+    }
     let (runs, skipped, idle, memory) = result?;
     let targets = check_targets(&plan, &runs, &idle, &memory);
     let report = Report {
@@ -607,7 +619,9 @@ async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, BenchError> {
                 idle.push(result);
             }
             bed.sim.shutdown();
-            let _ = std::fs::remove_dir_all(&dir);
+            if !plan.keep_scratch {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         if !idle_measured {
             // Every concurrency was skipped: still measure this estate's idle cycle.

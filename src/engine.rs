@@ -397,19 +397,7 @@ impl Keeper {
                 let probe_due = now.as_second() - park.at.as_second()
                     >= i64::try_from(PARK_PROBE.as_secs()).unwrap_or(i64::MAX);
                 if unchanged && !(probe_due && probed.insert(park.registry.clone())) {
-                    results.insert(
-                        c.id().to_string(),
-                        (
-                            Outcome::Blocked {
-                                message: format!(
-                                    "registry {} is parked after a configuration error: {}",
-                                    park.name, park.message
-                                ),
-                            },
-                            None,
-                            None,
-                        ),
-                    );
+                    results.insert(c.id().to_string(), (park.blocked(), None, None));
                     continue;
                 }
             }
@@ -733,19 +721,7 @@ impl Keeper {
                     && park.at >= context.started
                     && keeper.fingerprint(&credential).as_deref() == Some(park.fingerprint.as_str())
                 {
-                    return (
-                        id,
-                        (
-                            Outcome::Blocked {
-                                message: format!(
-                                    "registry {} is parked after a configuration error: {}",
-                                    park.name, park.message
-                                ),
-                            },
-                            None,
-                            None,
-                        ),
-                    );
+                    return (id, (park.blocked(), None, None));
                 }
                 let result = keeper
                     .refresh_one(&journal, &credential, secret, &context)
@@ -1356,6 +1332,18 @@ impl Keeper {
             })
             .await
             .clone()
+    }
+}
+
+impl RegistryPark {
+    /// The outcome of a credential not sent because its registry is parked.
+    fn blocked(&self) -> Outcome {
+        Outcome::Blocked {
+            message: format!(
+                "registry {} is parked after a configuration error: {}",
+                self.name, self.message
+            ),
+        }
     }
 }
 

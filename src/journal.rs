@@ -239,6 +239,41 @@ impl Sealer {
         }
     }
 
+    /// Seals a delivery for record `id`: a fresh random nonce and the ciphertext, bound to the
+    /// record and its credential. The one place token values are serialized.
+    fn seal(&self, id: &str, delivery: &Delivery) -> Result<([u8; 24], Vec<u8>), JournalError> {
+        let exposed = |t: &Option<SecretString>| t.as_ref().map(|t| t.expose_secret().to_string());
+        let sealed = Sealed {
+            access_token: delivery.access_token.expose_secret().to_string(),
+            refresh_token: exposed(&delivery.refresh_token),
+            previous_refresh_token: exposed(&delivery.previous_refresh_token),
+            access_expires: delivery.access_expires.as_second(),
+            refresh_expires: delivery.refresh_expires.map(|t| t.as_second()),
+            access_row: delivery.access_row.clone(),
+            template: delivery.template.clone(),
+        };
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&sealed).map_err(|e| JournalError::Db(e.to_string()))?,
+        );
+        drop(Zeroizing::new(sealed.access_token));
+        drop(sealed.refresh_token.map(Zeroizing::new));
+        drop(sealed.previous_refresh_token.map(Zeroizing::new));
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
+        let aad = Sealer::aad(id, &delivery.credential);
+        let ciphertext = self
+            .aead
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plaintext.as_slice(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| JournalError::Db("sealing failed".into()))?;
+        Ok((nonce, ciphertext))
+    }
+
     fn aad(id: &str, credential: &str) -> Vec<u8> {
         format!("sn-oauth-keeper/journal/v1/{id}/{credential}").into_bytes()
     }
@@ -435,42 +470,7 @@ impl Journal {
     ) -> Result<String, JournalError> {
         let sealer = self.sealer.clone().ok_or(JournalError::KeyMissing(0))?;
         let id = random_id().map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
-        let sealed = Sealed {
-            access_token: delivery.access_token.expose_secret().to_string(),
-            refresh_token: delivery
-                .refresh_token
-                .as_ref()
-                .map(|t| t.expose_secret().to_string()),
-            previous_refresh_token: delivery
-                .previous_refresh_token
-                .as_ref()
-                .map(|t| t.expose_secret().to_string()),
-            access_expires: delivery.access_expires.as_second(),
-            refresh_expires: delivery.refresh_expires.map(|t| t.as_second()),
-            access_row: delivery.access_row.clone(),
-            template: delivery.template.clone(),
-        };
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&sealed).map_err(|e| JournalError::Db(e.to_string()))?,
-        );
-        drop(Zeroizing::new(sealed.access_token));
-        drop(sealed.refresh_token.map(Zeroizing::new));
-        drop(sealed.previous_refresh_token.map(Zeroizing::new));
-        let mut nonce_bytes = [0u8; 24];
-        getrandom::fill(&mut nonce_bytes)
-            .map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
-        let nonce = XNonce::from(nonce_bytes);
-        let aad = Sealer::aad(&id, &delivery.credential);
-        let ciphertext = sealer
-            .aead
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_slice(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| JournalError::Db("sealing failed".into()))?;
+        let (nonce_bytes, ciphertext) = sealer.seal(&id, delivery)?;
         let (credential, registry, key_id, rid) = (
             delivery.credential.clone(),
             delivery.registry.clone(),
@@ -816,43 +816,7 @@ impl Journal {
         let sealer = Sealer::new(new_key);
         let mut resealed = Vec::with_capacity(pending.len());
         for p in &pending {
-            let sealed = Sealed {
-                access_token: p.delivery.access_token.expose_secret().to_string(),
-                refresh_token: p
-                    .delivery
-                    .refresh_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_string()),
-                previous_refresh_token: p
-                    .delivery
-                    .previous_refresh_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_string()),
-                access_expires: p.delivery.access_expires.as_second(),
-                refresh_expires: p.delivery.refresh_expires.map(|t| t.as_second()),
-                access_row: p.delivery.access_row.clone(),
-                template: p.delivery.template.clone(),
-            };
-            let plaintext = Zeroizing::new(
-                serde_json::to_vec(&sealed).map_err(|e| JournalError::Db(e.to_string()))?,
-            );
-            drop(Zeroizing::new(sealed.access_token));
-            drop(sealed.refresh_token.map(Zeroizing::new));
-            drop(sealed.previous_refresh_token.map(Zeroizing::new));
-            let mut nonce_bytes = [0u8; 24];
-            getrandom::fill(&mut nonce_bytes)
-                .map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
-            let aad = Sealer::aad(&p.id, &p.delivery.credential);
-            let ciphertext = sealer
-                .aead
-                .encrypt(
-                    &XNonce::from(nonce_bytes),
-                    Payload {
-                        msg: plaintext.as_slice(),
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| JournalError::Db("sealing failed".into()))?;
+            let (nonce_bytes, ciphertext) = sealer.seal(&p.id, &p.delivery)?;
             resealed.push((p.id.clone(), nonce_bytes.to_vec(), ciphertext));
         }
         let key_id = sealer.key_id.clone();

@@ -105,63 +105,69 @@ pub struct Estate {
 /// issued for itself) never match anything; rows of `client_credentials` registries are left
 /// out.
 pub fn pair(rows: Vec<CredentialRow>) -> Estate {
-    // One pass, rows moved and never cloned: discovery hands over the whole estate every cycle
-    // (tens of thousands of rows), so pairing must cost little more than reading them.
-    let mut access_by_key: HashMap<(String, String), CredentialRow> = HashMap::new();
-    let mut refresh: Vec<CredentialRow> = Vec::new();
-    // Per key, the position in `refresh` of its live row: the newest, then the smallest sys_id.
-    let mut live: HashMap<(String, String), usize> = HashMap::new();
-    for row in rows {
+    // Discovery hands over the whole estate every cycle (tens of thousands of rows), so pairing
+    // must cost little more than reading them: decide on borrowed keys, then move each row once.
+    let mut best_access: HashMap<(&str, &str), usize> = HashMap::new();
+    // Per key, the live refresh row: the newest, then the smallest sys_id.
+    let mut live: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut refresh_rows = Vec::new();
+    for (position, row) in rows.iter().enumerate() {
         if row.registry.default_grant_type == "client_credentials" {
             continue;
         }
-        let key = (row.requestor_profile.clone(), row.registry.sys_id.clone());
-        match row.token_type {
-            TokenType::Access => {
-                if key.0.is_empty() || key.1.is_empty() {
-                    continue;
-                }
-                match access_by_key.get(&key) {
-                    Some(existing) if !expires_later(&row, existing) => {}
-                    _ => {
-                        access_by_key.insert(key, row);
-                    }
-                }
-            }
+        let key = (row.requestor_profile.as_str(), row.registry.sys_id.as_str());
+        let (chosen, better): (_, fn(&CredentialRow, &CredentialRow) -> bool) = match row.token_type
+        {
+            TokenType::Access if key.0.is_empty() || key.1.is_empty() => continue,
+            TokenType::Access => (&mut best_access, expires_later),
             TokenType::Refresh => {
-                let position = refresh.len();
-                match live.get_mut(&key) {
-                    Some(best) if !newer(&row, &refresh[*best]) => {}
-                    Some(best) => *best = position,
-                    None => {
-                        live.insert(key, position);
-                    }
-                }
-                refresh.push(row);
+                refresh_rows.push(position);
+                (&mut live, newer)
+            }
+        };
+        match chosen.get_mut(&key) {
+            Some(best) if !better(row, &rows[*best]) => {}
+            Some(best) => *best = position,
+            None => {
+                chosen.insert(key, position);
             }
         }
     }
-    let mut live_key: Vec<Option<(String, String)>> = vec![None; refresh.len()];
-    for (key, position) in live {
-        live_key[position] = Some(key);
+    // (refresh row, its access row) per live refresh row.
+    let mut pairs: Vec<(usize, Option<usize>)> = live
+        .iter()
+        .map(|(key, &refresh)| {
+            let access = if key.0.is_empty() || key.1.is_empty() {
+                None
+            } else {
+                best_access.get(key).copied()
+            };
+            (refresh, access)
+        })
+        .collect();
+    pairs.sort_unstable();
+    let mut is_live = vec![false; rows.len()];
+    for &(refresh, _) in &pairs {
+        is_live[refresh] = true;
     }
-    let mut estate = Estate::default();
-    for (row, key) in refresh.into_iter().zip(live_key) {
-        match key {
-            Some(key) => {
-                let access = if key.0.is_empty() || key.1.is_empty() {
-                    None
-                } else {
-                    access_by_key.remove(&key)
-                };
-                estate.credentials.push(Credential {
-                    refresh: row,
-                    access,
-                });
-            }
-            None => estate.superseded.push(row),
-        }
-    }
+    let superseded: Vec<usize> = refresh_rows.into_iter().filter(|p| !is_live[*p]).collect();
+    drop((best_access, live));
+    let mut slots: Vec<Option<CredentialRow>> = rows.into_iter().map(Some).collect();
+    let mut estate = Estate {
+        credentials: pairs
+            .into_iter()
+            .filter_map(|(refresh, access)| {
+                Some(Credential {
+                    refresh: slots.get_mut(refresh)?.take()?,
+                    access: access.and_then(|a| slots.get_mut(a)?.take()),
+                })
+            })
+            .collect(),
+        superseded: superseded
+            .into_iter()
+            .filter_map(|p| slots.get_mut(p)?.take())
+            .collect(),
+    };
     // Discovery reads rows ordered by sys_id, so these are usually sorted already (and then
     // cost one comparison per credential).
     estate

@@ -4,7 +4,7 @@ use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::engine::{Mode, Outcome};
 use sn_oauth_keeper::sim::{
-    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Target,
+    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Simulator, Target,
 };
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,22 @@ async fn a_configuration_error_parks_the_registry_once_and_a_fix_unparks_it() {
     );
 }
 
+/// Waits until the simulator has received a token request (held there by a delay fault), so a
+/// test can act as another writer while the keeper's request is on its way.
+async fn token_request_in_flight(sim: &Simulator) {
+    for _ in 0..500 {
+        if sim
+            .requests()
+            .iter()
+            .any(|r| matches!(r.target, Target::Provider(_)))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no token request reached the simulator");
+}
+
 #[tokio::test]
 async fn an_invalid_grant_rereads_the_token_before_parking() {
     // Someone re-authorises while the keeper's request with the old token is on its way.
@@ -83,16 +99,7 @@ async fn an_invalid_grant_rereads_the_token_before_parking() {
         due.refresh_sys_id.clone(),
     );
     let other_writer = tokio::spawn(async move {
-        for _ in 0..500 {
-            if sim
-                .requests()
-                .iter()
-                .any(|r| matches!(r.target, Target::Provider(_)))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        token_request_in_flight(&sim).await;
         sim.set_encrypted_field("oauth_credential", &row, "token_received", &new);
         sim.revoke_refresh_token("entra", &old);
     });
@@ -177,16 +184,7 @@ async fn concurrent_writer(change_token: bool) {
     let sim = bed.sim.clone();
     let (row, theirs) = (c.refresh_sys_id.clone(), other.refresh_token.clone());
     let writer = tokio::spawn(async move {
-        for _ in 0..500 {
-            if sim
-                .requests()
-                .iter()
-                .any(|r| matches!(r.target, Target::Provider(_)))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        token_request_in_flight(&sim).await;
         if change_token {
             // A re-authorisation stores another token.
             sim.set_encrypted_field("oauth_credential", &row, "token_received", &theirs);
