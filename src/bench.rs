@@ -16,7 +16,7 @@
 //! the only hard failures are a keeper that does not finish its work.
 
 use serde::{Deserialize, Serialize};
-use sn_oauth_keeper::config::Settings;
+use sn_oauth_keeper::config::{JournalKey, Settings};
 use sn_oauth_keeper::domain::time::parse_duration;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::servicenow::COMPANION_BATCH;
@@ -50,8 +50,21 @@ const USER_HZ: u64 = 100;
 /// How often a running keeper's `VmHWM` is sampled. It is a high-water mark, so only growth in
 /// the last interval before exit could be missed.
 const RSS_POLL: Duration = Duration::from_millis(2);
-/// RSS growth between the 10th and the last idle cycle above which memory counts as growing.
-const GROWTH_TOLERANCE_KIB: u64 = 1_024;
+/// RSS growth over the second half of the idle cycles above which memory counts as growing.
+/// Caches (SQLite's page cache, allocator arenas, connection buffers) fill up over the first
+/// cycles and then stay; a leak keeps growing with every cycle, so the second half shows it:
+/// 256 KiB over 500 cycles is half a KiB per cycle.
+const GROWTH_TOLERANCE_KIB: i64 = 256;
+/// The wall-time target's runs: D values …
+const WALL_TARGET_DUE: [usize; 2] = [1_000, 10_000];
+/// … at these concurrencies.
+const WALL_TARGET_CONCURRENCY: [usize; 2] = [8, 32];
+/// Largest wall-time ratio the target allows.
+const WALL_TARGET_RATIO: f64 = 1.2;
+/// Largest peak RSS the target allows at R = 50,000, KiB.
+const RSS_TARGET_KIB: u64 = 64 * 1024;
+/// Most CPU an idle cycle at R = 10,000 may take, ms.
+const IDLE_CPU_TARGET_MS: f64 = 50.0;
 
 /// Arguments of `sn-oauth-keeper bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,10 +89,11 @@ pub(crate) struct BenchArgs {
     /// Idle cycles run back to back in one keeper process for the memory check [default: 1000].
     #[arg(long, value_name = "N")]
     idle_cycles: Option<usize>,
-    /// oauth_credential rows of the memory check's estate [default: 10000].
+    /// oauth_credential rows of the memory check's estate [default: 1000].
     #[arg(long, value_name = "ROWS")]
     idle_rows: Option<usize>,
-    /// Skip runs whose wall-time floor exceeds this (serial runs at large D) [default: 100s].
+    /// Skip runs whose wall-time floor exceeds this (serial runs at large D), except the runs a
+    /// target names (D = 1,000 and 10,000 with C = 8 and 32) [default: 60s].
     #[arg(long, value_parser = parse_latency, value_name = "DURATION")]
     max_floor: Option<Duration>,
     /// Directory to write BENCHMARKS.md and tests/bench/ into [default: the current directory;
@@ -244,7 +258,7 @@ impl Plan {
             Duration::from_millis(30)
         });
         let idle_cycles = args.idle_cycles.unwrap_or(if smoke { 30 } else { 1_000 });
-        let idle_rows = args.idle_rows.unwrap_or(if smoke { 200 } else { 10_000 });
+        let idle_rows = args.idle_rows.unwrap_or(if smoke { 200 } else { 1_000 });
         if idle_cycles < 11 {
             return Err(BenchError::Usage(
                 "--idle-cycles must be at least 11 (growth is measured from the 10th cycle)".into(),
@@ -255,7 +269,7 @@ impl Plan {
                 "--idle-rows must be even and positive".into(),
             ));
         }
-        let max_floor = args.max_floor.unwrap_or(Duration::from_secs(100));
+        let max_floor = args.max_floor.unwrap_or(Duration::from_secs(60));
         Ok(Plan {
             smoke,
             sizes,
@@ -264,7 +278,7 @@ impl Plan {
             instance_latency_ms: millis(li),
             idle_cycles,
             idle_rows,
-            idle_samples: if smoke { 3 } else { 6 },
+            idle_samples: if smoke { 3 } else { 11 },
             max_floor_s: max_floor.as_secs_f64(),
             page_size: PAGE_SIZE,
             writes_per_refresh: WRITES_PER_REFRESH,
@@ -458,6 +472,8 @@ struct MemoryResult {
     peak_rss_kib: u64,
     /// VmRSS after the last cycle minus after the 10th.
     growth_kib: i64,
+    /// VmRSS after the last cycle minus after the middle one: what a leak would show.
+    second_half_growth_kib: i64,
     cpu_ms_per_cycle: f64,
     calls_per_cycle: f64,
     call_floor_per_cycle: usize,
@@ -571,7 +587,7 @@ async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, BenchError> {
         let mut idle_measured = false;
         for &c in &plan.concurrency {
             let floor = wall_floor(*size, c, plan.lp, plan.li);
-            if floor > plan.max_floor {
+            if floor > plan.max_floor && !target_run(size.due, c) {
                 eprintln!(
                     "bench: R={} D={} C={c}: skipped, its floor {:.0} s exceeds --max-floor",
                     size.rows,
@@ -635,6 +651,11 @@ async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, BenchError> {
     Ok((runs, skipped, idle, memory))
 }
 
+/// Whether a wall-time target names this run (it is never skipped).
+fn target_run(due: usize, concurrency: usize) -> bool {
+    WALL_TARGET_DUE.contains(&due) && WALL_TARGET_CONCURRENCY.contains(&concurrency)
+}
+
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -673,8 +694,11 @@ impl Bed {
             state.display()
         );
         std::fs::write(&config, text).map_err(io_error("writing the keeper's config"))?;
-        let key: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
-        let key_hex = key.iter().fold(String::new(), |mut s, b| {
+        let key = JournalKey::random().map_err(|e| BenchError::Io {
+            what: "generating a journal key".into(),
+            reason: e.to_string(),
+        })?;
+        let key_hex = key.bytes().iter().fold(String::new(), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         });
@@ -1085,8 +1109,9 @@ async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchEr
     checkpoints.sort_unstable();
     checkpoints.dedup();
     let rss_kib: Vec<(usize, u64)> = checkpoints.iter().map(|&c| (c, at(c))).collect();
-    let growth_kib =
-        i64::try_from(at(n)).unwrap_or(i64::MAX) - i64::try_from(at(10)).unwrap_or(i64::MAX);
+    let signed = |kib: u64| i64::try_from(kib).unwrap_or(i64::MAX);
+    let growth_kib = signed(at(n)) - signed(at(10));
+    let second_half_growth_kib = signed(at(n)) - signed(at(n / 2));
     let cpu_ms = per_cycle(&samples, 1).cpu_ms;
     let result = MemoryResult {
         rows: size.rows,
@@ -1094,15 +1119,18 @@ async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchEr
         rss_kib,
         peak_rss_kib: samples.last().map_or(cost.peak_rss_kib, |s| s.hwm_kib),
         growth_kib,
+        second_half_growth_kib,
         cpu_ms_per_cycle: cpu_ms,
         calls_per_cycle: calls.total() as f64 / n as f64,
         call_floor_per_cycle: pages(size.rows),
     };
     eprintln!(
-        "bench:   RSS {:.1} MiB after cycle 10, {:.1} MiB after cycle {n} ({:+} KiB)",
+        "bench:   RSS {:.1} MiB after cycle 10, {:.1} after cycle {}, {:.1} after cycle {n} ({:+} KiB over the second half)",
         kib_to_mib(at(10)),
+        kib_to_mib(at(n / 2)),
+        n / 2,
         kib_to_mib(at(n)),
-        growth_kib
+        second_half_growth_kib
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
@@ -1138,11 +1166,14 @@ fn check_targets(
         },
         met: Some(off.is_empty()),
     });
-    for d in [1_000, 10_000] {
-        for c in [8, 32] {
+    for d in WALL_TARGET_DUE {
+        for c in WALL_TARGET_CONCURRENCY {
             let run = runs.iter().find(|r| r.due == d && r.concurrency == c);
             targets.push(TargetCheck {
-                target: format!("wall-time ratio ≤ 1.2 at D = {} with C = {c}", group(d)),
+                target: format!(
+                    "wall-time ratio ≤ {WALL_TARGET_RATIO} at D = {} with C = {c}",
+                    group(d)
+                ),
                 measured: run.map_or_else(
                     || "not in this run".into(),
                     |r| {
@@ -1152,7 +1183,7 @@ fn check_targets(
                         )
                     },
                 ),
-                met: run.map(|r| r.wall_ratio <= 1.2),
+                met: run.map(|r| r.wall_ratio <= WALL_TARGET_RATIO),
             });
         }
     }
@@ -1164,7 +1195,7 @@ fn check_targets(
             || "not in this run".into(),
             |p| format!("{:.1} MiB (largest of {} runs)", kib_to_mib(p), big.len()),
         ),
-        met: peak.map(|p| p <= 64 * 1024),
+        met: peak.map(|p| p <= RSS_TARGET_KIB),
     });
     let idle10k = idle.iter().find(|i| i.rows == 10_000);
     targets.push(TargetCheck {
@@ -1173,28 +1204,23 @@ fn check_targets(
             || "not in this run".into(),
             |i| format!("{:.1} ms", i.cpu_ms_per_cycle),
         ),
-        met: idle10k.map(|i| i.cpu_ms_per_cycle < 50.0),
+        met: idle10k.map(|i| i.cpu_ms_per_cycle < IDLE_CPU_TARGET_MS),
     });
     targets.push(TargetCheck {
         target: format!(
-            "memory does not grow over {} idle cycles (≤ {} KiB from cycle 10 to the last)",
+            "memory does not grow with the number of cycles: ≤ {GROWTH_TOLERANCE_KIB} KiB over \
+             the second half of {} idle cycles",
             group(plan.idle_cycles),
-            GROWTH_TOLERANCE_KIB
         ),
         measured: format!(
-            "{:+} KiB ({:.1} → {:.1} MiB) at R = {}",
+            "{:+} KiB over cycles {}–{} ({:+} KiB from cycle 10) at R = {}",
+            memory.second_half_growth_kib,
+            group(memory.cycles / 2),
+            group(memory.cycles),
             memory.growth_kib,
-            kib_to_mib(
-                memory
-                    .rss_kib
-                    .iter()
-                    .find(|(c, _)| *c == 10)
-                    .map_or(0, |x| x.1)
-            ),
-            kib_to_mib(memory.rss_kib.last().map_or(0, |x| x.1)),
             group(memory.rows)
         ),
-        met: Some(memory.growth_kib <= i64::try_from(GROWTH_TOLERANCE_KIB).unwrap_or(0)),
+        met: Some(memory.second_half_growth_kib <= GROWTH_TOLERANCE_KIB),
     });
     targets
 }
@@ -1277,17 +1303,23 @@ fn notes(out: Option<&Path>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// A Markdown table of numbers (right-aligned).
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    aligned_table(headers, rows, " ---: ")
+}
+
+/// A Markdown table of text (left-aligned).
+fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    aligned_table(headers, rows, " --- ")
+}
+
+fn aligned_table(headers: &[&str], rows: &[Vec<String>], rule: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", headers.join(" | "));
     let _ = writeln!(
         out,
         "|{}|",
-        headers
-            .iter()
-            .map(|_| " ---: ")
-            .collect::<Vec<_>>()
-            .join("|")
+        headers.iter().map(|_| rule).collect::<Vec<_>>().join("|")
     );
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));
@@ -1476,13 +1508,20 @@ fn render_markdown(report: &Report, notes: Option<&str>) -> String {
          refresh's token request, race-check read and writes happen one after the other. The \
          `sys_user` \
          read and later companion calls can overlap the refreshes, so they are not in it. Runs \
-         whose floor exceeds {maxf:.0} s (serial refreshes at large D) are skipped.\n\
+         whose floor exceeds {maxf:.0} s (serial refreshes at large D) are skipped, except the \
+         runs a target names.\n\
          - **Idle cycle**: right after its first run, each estate goes through {samples} cycles \
          of the real engine in one keeper process (the hidden `bench-cycles` command, the same \
          `Keeper::cycle` as `once` and `run`); CPU and wall time are per cycle with the first \
          (warm-up) cycle left out. Its floor is the discovery GETs alone.\n\
          - **Memory**: {cycles} idle cycles back to back in one keeper process over \
-         {rows} rows, without injected latency; RSS after selected cycles.\n",
+         {rows} rows, without injected latency (a leak per cycle shows at any size; this keeps \
+         the check to seconds); `VmRSS` after selected cycles. Caches (SQLite's page cache, \
+         allocator arenas, connection buffers) fill during the first cycles and then stay, while \
+         a leak keeps growing, so the verdict is on the growth over the second half.\n\
+         - **Machine.** The simulator shares the machine's cores with the keeper, and the \
+         machine may be shared with other work: wall times move by a few per cent between runs; \
+         calls do not move at all.\n",
         k = p.writes_per_refresh,
         li = p.instance_latency_ms,
         lp = p.provider_latency_ms,
@@ -1528,10 +1567,13 @@ fn render_markdown(report: &Report, notes: Option<&str>) -> String {
     let _ = writeln!(md, "{}", table(&header_refs, &[row]));
     let _ = writeln!(
         md,
-        "Growth from cycle 10 to {}: {:+} KiB. Peak RSS {:.1} MiB; {:.1} ms CPU and {:.1} calls \
-         per cycle (floor {}).\n",
+        "Growth from cycle 10 to {}: {:+} KiB; over the second half (cycles {}–{}): {:+} KiB. \
+         Peak RSS {:.1} MiB; {:.1} ms CPU and {:.1} calls per cycle (floor {}).\n",
         group(mem.cycles),
         mem.growth_kib,
+        group(mem.cycles / 2),
+        group(mem.cycles),
+        mem.second_half_growth_kib,
         kib_to_mib(mem.peak_rss_kib),
         mem.cpu_ms_per_cycle,
         mem.calls_per_cycle,
@@ -1573,7 +1615,11 @@ fn render_markdown(report: &Report, notes: Option<&str>) -> String {
             ]
         })
         .collect();
-    let _ = writeln!(md, "{}", table(&["target", "measured", "verdict"], &rows));
+    let _ = writeln!(
+        md,
+        "{}",
+        text_table(&["target", "measured", "verdict"], &rows)
+    );
     if let Some(notes) = notes {
         let _ = writeln!(md, "## Analysis\n");
         let _ = writeln!(md, "{}", notes.trim_end());
@@ -1640,10 +1686,25 @@ fn svg_plot(report: &Report) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let mut sizes: Vec<(usize, usize)> = runs.iter().map(|r| (r.due, r.rows)).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let sizes: Vec<String> = sizes
+        .iter()
+        .map(|(due, rows)| format!("{}:{}", group(*rows), group(*due)))
+        .collect();
     let _ = writeln!(
         svg,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">Wall time of one cycle against due credentials D (R = 5·D to 10·D rows)</text>"#,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="15">Wall time of one cycle against due credentials D</text>"#,
         (W - RIGHT + LEFT) / 2.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="34" text-anchor="middle" font-size="11" fill="#555">R:D = {} · Lp = {} ms · Li = {} ms</text>"##,
+        (W - RIGHT + LEFT) / 2.0,
+        sizes.join(", "),
+        report.plan.provider_latency_ms,
+        report.plan.instance_latency_ms
     );
     // Grid and ticks at every decade.
     let mut d = x_min;

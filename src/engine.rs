@@ -16,12 +16,15 @@ use crate::domain::time::{
 };
 use crate::events::{EventReporter, StateChange};
 use crate::journal::{
-    AccessTemplate, Delivery, Journal, JournalError, Pending, RegistryPark, StoredOutcome,
+    AccessTemplate, Delivery, Journal, JournalError, OutcomeRecord, Pending, RegistryPark,
+    StoredOutcome,
 };
 use crate::oauth::{RefreshRequest, TokenClient, TokenError, TokenSet};
 use crate::observe::Observer;
 use crate::pacing::{FullJitter, HostLimits, cycle_budget};
-use crate::servicenow::{CompanionSecrets, Instance, RetryPolicy, SecretRequest, SnError};
+use crate::servicenow::{
+    COMPANION_BATCH, CompanionSecrets, Instance, RetryPolicy, SecretRequest, SnError,
+};
 use backon::Retryable;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -43,6 +46,10 @@ const TOKEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duratio
 const PARK_PROBE: Duration = Duration::from_secs(3_600);
 /// Largest `Retry-After` honoured inside a cycle; longer waits defer to the next cycle.
 const TOKEN_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// What a cycle settled for one credential: its outcome, and the access and refresh expiries it
+/// wrote (if any).
+type Settled = (Outcome, Option<Timestamp>, Option<Timestamp>);
 
 /// Whether a cycle may change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,8 +350,7 @@ impl Keeper {
                 .collect(),
         });
 
-        let mut results: HashMap<String, (Outcome, Option<Timestamp>, Option<Timestamp>)> =
-            HashMap::new();
+        let mut results: HashMap<String, Settled> = HashMap::new();
 
         // 1. Re-deliver journaled answers before any new refresh of their credential.
         let mut held: HashSet<String> = HashSet::new();
@@ -420,6 +426,7 @@ impl Keeper {
 
         // 4. Report, and remember outcomes.
         let mut credentials = Vec::with_capacity(estate.credentials.len());
+        let mut remembered = Vec::new();
         for (c, verdict) in estate.credentials.iter().zip(verdicts) {
             let (outcome, access_after, refresh_after) = match results.remove(c.id()) {
                 Some(r) => r,
@@ -434,7 +441,7 @@ impl Keeper {
             };
             let memory = outcomes.get(c.id());
             if mode == Mode::Apply {
-                self.remember(c, &outcome, memory).await;
+                remembered.extend(self.remember(c, &outcome, memory).await);
                 if let (Reason::RefreshExpired(_), Outcome::Blocked { message }) =
                     (&verdict.reason, &outcome)
                 {
@@ -470,6 +477,12 @@ impl Keeper {
                 last_error,
                 last_success,
             });
+        }
+        if let Some(journal) = &self.journal
+            && !remembered.is_empty()
+            && let Err(e) = journal.record_outcomes(remembered, Timestamp::now()).await
+        {
+            tracing::warn!(event = "journal.outcome_failed", error = %e, "could not remember the cycle's outcomes");
         }
         let report = CycleReport {
             started,
@@ -551,12 +564,19 @@ impl Keeper {
     }
 
     /// Stores the outcome; a success after a remembered failure is a recovery.
-    async fn remember(&self, c: &Credential, outcome: &Outcome, before: Option<&StoredOutcome>) {
-        let Some(journal) = &self.journal else { return };
+    /// Logs and reports a recovery, and returns the outcome to store (all of a cycle's outcomes
+    /// are stored in one transaction: one fsync per cycle, not per credential).
+    async fn remember(
+        &self,
+        c: &Credential,
+        outcome: &Outcome,
+        before: Option<&StoredOutcome>,
+    ) -> Option<OutcomeRecord> {
+        self.journal.as_ref()?;
         let (class, message) = match outcome {
             Outcome::Refreshed { .. } | Outcome::Redelivered => (None, None),
-            Outcome::Failed { class, message } => (Some(*class), Some(message.as_str())),
-            _ => return,
+            Outcome::Failed { class, message } => (Some(*class), Some(message.clone())),
+            _ => return None,
         };
         if class.is_none()
             && let Some(previous) = before.and_then(|b| b.class)
@@ -575,19 +595,13 @@ impl Keeper {
             })
             .await;
         }
-        if let Err(e) = journal
-            .record_outcome(
-                c.id(),
-                &registry_label(c),
-                class,
-                message,
-                c.refresh.mod_count,
-                Timestamp::now(),
-            )
-            .await
-        {
-            tracing::warn!(event = "journal.outcome_failed", credential = %c.id(), error = %e, "could not remember the outcome");
-        }
+        Some(OutcomeRecord {
+            credential: c.id().to_string(),
+            registry: registry_label(c),
+            class,
+            message,
+            refresh_mod_count: c.refresh.mod_count,
+        })
     }
 
     /// A refresh row past its `expires` needs re-authorisation: remembered (and reported) once.
@@ -638,111 +652,141 @@ impl Keeper {
         due: &[&Credential],
         stop: &CancellationToken,
         context: &Arc<CycleContext>,
-    ) -> Result<HashMap<String, (Outcome, Option<Timestamp>, Option<Timestamp>)>, CycleError> {
+    ) -> Result<HashMap<String, Settled>, CycleError> {
         let mut results = HashMap::new();
         if due.is_empty() {
             return Ok(results);
         }
         let journal = self.journal.clone().ok_or(JournalError::KeyMissing(0))?;
-        // The registry's client secret is asked for only where the config supplies none.
-        let requests: Vec<SecretRequest> = due
-            .iter()
-            .map(|c| SecretRequest {
-                sys_id: c.id().to_string(),
-                client_secret: self
-                    .settings
-                    .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id)
-                    .is_none_or(|o| {
-                        o.client_secret.is_none() && o.client_auth != ClientAuth::PrivateKeyJwt
-                    }),
-            })
-            .collect();
-        let mut secrets = match self.instance.fetch_secrets_for(&requests).await {
-            Ok(s) => s,
-            Err(e) => {
-                let message = companion_message(&e);
-                tracing::error!(event = "companion.failed", error = %e, guidance = %message, "the companion did not hand out secrets");
-                for c in due {
-                    results.insert(
-                        c.id().to_string(),
-                        (
-                            Outcome::Failed {
-                                class: FailureClass::Instance,
-                                message: message.clone(),
-                            },
-                            None,
-                            None,
-                        ),
-                    );
-                }
-                return Ok(results);
-            }
+        let failed = |message: String| {
+            (
+                Outcome::Failed {
+                    class: FailureClass::Instance,
+                    message,
+                },
+                None,
+                None,
+            )
         };
+        // Secrets come in companion batches of 100; the next batch is fetched while the current
+        // one refreshes, so the companion's latency is paid once, not once per batch.
+        let batches: Vec<Vec<SecretRequest>> = due
+            .chunks(COMPANION_BATCH)
+            .map(|chunk| chunk.iter().map(|c| self.secret_request(c)).collect())
+            .collect();
+        let fetch = |requests: Vec<SecretRequest>| {
+            let instance = self.instance.clone();
+            tokio::spawn(async move { instance.fetch_secrets_for(&requests).await })
+        };
+        let mut pending_batches = batches.into_iter();
+        let mut next = pending_batches.next().map(fetch);
+        // Permits are taken before a task is spawned: at most `concurrency` refreshes exist at
+        // once, so memory does not grow with the number of due credentials.
         let semaphore = Arc::new(tokio::sync::Semaphore::new(
             self.settings.refresh.concurrency,
         ));
         let mut tasks = tokio::task::JoinSet::new();
-        for c in due {
-            let id = c.id().to_string();
-            let Some(secret) = secrets.remove(&id) else {
-                let message = "the companion returned no refresh token for this credential (token_received empty or not decryptable): re-authorise it with Get OAuth Token".to_string();
-                tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %message, "no refresh token");
-                results.insert(
-                    id,
-                    (
-                        Outcome::Failed {
-                            class: FailureClass::Instance,
-                            message,
-                        },
-                        None,
-                        None,
-                    ),
-                );
-                continue;
+        self.observer.refreshes_started(due.len());
+        for chunk in due.chunks(COMPANION_BATCH) {
+            let fetched = match next.take() {
+                Some(handle) => handle.await.unwrap_or_else(|e| {
+                    Err(SnError::Malformed(format!("companion task failed: {e}")))
+                }),
+                None => Ok(HashMap::new()),
             };
-            let keeper = self.clone();
-            let credential = (*c).clone();
-            let semaphore = Arc::clone(&semaphore);
-            let stop = stop.clone();
-            let journal = Arc::clone(&journal);
-            let context = Arc::clone(context);
-            tasks.spawn(async move {
-                let id = credential.id().to_string();
-                let Ok(_permit) = semaphore.acquire_owned().await else {
-                    return (id, (Outcome::Deferred, None, None));
-                };
-                // Checked only before starting: once the token request is out, the refresh
-                // runs to its end.
-                if stop.is_cancelled() {
-                    return (id, (Outcome::Deferred, None, None));
-                }
-                // A registry parked by a credential that failed earlier in this cycle.
-                if let Some(park) = context.parked(&credential.refresh.registry.sys_id)
-                    && park.at >= context.started
-                    && keeper.fingerprint(&credential).as_deref() == Some(park.fingerprint.as_str())
-                {
-                    return (id, (park.blocked(), None, None));
-                }
-                let result = keeper
-                    .refresh_one(&journal, &credential, secret, &context)
-                    .await;
-                (id, result)
-            });
-        }
-        self.observer.refreshes_started(tasks.len());
-        while let Some(joined) = tasks.join_next().await {
-            self.observer.refresh_finished();
-            match joined {
-                Ok((id, result)) => {
-                    results.insert(id, result);
-                }
+            next = pending_batches.next().map(fetch);
+            let mut secrets = match fetched {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(event = "credential.task_failed", error = %e, "a refresh task ended abnormally");
+                    let message = companion_message(&e);
+                    tracing::error!(event = "companion.failed", error = %e, guidance = %message, "the companion did not hand out secrets");
+                    for c in chunk {
+                        results.insert(c.id().to_string(), failed(message.clone()));
+                        self.observer.refresh_finished();
+                    }
+                    continue;
                 }
+            };
+            for c in chunk {
+                let id = c.id().to_string();
+                let Some(secret) = secrets.remove(&id) else {
+                    let message = "the companion returned no refresh token for this credential (token_received empty or not decryptable): re-authorise it with Get OAuth Token".to_string();
+                    tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %message, "no refresh token");
+                    results.insert(id, failed(message));
+                    self.observer.refresh_finished();
+                    continue;
+                };
+                let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+                    results.insert(id, (Outcome::Deferred, None, None));
+                    continue;
+                };
+                // Collect what finished meanwhile, so results do not wait in the set.
+                while let Some(joined) = tasks.try_join_next() {
+                    self.collect(joined, &mut results);
+                }
+                let keeper = self.clone();
+                let credential = (*c).clone();
+                let stop = stop.clone();
+                let journal = Arc::clone(&journal);
+                let context = Arc::clone(context);
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let id = credential.id().to_string();
+                    // Checked only before starting: once the token request is out, the refresh
+                    // runs to its end.
+                    if stop.is_cancelled() {
+                        return (id, (Outcome::Deferred, None, None));
+                    }
+                    // A registry parked by a credential that failed earlier in this cycle.
+                    if let Some(park) = context.parked(&credential.refresh.registry.sys_id)
+                        && park.at >= context.started
+                        && keeper.fingerprint(&credential).as_deref()
+                            == Some(park.fingerprint.as_str())
+                    {
+                        return (id, (park.blocked(), None, None));
+                    }
+                    let result = keeper
+                        .refresh_one(&journal, &credential, secret, &context)
+                        .await;
+                    (id, result)
+                });
             }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            self.collect(joined, &mut results);
         }
         self.observer.refreshes_ended();
         Ok(results)
+    }
+
+    /// What to ask the companion for a credential: its refresh token, and the registry's client
+    /// secret only where the config supplies none and the client authenticates with a secret.
+    fn secret_request(&self, c: &Credential) -> SecretRequest {
+        SecretRequest {
+            sys_id: c.id().to_string(),
+            client_secret: self
+                .settings
+                .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id)
+                .is_none_or(|o| {
+                    o.client_secret.is_none() && o.client_auth != ClientAuth::PrivateKeyJwt
+                }),
+        }
+    }
+
+    fn collect(
+        &self,
+        joined: Result<(String, Settled), tokio::task::JoinError>,
+        results: &mut HashMap<String, Settled>,
+    ) {
+        self.observer.refresh_finished();
+        match joined {
+            Ok((id, result)) => {
+                results.insert(id, result);
+            }
+            Err(e) => {
+                tracing::error!(event = "credential.task_failed", error = %e, "a refresh task ended abnormally");
+            }
+        }
     }
 
     fn enter_flight(&self, id: &str) -> Option<FlightGuard> {
@@ -762,7 +806,7 @@ impl Keeper {
         c: &Credential,
         secrets: CompanionSecrets,
         context: &CycleContext,
-    ) -> (Outcome, Option<Timestamp>, Option<Timestamp>) {
+    ) -> Settled {
         let Some(_flight) = self.enter_flight(c.id()) else {
             tracing::debug!(event = "credential.in_flight", credential = %c.id(), "already being refreshed; skipping");
             return (Outcome::Deferred, None, None);

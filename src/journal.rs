@@ -191,6 +191,21 @@ pub struct StoredOutcome {
     pub last_success: Option<Timestamp>,
 }
 
+/// One credential's outcome, to be stored with [`Journal::record_outcomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The refresh row's sys_id.
+    pub credential: String,
+    /// The registry's name.
+    pub registry: String,
+    /// The failure class; `None` is a success.
+    pub class: Option<FailureClass>,
+    /// The failure's message.
+    pub message: Option<String>,
+    /// The refresh row's `sys_mod_count` at that time.
+    pub refresh_mod_count: u64,
+}
+
 /// A registry parked after a configuration error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryPark {
@@ -334,6 +349,12 @@ CREATE TABLE IF NOT EXISTS outcome (
     last_success INTEGER
 );
 ";
+
+/// Stores a credential's outcome; a success (`?7`) also moves `last_success`.
+const OUTCOME_UPSERT: &str = "INSERT INTO outcome (credential, registry, class, message, at, refresh_mod_count, last_success)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 THEN ?5 ELSE NULL END)
+     ON CONFLICT(credential) DO UPDATE SET registry = ?2, class = ?3, message = ?4, at = ?5,
+       refresh_mod_count = ?6, last_success = CASE WHEN ?7 THEN ?5 ELSE last_success END";
 
 fn io_err(path: &Path, e: impl fmt::Display) -> JournalError {
     JournalError::Io {
@@ -667,12 +688,50 @@ impl Journal {
         self.blocking(move |c| {
             let success = class.is_none();
             c.execute(
-                "INSERT INTO outcome (credential, registry, class, message, at, refresh_mod_count, last_success)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 THEN ?5 ELSE NULL END)
-                 ON CONFLICT(credential) DO UPDATE SET registry = ?2, class = ?3, message = ?4, at = ?5,
-                   refresh_mod_count = ?6, last_success = CASE WHEN ?7 THEN ?5 ELSE last_success END",
-                params![credential, registry, class, message, now.as_second(), mod_count, success],
+                OUTCOME_UPSERT,
+                params![
+                    credential,
+                    registry,
+                    class,
+                    message,
+                    now.as_second(),
+                    mod_count,
+                    success
+                ],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remembers many outcomes in one transaction (one fsync for a whole cycle).
+    pub async fn record_outcomes(
+        &self,
+        records: Vec<OutcomeRecord>,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.blocking(move |c| {
+            let tx = c.unchecked_transaction()?;
+            for r in &records {
+                let mod_count = i64::try_from(r.refresh_mod_count).unwrap_or(i64::MAX);
+                let message = r
+                    .message
+                    .as_ref()
+                    .map(|m| m.chars().take(500).collect::<String>());
+                tx.execute(
+                    OUTCOME_UPSERT,
+                    params![
+                        r.credential,
+                        r.registry,
+                        r.class.map(FailureClass::label),
+                        message,
+                        now.as_second(),
+                        mod_count,
+                        r.class.is_none()
+                    ],
+                )?;
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

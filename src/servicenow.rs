@@ -1003,22 +1003,29 @@ fn credential_page(
 #[derive(Default)]
 struct Registries {
     by_peer: HashMap<String, Vec<Arc<Registry>>>,
+    /// The last one handed out: consecutive rows usually share it.
+    last: Option<Arc<Registry>>,
 }
 
 impl Registries {
     fn get(&mut self, row: &WireRow<'_>) -> Arc<Registry> {
         let same = |r: &Registry| {
-            r.name == row.peer_name.0
+            r.sys_id == row.peer.0
+                && r.name == row.peer_name.0
                 && r.client_id == row.peer_client_id.0
                 && r.token_url == row.peer_token_url.0
                 && r.default_grant_type == row.peer_default_grant_type.0
                 && r.updated == row.peer_sys_updated_on.0
         };
+        if let Some(r) = self.last.as_ref().filter(|r| same(r)) {
+            return Arc::clone(r);
+        }
         if let Some(r) = self
             .by_peer
             .get(&*row.peer.0)
             .and_then(|known| known.iter().find(|r| same(r)))
         {
+            self.last = Some(Arc::clone(r));
             return Arc::clone(r);
         }
         let registry = Arc::new(Registry {
@@ -1033,6 +1040,7 @@ impl Registries {
             .entry(registry.sys_id.clone())
             .or_default()
             .push(Arc::clone(&registry));
+        self.last = Some(Arc::clone(&registry));
         registry
     }
 }

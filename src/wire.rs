@@ -23,7 +23,12 @@ pub enum BodyError {
 
 /// Reads a response body up to [`MAX_BODY`].
 pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
+    // Sized from Content-Length when the peer sends one (bounded by the cap), so a large page
+    // is not grown by doubling.
+    let expected = response
+        .content_length()
+        .map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY).min(MAX_BODY));
+    let mut body = Vec::with_capacity(expected);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {

@@ -107,9 +107,10 @@ pub struct Estate {
 pub fn pair(rows: Vec<CredentialRow>) -> Estate {
     // Discovery hands over the whole estate every cycle (tens of thousands of rows), so pairing
     // must cost little more than reading them: decide on borrowed keys, then move each row once.
-    let mut best_access: HashMap<(&str, &str), usize> = HashMap::new();
+    // Sized for the usual estate, half refresh rows and half access rows.
+    let mut best_access: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len() / 2);
     // Per key, the live refresh row: the newest, then the smallest sys_id.
-    let mut live: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut live: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len() / 2);
     let mut refresh_rows = Vec::new();
     for (position, row) in rows.iter().enumerate() {
         if row.registry.default_grant_type == "client_credentials" {

@@ -24,10 +24,13 @@
 //!   subsets, dead grants, introspection of every stored token.
 //! - `companion_contract`: the companion's shared contract cases (also run against the real
 //!   script under Node) against the simulator.
+//! - `bench`: `bench --smoke`, the benchmark harness end to end at a small size; every cycle
+//!   at the call floor.
 
 // Helpers shared by tests panic on the unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bench;
 mod cli;
 mod companion_contract;
 mod daemon;
