@@ -332,7 +332,11 @@ impl Keeper {
         for old in &estate.superseded {
             tracing::debug!(event = "credential.superseded", credential = %old.sys_id, registry = %old.registry.name, "a newer refresh row exists for the same profile and registry; ignoring this one");
         }
-        let outcomes = self.outcomes()?;
+        let history = self.history();
+        let outcomes = match &history {
+            Some(j) => j.outcomes()?,
+            None => HashMap::new(),
+        };
         let now = Timestamp::now();
         let policy = self.settings.refresh.policy();
         let by_id: HashMap<&str, &Credential> =
@@ -343,7 +347,12 @@ impl Keeper {
                 (Some(j), Mode::Apply) => j.interrupted()?,
                 _ => HashMap::new(),
             },
-            parked: Mutex::new(self.parked_registries()?),
+            parked: Mutex::new(match (&history, &self.journal) {
+                (Some(j), Some(_)) => j.parked_registries()?,
+                // A read-only history that cannot tell parks means none are known.
+                (Some(j), None) => j.parked_registries().unwrap_or_default(),
+                (None, _) => HashMap::new(),
+            }),
             previous: outcomes
                 .iter()
                 .filter_map(|(id, o)| o.class.map(|c| (id.clone(), c)))
@@ -369,9 +378,13 @@ impl Keeper {
                 }
             }
             _ => {
-                for summary in self.pending_summaries()? {
-                    held.insert(summary.clone());
-                    results.insert(summary, (Outcome::WouldRedeliver, None, None));
+                let summaries = match &history {
+                    Some(j) => j.summaries()?,
+                    None => Vec::new(),
+                };
+                for summary in summaries {
+                    held.insert(summary.credential.clone());
+                    results.insert(summary.credential, (Outcome::WouldRedeliver, None, None));
                 }
             }
         }
@@ -528,42 +541,22 @@ impl Keeper {
         ))
     }
 
-    fn outcomes(&self) -> Result<HashMap<String, StoredOutcome>, JournalError> {
-        match &self.journal {
-            Some(j) => j.outcomes(),
-            None => match Journal::open_read_only(&self.settings.state.dir) {
-                Ok(Some(j)) => j.outcomes(),
-                Ok(None) => Ok(HashMap::new()),
-                Err(e) => {
-                    tracing::debug!(event = "journal.unreadable", error = %e, "no outcome history");
-                    Ok(HashMap::new())
-                }
-            },
+    /// The journal a cycle reads its history from: the keeper's own, or — for dry runs and
+    /// `status`, which must not take the lock of a running daemon — the state directory's
+    /// journal opened read-only, once per cycle. `None` when there is none yet.
+    fn history(&self) -> Option<Arc<Journal>> {
+        if let Some(j) = &self.journal {
+            return Some(Arc::clone(j));
+        }
+        match Journal::open_read_only(&self.settings.state.dir) {
+            Ok(j) => j.map(Arc::new),
+            Err(e) => {
+                tracing::debug!(event = "journal.unreadable", error = %e, "no outcome history");
+                None
+            }
         }
     }
 
-    fn parked_registries(&self) -> Result<HashMap<String, RegistryPark>, JournalError> {
-        match &self.journal {
-            Some(j) => j.parked_registries(),
-            None => match Journal::open_read_only(&self.settings.state.dir) {
-                Ok(Some(j)) => j.parked_registries().or_else(|_| Ok(HashMap::new())),
-                _ => Ok(HashMap::new()),
-            },
-        }
-    }
-
-    fn pending_summaries(&self) -> Result<Vec<String>, JournalError> {
-        let summaries = match &self.journal {
-            Some(j) => j.summaries()?,
-            None => match Journal::open_read_only(&self.settings.state.dir) {
-                Ok(Some(j)) => j.summaries()?,
-                _ => Vec::new(),
-            },
-        };
-        Ok(summaries.into_iter().map(|s| s.credential).collect())
-    }
-
-    /// Stores the outcome; a success after a remembered failure is a recovery.
     /// Logs and reports a recovery, and returns the outcome to store (all of a cycle's outcomes
     /// are stored in one transaction: one fsync per cycle, not per credential).
     async fn remember(

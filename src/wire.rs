@@ -133,6 +133,22 @@ pub fn next_link(header: &str) -> Option<String> {
     }
 }
 
+/// 32 hex digits laid out as a GUID (`8-4-4-4-12`), as Entra uses for ids and `jti`s. Shorter
+/// input is returned as is.
+pub fn guid_layout(hex: &str) -> String {
+    if hex.len() < 32 || !hex.is_ascii() {
+        return hex.to_string();
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// A reqwest client with the deadlines the keeper needs and no redirects: a redirect would carry
 /// credentials to wherever it points.
 pub fn build_client(timeout: Duration, loopback: bool) -> Result<reqwest::Client, reqwest::Error> {

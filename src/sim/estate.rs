@@ -592,15 +592,7 @@ impl Estate {
     }
 
     fn guid(&mut self) -> String {
-        let hex = self.sys_id();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        )
+        crate::wire::guid_layout(&self.sys_id())
     }
 
     fn token(&mut self, prefix: &str) -> String {

@@ -779,15 +779,7 @@ fn opaque(rng: &mut fastrand::Rng, prefix: &str) -> String {
 }
 
 fn guid(rng: &mut fastrand::Rng) -> String {
-    let hex = format!("{:016x}{:016x}", rng.u64(..), rng.u64(..));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    crate::wire::guid_layout(&super::state::new_sys_id(rng))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Never lose a token: answers the instance did not take stay in the journal and reach
 //! ServiceNow on the next cycle, before any new refresh of that credential.
 
-use crate::support::Bed;
+use crate::support::{Bed, strict_estate};
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::engine::Outcome;
 use sn_oauth_keeper::journal::Journal;
@@ -10,20 +10,8 @@ use sn_oauth_keeper::sim::{
     Target,
 };
 
-/// One stale credential (or one without access row) at a strict rotating provider: reusing a
-/// rotated refresh token there revokes the whole family.
 async fn strict_bed(access_missing: bool) -> (Bed, SeededCredential) {
-    let mut estate = Estate::empty(31).with_user_time_zone("UTC");
-    let reg = estate.add_registry(
-        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
-    );
-    let spec = CredentialSpec::new(&reg, "Okta sync");
-    let spec = if access_missing {
-        spec.access_missing()
-    } else {
-        spec.access_expires_in(jiff::SignedDuration::from_mins(2))
-    };
-    let seeded = estate.add_credential(spec);
+    let (estate, seeded) = strict_estate(31, access_missing);
     (Bed::start(estate).await, seeded)
 }
 

@@ -1,7 +1,7 @@
 //! SIGKILL the real binary at each point of a refresh; after a restart every rotated refresh
 //! token reaches ServiceNow and works at a provider that consumed the old one.
 
-use crate::support::Bed;
+use crate::support::{Bed, strict_estate};
 use sn_oauth_keeper::sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
     Target,
@@ -82,24 +82,9 @@ fn assert_token_works(bed: &Bed, c: &SeededCredential) {
     assert_eq!(access_rows, 1, "{}: exactly one access row", c.name);
 }
 
-fn strict_estate(access_missing: bool) -> (Estate, SeededCredential) {
-    let mut estate = Estate::empty(61).with_user_time_zone("UTC");
-    let reg = estate.add_registry(
-        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
-    );
-    let spec = CredentialSpec::new(&reg, "Okta sync");
-    let spec = if access_missing {
-        spec.access_missing()
-    } else {
-        spec.access_expires_in(jiff::SignedDuration::from_mins(1))
-    };
-    let c = estate.add_credential(spec);
-    (estate, c)
-}
-
 #[tokio::test]
 async fn killed_after_the_provider_answered() {
-    let (estate, c) = strict_estate(false);
+    let (estate, c) = strict_estate(61, false);
     let bed = Bed::start(estate).await;
     let config = bed.config_file("");
     bed.sim
@@ -114,7 +99,7 @@ async fn killed_after_the_provider_answered() {
 
 #[tokio::test]
 async fn killed_during_the_patch_of_the_refresh_row() {
-    let (estate, c) = strict_estate(false);
+    let (estate, c) = strict_estate(61, false);
     let bed = Bed::start(estate).await;
     let config = bed.config_file("");
     bed.sim.inject(
@@ -133,7 +118,7 @@ async fn killed_during_the_patch_of_the_refresh_row() {
 
 #[tokio::test]
 async fn killed_during_the_post_of_a_new_access_row() {
-    let (estate, c) = strict_estate(true);
+    let (estate, c) = strict_estate(61, true);
     let bed = Bed::start(estate).await;
     let config = bed.config_file("");
     bed.sim

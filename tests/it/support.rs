@@ -3,7 +3,10 @@
 use sn_oauth_keeper::config::{JournalKey, Settings};
 use sn_oauth_keeper::engine::{CycleReport, Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
-use sn_oauth_keeper::sim::{Estate, RecordedRequest, SeededCredential, Simulator, Target};
+use sn_oauth_keeper::sim::{
+    CredentialSpec, Estate, ProviderKind, RecordedRequest, RegistrySpec, SeededCredential,
+    Simulator, Target,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,4 +114,21 @@ impl Bed {
             .filter(|r| matches!(r.target, Target::Provider(_)))
             .collect()
     }
+}
+
+/// One due credential at a strict rotating provider (reusing a rotated refresh token there
+/// revokes the whole family): stale, or without an access row.
+pub fn strict_estate(seed: u64, access_missing: bool) -> (Estate, SeededCredential) {
+    let mut estate = Estate::empty(seed).with_user_time_zone("UTC");
+    let reg = estate.add_registry(
+        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
+    );
+    let spec = CredentialSpec::new(&reg, "Okta sync");
+    let spec = if access_missing {
+        spec.access_missing()
+    } else {
+        spec.access_expires_in(jiff::SignedDuration::from_mins(2))
+    };
+    let seeded = estate.add_credential(spec);
+    (estate, seeded)
 }
