@@ -7,8 +7,6 @@
 //!   decides which are due and why ([`domain::plan`]), parses ServiceNow date-times and
 //!   durations ([`domain::time`]) and classifies provider failures ([`domain::classify`]).
 //! - [`servicenow`]: the Table API and companion adapter (paging, writes, error bodies).
-//! - [`instance_auth`]: how the keeper authenticates to the instance (Basic, or bearer tokens
-//!   from the instance's `/oauth_token.do`).
 //! - [`oauth`]: the token-endpoint adapter (request building and lenient response parsing).
 //! - [`client_auth`]: `private_key_jwt` client assertions (RFC 7523) signed with the
 //!   registry's certificate key, as Entra certificate credentials need them.
@@ -40,7 +38,6 @@ pub mod daemon;
 pub mod domain;
 pub mod engine;
 pub mod events;
-pub mod instance_auth;
 pub mod journal;
 pub mod metrics;
 pub mod oauth;

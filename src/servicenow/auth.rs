@@ -7,7 +7,7 @@
 //! refresh-token grant, so the password only travels when there is no usable refresh token.
 //! Tokens live in redacting types and are never logged.
 
-use crate::servicenow::SnError;
+use super::error::SnError;
 use crate::wire::{self, BodyError};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};

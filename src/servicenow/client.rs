@@ -1,0 +1,333 @@
+//! The instance client: authentication on every call, retries with backoff and a budget,
+//! capped bodies, and the decoding of every answer into JSON or a typed [`SnError`].
+
+use super::auth::TokenSource;
+use super::decode::credential_page;
+use super::error::{SnError, interpret};
+use crate::config::{InstanceAuthSettings, InstanceSettings, parse_instance_url};
+use crate::domain::credential::CredentialRow;
+use crate::observe::{Observer, Peer, instance_endpoint};
+use crate::pacing::{FullJitter, RetryBudget};
+use crate::wire::{self, BodyError};
+use backon::Retryable;
+use jiff::Timestamp;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// How many times and how patiently calls to the instance are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, first included.
+    pub attempts: usize,
+    /// First backoff delay.
+    pub min_delay: Duration,
+    /// Largest backoff delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What proves the integration user on every call (`instance.auth`).
+#[derive(Clone)]
+enum Credentials {
+    /// HTTP Basic with this password.
+    Basic(SecretString),
+    /// Bearer tokens from the instance's `/oauth_token.do`, shared by every clone.
+    Bearer(Arc<TokenSource>),
+}
+
+/// The credential of one attempt.
+enum Authorization<'a> {
+    Basic(&'a SecretString),
+    Bearer(&'a SecretString),
+}
+
+/// A decoded JSON answer with what the keeper reads from its headers.
+pub(super) struct Answer {
+    pub(super) body: Value,
+    /// The decoded rows of a credential page read with [`Decode::CredentialPage`] whose body
+    /// took the typed fast path; `None` otherwise (then `body` holds the answer).
+    pub(super) rows: Option<Vec<CredentialRow>>,
+    pub(super) total_count: Option<usize>,
+    pub(super) next: Option<String>,
+}
+
+/// How an answer's body is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decode {
+    /// Into a JSON value, checked by [`interpret`].
+    Json,
+    /// A page of `oauth_credential` rows: straight into [`CredentialRow`]s when the body is an
+    /// ordinary page, else as [`Decode::Json`]. Discovery reads every row of the estate each
+    /// cycle, and building a JSON value per row first cost more than everything else a cycle
+    /// does.
+    CredentialPage,
+}
+
+/// The Table API + companion client.
+#[derive(Clone)]
+pub struct Instance {
+    http: reqwest::Client,
+    pub(super) base: Url,
+    pub(super) username: String,
+    credentials: Credentials,
+    pub(super) companion_path: String,
+    pub(super) page_size: usize,
+    retry: RetryPolicy,
+    /// Shared with the engine, which refills it at the head of every cycle.
+    pub(super) budget: Arc<RetryBudget>,
+    /// Told about every request (metrics); see [`Instance::set_observer`].
+    pub(super) observer: Observer,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("base", &self.base.as_str())
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Builds the client from `[instance]`.
+    pub fn new(settings: &InstanceSettings, retry: RetryPolicy) -> Result<Instance, SnError> {
+        let loopback = settings
+            .url
+            .host_str()
+            .is_some_and(|h| parse_instance_url(&format!("http://{h}")).is_ok());
+        let http = wire::build_client(settings.timeout, loopback)
+            .map_err(|e| SnError::Unreachable(wire::describe_transport(&e)))?;
+        Ok(Instance {
+            http,
+            base: settings.url.clone(),
+            username: settings.username.clone(),
+            credentials: match &settings.auth {
+                InstanceAuthSettings::Basic => Credentials::Basic(settings.password.clone()),
+                InstanceAuthSettings::OAuth {
+                    client_id,
+                    client_secret,
+                } => Credentials::Bearer(Arc::new(TokenSource::new(
+                    &settings.url,
+                    client_id.clone(),
+                    client_secret.clone(),
+                    settings.username.clone(),
+                    settings.password.clone(),
+                ))),
+            },
+            companion_path: settings.companion_path.clone(),
+            page_size: settings.page_size,
+            retry,
+            budget: Arc::new(RetryBudget::new(u32::MAX)),
+            observer: Observer::none(),
+        })
+    }
+
+    /// Reports every request from now on to `observer` (method, endpoint id, status, duration).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = observer;
+    }
+
+    /// The retry budget every call of this client draws from.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
+    }
+
+    /// The instance's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    pub(super) fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!("{}{}", self.base.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
+    }
+
+    pub(super) fn table_url(&self, table: &str, sys_id: Option<&str>) -> Url {
+        match sys_id {
+            Some(id) => self.url(&format!("/api/now/table/{table}/{id}")),
+            None => self.url(&format!("/api/now/table/{table}")),
+        }
+    }
+
+    /// One call with retries: idempotent calls on any retryable failure, others only when the
+    /// instance surely did not process them.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        idempotent: bool,
+    ) -> Result<Answer, SnError> {
+        self.call_as(method, url, body, idempotent, Decode::Json)
+            .await
+    }
+
+    /// [`Instance::call`], decoding the answer as `decode` says.
+    pub(super) async fn call_as(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        idempotent: bool,
+        decode: Decode,
+    ) -> Result<Answer, SnError> {
+        let policy = self.retry;
+        let attempt = || self.attempt_authorized(method.clone(), url.clone(), body.clone(), decode);
+        attempt
+            .retry(FullJitter::new(
+                policy.min_delay,
+                policy.max_delay,
+                u32::try_from(policy.attempts.saturating_sub(1)).unwrap_or(0),
+            ))
+            .when(move |e: &SnError| {
+                let worth_it = if idempotent {
+                    e.is_retryable()
+                } else {
+                    e.is_safe_to_resend()
+                };
+                worth_it && self.budget.try_take()
+            })
+            .adjust(|e: &SnError, proposed| {
+                // Keep `None` (attempts exhausted) as is: a Retry-After must not extend the
+                // number of attempts.
+                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
+            })
+            .notify(|e: &SnError, delay| {
+                tracing::debug!(
+                    event = "instance.retry",
+                    error = %e,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "retrying a call to the instance"
+                );
+            })
+            .await
+    }
+
+    /// One attempt with credentials. A bearer token the instance refuses (revoked, or expired
+    /// by the instance's clock before ours) is renewed and the request sent once more: a 401
+    /// means the instance did not process it, so even a POST is safe to resend.
+    async fn attempt_authorized(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        decode: Decode,
+    ) -> Result<Answer, SnError> {
+        match &self.credentials {
+            Credentials::Basic(password) => {
+                self.attempt(method, url, body, Authorization::Basic(password), decode)
+                    .await
+            }
+            Credentials::Bearer(source) => {
+                let token = source.bearer(&self.http).await?;
+                match self
+                    .attempt(
+                        method.clone(),
+                        url.clone(),
+                        body.clone(),
+                        Authorization::Bearer(&token),
+                        decode,
+                    )
+                    .await
+                {
+                    Err(SnError::Unauthorized(_)) => {
+                        source.invalidate(&token).await;
+                        let renewed = source.bearer(&self.http).await?;
+                        self.attempt(method, url, body, Authorization::Bearer(&renewed), decode)
+                            .await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        authorization: Authorization<'_>,
+        decode: Decode,
+    ) -> Result<Answer, SnError> {
+        let endpoint = instance_endpoint(url.path(), self.base.path(), &self.companion_path);
+        let mut probe = self
+            .observer
+            .probe(Peer::Instance, endpoint, method.as_str());
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("Accept", "application/json");
+        request = match authorization {
+            Authorization::Basic(password) => {
+                request.basic_auth(&self.username, Some(password.expose_secret()))
+            }
+            Authorization::Bearer(token) => request.bearer_auth(token.expose_secret()),
+        };
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                SnError::Unreachable(wire::describe_transport(&e))
+            } else {
+                SnError::NoAnswer(wire::describe_transport(&e))
+            }
+        })?;
+        let status = response.status();
+        probe.status(status.as_u16());
+        let headers = response.headers().clone();
+        let body = wire::read_capped(response).await.map_err(|e| match e {
+            BodyError::Transport(t) => SnError::NoAnswer(t),
+            BodyError::TooLarge => {
+                SnError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
+            }
+        })?;
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let retry_after = wire::retry_after(&headers, status.as_u16(), Timestamp::now());
+        let fast = match decode {
+            Decode::CredentialPage => credential_page(status, &content_type, &body),
+            Decode::Json => None,
+        };
+        let (body, rows) = match fast {
+            Some(rows) => (Value::Null, Some(rows)),
+            None => (interpret(status, &content_type, &body, retry_after)?, None),
+        };
+        let total_count = headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let next = headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(wire::next_link);
+        Ok(Answer {
+            body,
+            rows,
+            total_count,
+            next,
+        })
+    }
+}
+

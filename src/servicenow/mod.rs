@@ -1,0 +1,28 @@
+//! The ServiceNow adapter. Every ServiceNow field name and JSON shape the keeper knows lives
+//! here, nowhere else.
+//!
+//! - [`client`]: the [`Instance`] client: authentication, retries, capped bodies.
+//! - [`auth`]: how the keeper proves who it is (Basic, or bearer tokens from the instance's
+//!   `/oauth_token.do`).
+//! - [`table`]: Table API reads (discovery, the integration user, row versions, samples,
+//!   events).
+//! - [`companion`]: the companion Scripted REST API (decrypted secrets).
+//! - [`rows`]: writes of `oauth_credential` rows.
+//! - [`decode`]: decoding rows from answers.
+//! - [`error`]: [`SnError`] and how an answer becomes JSON or an error.
+
+pub mod auth;
+pub mod client;
+pub mod companion;
+pub mod decode;
+pub mod error;
+pub mod rows;
+pub mod table;
+
+pub use client::{Instance, RetryPolicy};
+pub use companion::{
+    COMPANION_BATCH, COMPANION_INCLUDE, COMPANION_INCLUDE_SECRET, CompanionSecrets, SecretRequest,
+};
+pub use decode::{decode_credential_row, field};
+pub use error::SnError;
+pub use table::{CREDENTIAL_FIELDS, IntegrationUser, RowVersion};
