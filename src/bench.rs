@@ -968,9 +968,9 @@ pub(crate) async fn cycles(settings: Settings, n: usize) -> Result<u8, BenchErro
             acted: report
                 .credentials
                 .iter()
-                .filter(|c| c.outcome != sn_oauth_keeper::engine::Outcome::Skipped)
+                .filter(|c| c.outcome != sn_oauth_keeper::domain::report::Outcome::Skipped)
                 .count(),
-            refreshed: report.count("refreshed"),
+            refreshed: report.count(sn_oauth_keeper::domain::report::OutcomeKind::Refreshed),
             failures: report.failures(),
         };
         let line = serde_json::to_string(&sample)

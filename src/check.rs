@@ -536,14 +536,10 @@ async fn write_step(instance: &Instance, settings: &Settings) -> Step {
     };
     let sys_id = text(row, "sys_id");
     let before = text(row, "sys_mod_count");
-    let mut change = Map::new();
-    change.insert(
-        "expires".into(),
-        row.get("expires")
-            .cloned()
-            .unwrap_or(Value::String(String::new())),
-    );
-    if let Err(e) = instance.patch_credential(&sys_id, change, false).await {
+    if let Err(e) = instance
+        .rewrite_expires(&sys_id, &text(row, "expires"))
+        .await
+    {
         let forbidden = matches!(e, SnError::Forbidden(_));
         return step(
             name,

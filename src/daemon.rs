@@ -10,8 +10,8 @@
 //!   them needs a restart, and a reload that changes them says so.
 
 use crate::config::{ConfigError, Settings};
-use crate::domain::time::parse_sn_datetime;
-use crate::engine::{CycleError, CycleReport, Keeper, Mode};
+use crate::domain::report::CycleReport;
+use crate::engine::{CycleError, Keeper, Mode};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
@@ -470,7 +470,7 @@ impl Daemon {
             .summaries()
             .ok()
             .and_then(|s| s.into_iter().next())
-            .and_then(|s| parse_sn_datetime(&s.created_at).ok().flatten());
+            .map(|s| s.created_at);
         self.metrics.observe_journal(pending, oldest);
     }
 

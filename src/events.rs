@@ -4,6 +4,7 @@
 //! fire. Events carry a stable `message_key` per credential (or registry), so a "recovered" event
 //! with severity 0 (Clear) closes the alert the failure opened.
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::ReportSettings;
 use crate::domain::classify::FailureClass;
 use crate::domain::time::format_sn_utc;
@@ -144,17 +145,28 @@ pub fn event_fields(
 pub struct EventReporter {
     instance: Instance,
     settings: ReportSettings,
+    clock: SharedClock,
 }
 
 impl EventReporter {
     /// A reporter writing through `instance`.
     pub fn new(instance: Instance, settings: ReportSettings) -> EventReporter {
-        EventReporter { instance, settings }
+        EventReporter {
+            instance,
+            settings,
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// The reporter, with `time_of_event` read from `clock`.
+    pub fn with_clock(mut self, clock: SharedClock) -> EventReporter {
+        self.clock = clock;
+        self
     }
 
     /// Creates the event; a failure is logged and never fails the cycle.
     pub async fn emit(&self, change: StateChange) {
-        let fields = event_fields(&change, &self.settings, Timestamp::now());
+        let fields = event_fields(&change, &self.settings, self.clock.now());
         match self
             .instance
             .create_event(&self.settings.table, fields)

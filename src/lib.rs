@@ -33,6 +33,7 @@
 
 pub mod check;
 pub mod client_auth;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod domain;
@@ -48,4 +49,5 @@ pub mod report;
 pub mod servicenow;
 pub mod sim;
 pub mod telemetry;
+pub mod transaction;
 pub mod wire;

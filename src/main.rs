@@ -8,6 +8,7 @@ mod bench;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::config::{self, ConfigError, JournalKey, ProcessEnv, Settings};
 use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
@@ -362,11 +363,11 @@ async fn once(settings: Settings, dry_run: bool, terminal: Terminal) -> anyhow::
         let acted: Vec<_> = report
             .credentials
             .iter()
-            .filter(|c| c.outcome != sn_oauth_keeper::engine::Outcome::Skipped)
+            .filter(|c| c.outcome != sn_oauth_keeper::domain::report::Outcome::Skipped)
             .cloned()
             .collect();
         if !acted.is_empty() {
-            let shown = sn_oauth_keeper::engine::CycleReport {
+            let shown = sn_oauth_keeper::domain::report::CycleReport {
                 credentials: acted,
                 ..report.clone()
             };
@@ -448,15 +449,11 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
             if summaries.is_empty() {
                 println!("the journal is empty: every token answer reached ServiceNow");
             } else {
-                let now = jiff::Timestamp::now();
+                let now = SystemClock.now();
                 let rows: Vec<Vec<String>> = summaries
                     .iter()
                     .map(|s| {
-                        let age = sn_oauth_keeper::domain::time::parse_sn_datetime(&s.created_at)
-                            .ok()
-                            .flatten()
-                            .map(|t| sn_oauth_keeper::domain::time::relative(now, t))
-                            .unwrap_or_default();
+                        let age = sn_oauth_keeper::domain::time::relative(now, s.created_at);
                         vec![
                             s.id.clone(),
                             s.credential.clone(),

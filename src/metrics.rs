@@ -7,8 +7,9 @@
 
 use crate::config::{DEFAULT_REFRESH_LIFETIME, Settings};
 use crate::domain::plan::State;
+use crate::domain::report::{CredentialReport, CycleReport, Outcome};
 use crate::domain::time::add;
-use crate::engine::{CredentialReport, CycleError, CycleReport, Outcome};
+use crate::engine::CycleError;
 use crate::observe::{Exchange, Observe};
 use jiff::Timestamp;
 use prometheus_client::collector::Collector;
@@ -455,7 +456,7 @@ mod tests {
     use crate::config::{JournalKey, Settings};
     use crate::domain::classify::FailureClass;
     use crate::domain::plan::{Action, Assessment, Reason};
-    use crate::engine::CredentialReport;
+    use crate::domain::report::CredentialReport;
     use crate::observe::Peer;
     use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! (`Retry-After`), and never keep a raw body that may hold tokens.
 
 use crate::client_auth::{ASSERTION_TYPE, AssertionError};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, parse_instance_url};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
 use crate::observe::{Observer, Peer, token_endpoint};
@@ -221,6 +222,8 @@ impl TokenError {
 #[derive(Clone, Debug)]
 pub struct TokenClient {
     http: reqwest::Client,
+    /// Where assertion timestamps and `Retry-After` dates come from.
+    clock: SharedClock,
     /// Told about every request (metrics); see [`TokenClient::set_observer`].
     observer: Observer,
 }
@@ -230,8 +233,14 @@ impl TokenClient {
     pub fn new(timeout: Duration, loopback: bool) -> Result<TokenClient, reqwest::Error> {
         Ok(TokenClient {
             http: wire::build_client(timeout, loopback)?,
+            clock: SystemClock::shared(),
             observer: Observer::none(),
         })
+    }
+
+    /// Reads the time from `clock` from now on.
+    pub fn set_clock(&mut self, clock: SharedClock) {
+        self.clock = clock;
     }
 
     /// Reports every request from now on to `observer` (endpoint host, status, duration).
@@ -246,7 +255,7 @@ impl TokenClient {
         let url = check_token_url(request.token_url)?;
         let endpoint = token_endpoint(&url);
         // Built for every attempt: a client assertion is good for one request only.
-        let (form, basic) = build_form(request, Timestamp::now())
+        let (form, basic) = build_form(request, self.clock.now())
             .map_err(|e| TokenError::Unreachable(format!("{e}; nothing was sent")))?;
         let mut builder = self
             .http
@@ -276,7 +285,7 @@ impl TokenClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let retry_after = wire::retry_after(&headers, status, Timestamp::now());
+        let retry_after = wire::retry_after(&headers, status, self.clock.now());
         let body = wire::read_capped(response).await.map_err(|e| match e {
             BodyError::Transport(t) => TokenError::LostAnswer(t),
             BodyError::TooLarge => {

@@ -1,8 +1,8 @@
 //! Renderings of the estate for people (aligned tables) and scripts (JSON). No secret ever
 //! reaches these types: they are built from cycle reports, which hold none.
 
+use crate::domain::report::{CredentialReport, CycleReport, Outcome, OutcomeKind};
 use crate::domain::time::{format_sn_utc, relative};
-use crate::engine::{CredentialReport, CycleReport, Outcome};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -311,11 +311,11 @@ pub fn cycle_summary(report: &CycleReport) -> String {
         "{} rows read, {} credentials: {} refreshed, {} re-delivered, {} failed, {} need a person, {} left alone ({} ms)\n",
         report.rows,
         report.credentials.len(),
-        report.count("refreshed"),
-        report.count("re-delivered"),
-        report.count("failed"),
-        report.count("blocked"),
-        report.count("skipped"),
+        report.count(OutcomeKind::Refreshed),
+        report.count(OutcomeKind::Redelivered),
+        report.count(OutcomeKind::Failed),
+        report.count(OutcomeKind::Blocked),
+        report.count(OutcomeKind::Skipped),
         report.duration.as_millis()
     )
 }

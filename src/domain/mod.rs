@@ -1,7 +1,27 @@
-//! The pure core: no network, no disk, no clock. Everything here takes `now` as an argument so
-//! that it can be tested exhaustively.
+//! The pure core: no network, no disk, no clock, no runtime. Everything here takes `now` as an
+//! argument so that it can be tested exhaustively; the engine does the I/O around it.
+//!
+//! - [`credential`]: `oauth_credential` rows and how they pair into credentials.
+//! - [`plan`]: one credential's state and whether to refresh it, and why.
+//! - [`cycle`]: a whole cycle's decisions — what to refresh, what to hold back, which journaled
+//!   answer updates which row — and its settlement into a report, a history and notices.
+//! - [`park`]: registries parked after a configuration error, and when they are tried again.
+//! - [`answer`]: the lifetimes a token answer implies.
+//! - [`classify`]: what a provider's error means and who must act.
+//! - [`guidance`]: the sentence that tells that person what to do.
+//! - [`report`]: outcomes and cycle reports.
+//! - [`history`]: what is remembered of each credential between cycles.
+//! - [`deadline`]: when a refresh token dies.
+//! - [`time`]: ServiceNow date-times and durations.
 
+pub mod answer;
 pub mod classify;
 pub mod credential;
+pub mod cycle;
+pub mod deadline;
+pub mod guidance;
+pub mod history;
+pub mod park;
 pub mod plan;
+pub mod report;
 pub mod time;

@@ -90,6 +90,12 @@ pub fn format_sn_utc(ts: Timestamp) -> String {
         .to_string()
 }
 
+/// Serializes a timestamp as ServiceNow writes date-times in UTC (`YYYY-MM-DD HH:MM:SS`), for
+/// JSON reports that show what the instance would.
+pub fn serialize_sn_utc<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_sn_utc(*ts))
+}
+
 /// Renders a timestamp as the wall-clock time in `tz`, in the ServiceNow internal format. This is
 /// what a write with `sysparm_input_display_value=true` must carry for the instance to store the
 /// intended UTC instant.

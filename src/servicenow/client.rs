@@ -4,13 +4,13 @@
 use super::auth::TokenSource;
 use super::decode::credential_page;
 use super::error::{SnError, interpret};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{InstanceAuthSettings, InstanceSettings, parse_instance_url};
 use crate::domain::credential::CredentialRow;
 use crate::observe::{Observer, Peer, instance_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
 use backon::Retryable;
-use jiff::Timestamp;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -91,6 +91,12 @@ pub struct Instance {
     pub(super) budget: Arc<RetryBudget>,
     /// Told about every request (metrics); see [`Instance::set_observer`].
     pub(super) observer: Observer,
+    /// The integration user's time zone, read once (see [`Instance::zone`]).
+    pub(super) zone: Arc<tokio::sync::OnceCell<super::rows::Zone>>,
+    /// Whether the time-zone mismatch has been said (it is said once per client).
+    pub(super) zone_warned: Arc<std::sync::atomic::AtomicBool>,
+    /// Where `Retry-After` dates are measured from.
+    clock: SharedClock,
 }
 
 impl fmt::Debug for Instance {
@@ -133,12 +139,20 @@ impl Instance {
             retry,
             budget: Arc::new(RetryBudget::new(u32::MAX)),
             observer: Observer::none(),
+            zone: Arc::new(tokio::sync::OnceCell::new()),
+            zone_warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            clock: SystemClock::shared(),
         })
     }
 
     /// Reports every request from now on to `observer` (method, endpoint id, status, duration).
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = observer;
+    }
+
+    /// Reads the time from `clock` from now on.
+    pub fn set_clock(&mut self, clock: SharedClock) {
+        self.clock = clock;
     }
 
     /// The retry budget every call of this client draws from.
@@ -304,7 +318,7 @@ impl Instance {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let retry_after = wire::retry_after(&headers, status.as_u16(), Timestamp::now());
+        let retry_after = wire::retry_after(&headers, status.as_u16(), self.clock.now());
         let fast = match decode {
             Decode::CredentialPage => credential_page(status, &content_type, &body),
             Decode::Json => None,
@@ -330,4 +344,3 @@ impl Instance {
         })
     }
 }
-

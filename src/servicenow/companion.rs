@@ -40,7 +40,6 @@ impl fmt::Debug for CompanionSecrets {
     }
 }
 
-
 impl Instance {
     /// Asks the companion for the refresh tokens of refresh rows, never for a client secret.
     pub async fn fetch_secrets(
@@ -133,5 +132,4 @@ impl Instance {
             )),
         }
     }
-
 }

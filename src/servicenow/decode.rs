@@ -300,7 +300,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,4 +454,3 @@ mod tests {
         assert!(decode_credential_row(&serde_json::json!(["r1", "refresh_token"])).is_none());
     }
 }
-

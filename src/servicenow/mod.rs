@@ -7,7 +7,8 @@
 //! - [`table`]: Table API reads (discovery, the integration user, row versions, samples,
 //!   events).
 //! - [`companion`]: the companion Scripted REST API (decrypted secrets).
-//! - [`rows`]: writes of `oauth_credential` rows.
+//! - [`rows`]: writes of `oauth_credential` rows, each answered with a receipt.
+//! - [`verify`]: whether the receipts prove an answer stored ([`Written`] → [`Verified`]).
 //! - [`decode`]: decoding rows from answers.
 //! - [`error`]: [`SnError`] and how an answer becomes JSON or an error.
 
@@ -18,6 +19,7 @@ pub mod decode;
 pub mod error;
 pub mod rows;
 pub mod table;
+pub mod verify;
 
 pub use client::{Instance, RetryPolicy};
 pub use companion::{
@@ -25,4 +27,6 @@ pub use companion::{
 };
 pub use decode::{decode_credential_row, field};
 pub use error::SnError;
+pub use rows::{RefreshRowReceipt, RowReceipt, Zone};
 pub use table::{CREDENTIAL_FIELDS, IntegrationUser, RowVersion};
+pub use verify::{Unverified, Verified, Written};

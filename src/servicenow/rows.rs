@@ -1,16 +1,275 @@
 //! Writes of `oauth_credential` rows: the only place the keeper sends a token to the instance.
+//! The write methods take an [`Obtained`] — an answer already in the journal's custody — and
+//! return receipts of what the instance says it stored, which [`super::verify`] checks before
+//! the journal may release the answer.
 
 use super::client::Instance;
 use super::error::SnError;
+use crate::domain::time::{format_sn_in_zone, format_sn_utc, parse_sn_datetime};
+use crate::journal::{AccessTemplate, Obtained};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
 use url::Url;
 
+/// The integration user's time zone as the keeper learned it.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The zone date-times are written in.
+    pub tz: TimeZone,
+    /// Whether it is the user's own, or assumed because the user's was empty or unknown.
+    pub known: bool,
+}
+
+impl Zone {
+    fn assumed_utc() -> Zone {
+        Zone {
+            tz: TimeZone::UTC,
+            known: false,
+        }
+    }
+}
+
+/// What the instance answered to one token write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowReceipt {
+    sys_id: String,
+    expires: Option<Timestamp>,
+    created: bool,
+}
+
+impl RowReceipt {
+    /// The row written.
+    pub fn sys_id(&self) -> &str {
+        &self.sys_id
+    }
+
+    /// `expires` as the instance stored it (after any correction), in UTC.
+    pub fn expires(&self) -> Option<Timestamp> {
+        self.expires
+    }
+
+    /// Whether the row was created by this write.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+/// What became of the refresh row of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRowReceipt(RefreshRow);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RefreshRow {
+    /// The provider did not rotate the token: the row keeps it.
+    NotRotated,
+    /// The rotated token was written now.
+    Written(RowReceipt),
+    /// An earlier attempt wrote it (the journal says so).
+    WrittenEarlier,
+    /// Someone else wrote a newer token meanwhile (a re-authorisation, the instance's own
+    /// refresh): theirs is kept, ours is not written.
+    KeptNewer,
+}
+
+impl RefreshRowReceipt {
+    /// Whether the row holds the rotated token (now or from an earlier attempt).
+    pub fn holds_rotated(&self) -> bool {
+        matches!(self.0, RefreshRow::Written(_) | RefreshRow::WrittenEarlier)
+    }
+
+    /// Whether this attempt wrote the row.
+    pub fn written_now(&self) -> bool {
+        matches!(self.0, RefreshRow::Written(_))
+    }
+
+    pub(super) fn state(&self) -> &RefreshRow {
+        &self.0
+    }
+}
+
 impl Instance {
+    /// The integration user's time zone, learned once (concurrent writes share one lookup).
+    /// Unknown or empty falls back to UTC; every write is verified anyway.
+    pub async fn zone(&self) -> Zone {
+        self.zone
+            .get_or_init(|| async {
+                match self.integration_user().await {
+                    Ok(user) if !user.time_zone.is_empty() => {
+                        match TimeZone::get(&user.time_zone) {
+                            Ok(tz) => Zone { tz, known: true },
+                            Err(_) => {
+                                tracing::warn!(event = "instance.time_zone_unknown", time_zone = %user.time_zone, "unknown time zone name; assuming UTC and verifying every write");
+                                Zone::assumed_utc()
+                            }
+                        }
+                    }
+                    Ok(_) => Zone::assumed_utc(),
+                    Err(e) => {
+                        tracing::warn!(event = "instance.user_unreadable", error = %e, "cannot read the integration user's time zone; assuming UTC and verifying every write");
+                        Zone::assumed_utc()
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Stores the rotated refresh token of `obtained` in its refresh row — unless it did not
+    /// rotate, an earlier attempt stored it already, or someone else wrote a newer token
+    /// meanwhile (the race check).
+    pub async fn write_refresh_row(
+        &self,
+        obtained: &Obtained,
+    ) -> Result<RefreshRowReceipt, SnError> {
+        let d = obtained.delivery();
+        let Some(rotated) = &d.rotated else {
+            return Ok(RefreshRowReceipt(RefreshRow::NotRotated));
+        };
+        if obtained.refresh_row_written() {
+            return Ok(RefreshRowReceipt(RefreshRow::WrittenEarlier));
+        }
+        if !self.safe_to_overwrite_refresh_row(obtained).await? {
+            return Ok(RefreshRowReceipt(RefreshRow::KeptNewer));
+        }
+        let receipt = self
+            .write_token(Some(&d.credential), &rotated.token, rotated.expires, None)
+            .await?;
+        Ok(RefreshRowReceipt(RefreshRow::Written(receipt)))
+    }
+
+    /// Stores the access token of `obtained`: in its access row, or in a new one when it has
+    /// none (or the instance's cleanup job deleted it meanwhile).
+    pub async fn write_access_row(&self, obtained: &Obtained) -> Result<RowReceipt, SnError> {
+        let d = obtained.delivery();
+        if let Some(row) = &d.access_row {
+            match self
+                .write_token(Some(row), &d.access_token, d.access_expires, None)
+                .await
+            {
+                Ok(receipt) => return Ok(receipt),
+                // The access row vanished meanwhile: create a new one.
+                Err(SnError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_token(None, &d.access_token, d.access_expires, Some(&d.template))
+            .await
+    }
+
+    /// The race check before overwriting a refresh row: ServiceNow itself (an integration using
+    /// the credential) or a person re-authorising may have written the row since discovery.
+    /// If the row moved and the last writer is not the keeper, the row's token decides: if it is
+    /// still the one the keeper used, only other fields changed and the rotated token must be
+    /// stored (the old one may be dead at a rotating provider); if it is another token, the
+    /// other writer's token is newer (a re-authorisation or the instance's own refresh) and is
+    /// kept.
+    async fn safe_to_overwrite_refresh_row(&self, obtained: &Obtained) -> Result<bool, SnError> {
+        let d = obtained.delivery();
+        let version = self.credential_version(&d.credential).await?;
+        let ours = version.updated_by == self.username;
+        if version.mod_count == d.refresh_mod_count || ours {
+            return Ok(true);
+        }
+        let mut current = self
+            .fetch_secrets(std::slice::from_ref(&d.credential))
+            .await?;
+        let row_token = current.remove(&d.credential).map(|s| s.refresh_token);
+        let unchanged = match (&row_token, &d.previous_refresh_token) {
+            (Some(row), Some(used)) => row.expose_secret() == used.expose_secret(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        tracing::warn!(
+            event = "credential.concurrent_writer",
+            credential = %d.credential,
+            registry = %d.registry,
+            writer = %version.updated_by,
+            kept = if unchanged { "ours" } else { "theirs" },
+            "the refresh row was written by someone else since the keeper read it"
+        );
+        Ok(unchanged)
+    }
+
+    /// PATCHes (`row = Some`) or creates (`template = Some`) a token row, then makes sure
+    /// `expires` landed right in UTC whatever the integration user's time zone: a mismatch
+    /// costs one corrective PATCH without display-value input.
+    async fn write_token(
+        &self,
+        row: Option<&str>,
+        token: &SecretString,
+        expires: Timestamp,
+        template: Option<&AccessTemplate>,
+    ) -> Result<RowReceipt, SnError> {
+        let zone = self.zone().await;
+        let mut fields = Map::new();
+        if let Some(t) = template {
+            fields.insert("type".into(), Value::from("access_token"));
+            fields.insert("peer".into(), Value::from(t.peer.clone()));
+            fields.insert(
+                "oauth_requestor_profile".into(),
+                Value::from(t.requestor_profile.clone()),
+            );
+            fields.insert("user".into(), Value::from(t.user.clone()));
+            fields.insert("scopes".into(), Value::from(t.scopes.clone()));
+            fields.insert("name".into(), Value::from(t.name.clone()));
+        }
+        fields.insert("token_received".into(), Value::from(token.expose_secret()));
+        fields.insert(
+            "expires".into(),
+            Value::from(format_sn_in_zone(expires, &zone.tz)),
+        );
+        let record = match row {
+            Some(id) => self.patch_credential(id, fields, true).await?,
+            None => self.insert_credential(fields).await?,
+        };
+        let sys_id = match row {
+            Some(id) => id.to_string(),
+            None => super::decode::field(&Value::Object(record.clone()), "sys_id"),
+        };
+        if sys_id.is_empty() {
+            return Err(SnError::Malformed("created row without sys_id".into()));
+        }
+        let stored = stored_expires(&record);
+        let mut receipt = RowReceipt {
+            sys_id,
+            expires: stored,
+            created: row.is_none(),
+        };
+        if stored != Some(expires) {
+            if !self.zone_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    event = "instance.time_zone_mismatch",
+                    time_zone = %zone.tz.iana_name().unwrap_or("unknown"),
+                    known = zone.known,
+                    "the instance stored another expiry than intended (integration user's time zone or date format differs); correcting each write with a second PATCH — set the integration user's time zone to UTC to avoid it"
+                );
+            }
+            let mut fix = Map::new();
+            fix.insert("expires".into(), Value::from(format_sn_utc(expires)));
+            let fixed = self.patch_credential(&receipt.sys_id, fix, false).await?;
+            receipt.expires = stored_expires(&fixed);
+        }
+        Ok(receipt)
+    }
+
+    /// A write that changes nothing, to prove the integration user may write `sys_id` (used by
+    /// `check`): its `expires` written back as read, without display-value input.
+    pub async fn rewrite_expires(&self, sys_id: &str, expires: &str) -> Result<(), SnError> {
+        let mut change = Map::new();
+        change.insert("expires".into(), Value::from(expires));
+        self.patch_credential(sys_id, change, false)
+            .await
+            .map(|_| ())
+    }
+
     /// PATCHes an `oauth_credential` row. `display_values` sends
     /// `sysparm_input_display_value=true`, without which an encrypted column is stored unusable;
     /// it also makes the instance read date-times in the user's time zone. Returns the record.
-    pub async fn patch_credential(
+    async fn patch_credential(
         &self,
         sys_id: &str,
         fields: Map<String, Value>,
@@ -26,7 +285,7 @@ impl Instance {
 
     /// Creates an `oauth_credential` row (always with display-value input: it carries a token).
     /// Returns the record.
-    pub async fn insert_credential(
+    async fn insert_credential(
         &self,
         fields: Map<String, Value>,
     ) -> Result<Map<String, Value>, SnError> {
@@ -37,7 +296,14 @@ impl Instance {
             .await?;
         record_of(answer.body)
     }
+}
 
+/// `expires` of a write's answer (the instance answers in UTC with `sysparm_display_value=false`).
+fn stored_expires(record: &Map<String, Value>) -> Option<Timestamp> {
+    record
+        .get("expires")
+        .and_then(Value::as_str)
+        .and_then(|v| parse_sn_datetime(v).ok().flatten())
 }
 
 fn write_params(url: &mut Url, display_values: bool) {

@@ -36,7 +36,6 @@ pub struct RowVersion {
     pub updated_by: String,
 }
 
-
 impl Instance {
     /// Reads every `oauth_credential` row of type access or refresh token, following
     /// `Link: rel="next"` (a page may be short while more rows exist: paging never stops on a
@@ -124,7 +123,6 @@ impl Instance {
         url.set_query(target.query());
         Ok(url)
     }
-
 
     /// Reads the integration user's record.
     pub async fn integration_user(&self) -> Result<IntegrationUser, SnError> {
@@ -214,7 +212,6 @@ impl Instance {
             .await
             .map(|_| ())
     }
-
 }
 
 fn set_offset(url: &mut Url, offset: usize) {
@@ -236,4 +233,3 @@ fn offset_of(url: &Url) -> Option<usize> {
         .find(|(k, _)| k == "sysparm_offset")
         .and_then(|(_, v)| v.parse().ok())
 }
-

@@ -3,7 +3,8 @@
 
 use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
-use sn_oauth_keeper::engine::{CycleReport, Keeper, Mode, Outcome};
+use sn_oauth_keeper::domain::report::{CycleReport, Outcome, OutcomeKind};
+use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::sim::{
     CredentialSpec, Estate, ExpiresInFormat, Fault, FaultTarget, ProviderKind, RegistrySpec,
     SeededCredential,
@@ -82,7 +83,7 @@ async fn nothing_lost(bed: &Bed, seeded: &[SeededCredential]) {
     }
     let second = bed.cycle().await;
     assert_eq!(
-        second.count("skipped"),
+        second.count(OutcomeKind::Skipped),
         seeded.len(),
         "all fresh afterwards"
     );
@@ -358,7 +359,7 @@ async fn a_dead_provider_cannot_stall_the_cycle() {
     bed.sim
         .inject(Fault::status(FaultTarget::Provider("okta".into()), 503));
     let report = bed.cycle().await;
-    assert_eq!(report.count("failed"), 20);
+    assert_eq!(report.count(OutcomeKind::Failed), 20);
     let asked = bed.sim.token_requests("okta");
     // 20 first attempts + at most the cycle budget (8 + 2 per due credential) of retries.
     assert!(asked <= 20 + 8 + 40, "{asked} token requests");
@@ -401,7 +402,7 @@ async fn per_host_caps_hold_under_concurrency() {
         .cycle(Mode::Apply, &CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(report.count("refreshed"), 12);
+    assert_eq!(report.count(OutcomeKind::Refreshed), 12);
     let peak = watcher.await.unwrap();
     assert!(
         peak <= 2,

@@ -10,6 +10,7 @@ use sn_oauth_keeper::check::{self, Checklist, Verdict};
 use sn_oauth_keeper::config::{
     DEFAULT_COMPANION_PATH, InstanceAuthSettings, RegistrySettings, Settings,
 };
+use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::servicenow::{Instance, RetryPolicy, SnError};
 use sn_oauth_keeper::sim::{
     COMPANION_RECORD_ACLS, COMPANION_ROLE, CredentialSpec, Estate, ProviderKind, RegistrySpec,
@@ -89,7 +90,7 @@ async fn the_role_alone_runs_a_cycle_and_check_then_passes_without_changing_anyt
 
     // Least privilege: the documented role, and nothing else, refreshes and creates the row.
     let report = bed.cycle().await;
-    assert_eq!(report.count("refreshed"), 1, "{report:?}");
+    assert_eq!(report.count(OutcomeKind::Refreshed), 1, "{report:?}");
     assert!(
         bed.sim
             .rows("oauth_credential")
@@ -141,7 +142,7 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
             .collect()
     };
     let bed = Bed::start(prepared()).await;
-    assert_eq!(bed.cycle().await.count("refreshed"), 1);
+    assert_eq!(bed.cycle().await.count(OutcomeKind::Refreshed), 1);
     let asked = companion_queries(&bed);
     assert_eq!(asked.len(), 1);
     assert!(asked[0].contains("include=client_secret"), "{asked:?}");
@@ -162,7 +163,10 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
         resource: None,
         assertion_key: None,
     });
-    assert_eq!(bed.cycle_with(settings).await.count("refreshed"), 1);
+    assert_eq!(
+        bed.cycle_with(settings).await.count(OutcomeKind::Refreshed),
+        1
+    );
     let asked = companion_queries(&bed);
     assert_eq!(asked.len(), 1);
     assert!(!asked[0].contains("include"), "{asked:?}");
@@ -388,7 +392,7 @@ async fn oauth_refreshes_where_basic_auth_is_blocked() {
     let bed = Bed::start(prepared().with_web_service_access_only(false)).await;
     let settings = oauth(bed.settings(), CLIENT_SECRET);
     let report = bed.cycle_with(settings.clone()).await;
-    assert_eq!(report.count("refreshed"), 1, "{report:?}");
+    assert_eq!(report.count(OutcomeKind::Refreshed), 1, "{report:?}");
     assert_eq!(
         bed.sim.instance_token_grants(),
         ["password"],

@@ -3,7 +3,7 @@
 
 use crate::support::{Bed, strict_estate};
 use sn_oauth_keeper::domain::classify::FailureClass;
-use sn_oauth_keeper::engine::Outcome;
+use sn_oauth_keeper::domain::report::Outcome;
 use sn_oauth_keeper::journal::Journal;
 use sn_oauth_keeper::sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
@@ -15,7 +15,7 @@ async fn strict_bed(access_missing: bool) -> (Bed, SeededCredential) {
     (Bed::start(estate).await, seeded)
 }
 
-fn outcome(report: &sn_oauth_keeper::engine::CycleReport) -> Outcome {
+fn outcome(report: &sn_oauth_keeper::domain::report::CycleReport) -> Outcome {
     report.credentials[0].outcome.clone()
 }
 

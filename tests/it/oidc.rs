@@ -14,6 +14,7 @@
 use crate::support::Bed;
 use serde_json::{Value, json};
 use sn_oauth_keeper::config::JournalKey;
+use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, SeededCredential};
@@ -752,7 +753,10 @@ async fn overlapping_cycles_and_a_second_keeper_never_reuse_a_token() {
         keeper.cycle(Mode::Apply, &stop)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.count("refreshed") + b.count("refreshed"), 4);
+    assert_eq!(
+        a.count(OutcomeKind::Refreshed) + b.count(OutcomeKind::Refreshed),
+        4
+    );
     // A second keeper on the same state directory is refused by the journal's lock.
     assert!(matches!(
         Journal::open(&settings.state.dir, Some(&JournalKey::random().unwrap())),

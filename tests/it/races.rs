@@ -2,7 +2,8 @@
 
 use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
-use sn_oauth_keeper::engine::{Mode, Outcome};
+use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
+use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper::sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Simulator, Target,
 };
@@ -26,11 +27,19 @@ async fn a_configuration_error_parks_the_registry_once_and_a_fix_unparks_it() {
     let keeper = bed.keeper_with(settings);
     let stop = CancellationToken::new();
     let first = keeper.cycle(Mode::Apply, &stop).await.unwrap();
-    assert_eq!(first.count("failed"), 1, "one credential finds out");
-    assert_eq!(first.count("blocked"), 2, "the others are not sent");
+    assert_eq!(
+        first.count(OutcomeKind::Failed),
+        1,
+        "one credential finds out"
+    );
+    assert_eq!(
+        first.count(OutcomeKind::Blocked),
+        2,
+        "the others are not sent"
+    );
     assert_eq!(bed.sim.token_requests("legacy"), 1);
     let second = keeper.cycle(Mode::Apply, &stop).await.unwrap();
-    assert_eq!(second.count("blocked"), 3);
+    assert_eq!(second.count(OutcomeKind::Blocked), 3);
     assert_eq!(
         bed.sim.token_requests("legacy"),
         1,
@@ -48,7 +57,7 @@ async fn a_configuration_error_parks_the_registry_once_and_a_fix_unparks_it() {
         .set_encrypted_field("oauth_entity", &reg_id, "client_secret", &good_secret);
     let third = keeper.cycle(Mode::Apply, &stop).await.unwrap();
     assert_eq!(
-        third.count("refreshed"),
+        third.count(OutcomeKind::Refreshed),
         3,
         "{:?}",
         third
@@ -130,7 +139,7 @@ async fn a_parked_credential_recovers_by_itself_after_reauthorisation() {
     let keeper = bed.keeper_with(bed.settings());
     let stop = CancellationToken::new();
     let first = keeper.cycle(Mode::Apply, &stop).await.unwrap();
-    let find = |r: &sn_oauth_keeper::engine::CycleReport| {
+    let find = |r: &sn_oauth_keeper::domain::report::CycleReport| {
         r.credentials
             .iter()
             .find(|c| c.sys_id == dead.refresh_sys_id)

@@ -2,7 +2,7 @@
 
 use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
-use sn_oauth_keeper::engine::Outcome;
+use sn_oauth_keeper::domain::report::Outcome;
 use sn_oauth_keeper::sim::{Estate, SeededCredential};
 
 fn urlencoded(s: &str) -> String {
@@ -10,7 +10,7 @@ fn urlencoded(s: &str) -> String {
 }
 
 fn outcome_of<'a>(
-    report: &'a sn_oauth_keeper::engine::CycleReport,
+    report: &'a sn_oauth_keeper::domain::report::CycleReport,
     c: &SeededCredential,
 ) -> &'a Outcome {
     &report

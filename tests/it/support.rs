@@ -1,7 +1,8 @@
 //! The test bed.
 
 use sn_oauth_keeper::config::{JournalKey, Settings};
-use sn_oauth_keeper::engine::{CycleReport, Keeper, Mode};
+use sn_oauth_keeper::domain::report::CycleReport;
+use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
 use sn_oauth_keeper::sim::{
     CredentialSpec, Estate, ProviderKind, RecordedRequest, RegistrySpec, SeededCredential,

@@ -2,15 +2,15 @@
 //! and complete discovery across short pages.
 
 use crate::support::Bed;
+use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
 use sn_oauth_keeper::domain::time::{format_sn_utc, parse_sn_datetime};
-use sn_oauth_keeper::engine::Outcome;
 use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
 
 #[tokio::test]
 async fn tokens_are_only_ever_written_with_the_encryption_flag() {
     let bed = Bed::start(Estate::demo(5)).await;
     let report = bed.cycle().await;
-    assert!(report.count("refreshed") > 10);
+    assert!(report.count(OutcomeKind::Refreshed) > 10);
     let writes = bed.writes();
     assert!(!writes.is_empty());
     for w in &writes {

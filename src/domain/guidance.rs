@@ -1,0 +1,121 @@
+//! What to tell the person who must act: one sentence per failure, naming the credential's
+//! registry and the fix. Secret-free by construction: only codes, names and the adapters'
+//! already-redacted error text go in.
+
+use super::classify::{FailureClass, ProviderErrorCode, provider_guidance};
+use super::credential::Credential;
+use super::plan::Reason;
+use super::time::format_sn_utc;
+use jiff::Timestamp;
+
+/// The name a credential's registry is shown by: its name, or its sys_id when the name is
+/// unreadable.
+pub fn registry_label(c: &Credential) -> String {
+    if c.refresh.registry.name.is_empty() {
+        c.refresh.registry.sys_id.clone()
+    } else {
+        c.refresh.registry.name.clone()
+    }
+}
+
+/// Why a credential the planner blocks cannot be refreshed, and what to do.
+pub fn blocked(reason: &Reason, registry: &str) -> String {
+    match reason {
+        Reason::RegistryIncomplete => format!(
+            "{reason}: complete the Application Registry {registry} (token_url, client_id) or check that the integration user can read oauth_entity"
+        ),
+        _ => format!("{reason}: re-authorise with Get OAuth Token on {registry}"),
+    }
+}
+
+/// How the companion failed to hand out secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompanionFailure {
+    /// It is not at `instance.companion_path` (404).
+    NotInstalled,
+    /// The integration user may not call it (403).
+    NotAllowed,
+    /// Anything else.
+    Other,
+}
+
+/// What to do when the companion failed; `error` is the adapter's (secret-free) description.
+pub fn companion(failure: CompanionFailure, error: &str) -> String {
+    match failure {
+        CompanionFailure::NotInstalled => format!(
+            "the companion is not installed at instance.companion_path ({error}): install it from migrations-docs/"
+        ),
+        CompanionFailure::NotAllowed => format!(
+            "the integration user may not call the companion ({error}): grant it the companion's role"
+        ),
+        CompanionFailure::Other => format!("the companion failed: {error}"),
+    }
+}
+
+/// The companion answered, but without a refresh token for the credential.
+pub const NO_REFRESH_TOKEN: &str = "the companion returned no refresh token for this credential (token_received empty or not decryptable): re-authorise it with Get OAuth Token";
+
+/// The journal could not record the intent, so nothing was sent.
+pub fn journal_unwritable(error: &str) -> String {
+    format!("the journal is not writable ({error}); nothing was sent")
+}
+
+/// A fresh answer could not be written to ServiceNow.
+pub fn write_failed(error: &str) -> String {
+    format!(
+        "refreshed at the provider, but writing to ServiceNow failed: {error}; the answer is kept in the journal and re-delivered next cycle"
+    )
+}
+
+/// A journaled answer still could not be written.
+pub fn redelivery_failed(error: &str) -> String {
+    format!(
+        "a journaled token answer could not be written to ServiceNow: {error}; it stays in the journal"
+    )
+}
+
+/// How a token request failed, as far as guidance cares.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenFailure<'a> {
+    /// The provider answered with an OAuth error.
+    Rejected(&'a ProviderErrorCode),
+    /// The token URL was refused before sending.
+    BadUrl,
+    /// The answer was lost or unreadable (twice).
+    Lost,
+    /// The endpoint could not be reached.
+    Unreachable,
+    /// A non-OAuth error status.
+    Http,
+}
+
+/// What to do about a failed token request of class `class` at `registry`.
+pub fn token(failure: TokenFailure<'_>, class: FailureClass, registry: &str) -> String {
+    match failure {
+        TokenFailure::Rejected(code) => provider_guidance(code, registry),
+        TokenFailure::BadUrl => {
+            format!("fix the token_url of the Application Registry {registry}")
+        }
+        TokenFailure::Lost => "the provider's answer was lost twice; the keeper retries next cycle (if the provider rotated the token meanwhile, re-authorise)".to_string(),
+        TokenFailure::Unreachable => format!(
+            "the token endpoint of {registry} is unreachable; the keeper retries next cycle"
+        ),
+        TokenFailure::Http => match class {
+            FailureClass::Throttled | FailureClass::Transient => {
+                "the provider is failing or throttling; the keeper retries next cycle".to_string()
+            }
+            _ => format!(
+                "the token endpoint of {registry} answered without an OAuth error: check its token_url"
+            ),
+        },
+    }
+}
+
+/// A refresh token the provider no longer accepts after a refresh sent at `sent` by a keeper
+/// that was killed before the rotated answer arrived.
+pub fn lost_rotation(sent: Timestamp, registry: &str) -> String {
+    format!(
+        "a refresh sent at {} by a keeper that was then killed was answered with a rotated token that never arrived; the provider no longer accepts the old one: re-authorise with Get OAuth Token on {registry}",
+        format_sn_utc(sent)
+    )
+}

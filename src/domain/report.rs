@@ -1,0 +1,218 @@
+//! What a cycle did: one [`Outcome`] per credential, settled into a [`CycleReport`].
+
+use super::classify::FailureClass;
+use super::plan::Assessment;
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// What happened to one credential in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    Skipped,
+    /// `--dry-run`: it would have been refreshed.
+    WouldRefresh,
+    /// `--dry-run`: a journaled answer would have been re-delivered.
+    WouldRedeliver,
+    /// Refreshed and written back.
+    Refreshed {
+        /// The provider rotated the refresh token (and the refresh row was updated).
+        rotated: bool,
+        /// The access row was missing and has been created.
+        created_access_row: bool,
+    },
+    /// A journaled answer from an earlier run reached ServiceNow.
+    Redelivered,
+    /// Refresh or write failed.
+    Failed {
+        /// What kind of failure.
+        class: FailureClass,
+        /// What happened and what to do, secret-free.
+        message: String,
+    },
+    /// It needs refreshing but a person must act first.
+    Blocked {
+        /// Why, and what to do.
+        message: String,
+    },
+    /// Shutdown arrived before its turn; it is retried next time.
+    Deferred,
+}
+
+/// The kind of an [`Outcome`], without its details: what tables, logs and metrics count by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    /// [`Outcome::Skipped`].
+    Skipped,
+    /// [`Outcome::WouldRefresh`].
+    WouldRefresh,
+    /// [`Outcome::WouldRedeliver`].
+    WouldRedeliver,
+    /// [`Outcome::Refreshed`].
+    Refreshed,
+    /// [`Outcome::Redelivered`].
+    Redelivered,
+    /// [`Outcome::Failed`].
+    Failed,
+    /// [`Outcome::Blocked`].
+    Blocked,
+    /// [`Outcome::Deferred`].
+    Deferred,
+}
+
+impl OutcomeKind {
+    /// The words tables and `status` show.
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeKind::Skipped => "skipped",
+            OutcomeKind::WouldRefresh => "would refresh",
+            OutcomeKind::WouldRedeliver => "would re-deliver",
+            OutcomeKind::Refreshed => "refreshed",
+            OutcomeKind::Redelivered => "re-delivered",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Blocked => "blocked",
+            OutcomeKind::Deferred => "deferred",
+        }
+    }
+
+    /// The `outcome` label of `sn_oauth_keeper_refreshes_total`, for the kinds that are refresh
+    /// attempts; `None` for the others (nothing was due, a person must act first, or shutdown
+    /// came).
+    pub fn metric_label(self) -> Option<&'static str> {
+        match self {
+            OutcomeKind::Refreshed => Some("refreshed"),
+            OutcomeKind::Redelivered => Some("redelivered"),
+            OutcomeKind::Failed => Some("failed"),
+            _ => None,
+        }
+    }
+}
+
+impl Outcome {
+    /// Whether this counts against exit code 0.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { .. } | Outcome::Blocked { .. })
+    }
+
+    /// Whether a token reached ServiceNow (refreshed now, or re-delivered from the journal).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Refreshed { .. } | Outcome::Redelivered)
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Skipped => OutcomeKind::Skipped,
+            Outcome::WouldRefresh => OutcomeKind::WouldRefresh,
+            Outcome::WouldRedeliver => OutcomeKind::WouldRedeliver,
+            Outcome::Refreshed { .. } => OutcomeKind::Refreshed,
+            Outcome::Redelivered => OutcomeKind::Redelivered,
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Blocked { .. } => OutcomeKind::Blocked,
+            Outcome::Deferred => OutcomeKind::Deferred,
+        }
+    }
+
+    /// A short label for tables and logs.
+    pub fn label(&self) -> &'static str {
+        self.kind().label()
+    }
+
+    /// The failure's message, if it is one.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { message, .. } | Outcome::Blocked { message } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// What a cycle settled for one credential: its outcome, and the access and refresh expiries it
+/// wrote (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The access token's expiry as written.
+    pub access_expires: Option<Timestamp>,
+    /// The refresh row's expiry as written (only when the rotated token was stored).
+    pub refresh_expires: Option<Timestamp>,
+}
+
+impl Settled {
+    /// An outcome that wrote nothing.
+    pub fn only(outcome: Outcome) -> Settled {
+        Settled {
+            outcome,
+            access_expires: None,
+            refresh_expires: None,
+        }
+    }
+}
+
+impl From<Outcome> for Settled {
+    fn from(outcome: Outcome) -> Settled {
+        Settled::only(outcome)
+    }
+}
+
+/// One credential's line in a cycle report.
+#[derive(Debug, Clone)]
+pub struct CredentialReport {
+    /// The refresh row's sys_id.
+    pub sys_id: String,
+    /// The credential's `name`.
+    pub name: String,
+    /// The registry's name (or sys_id when the name is unreadable).
+    pub registry: String,
+    /// The registry's sys_id.
+    pub registry_id: String,
+    /// The requestor profile's sys_id.
+    pub requestor_profile: String,
+    /// The planner's verdict before the cycle acted.
+    pub assessment: Assessment,
+    /// What the cycle did.
+    pub outcome: Outcome,
+    /// Access-token expiry after the cycle (as written, or as found).
+    pub access_expires: Option<Timestamp>,
+    /// Refresh-token row expiry after the cycle.
+    pub refresh_expires: Option<Timestamp>,
+    /// The last failure remembered for it (for `status`).
+    pub last_error: Option<String>,
+    /// When it was last refreshed by the keeper.
+    pub last_success: Option<Timestamp>,
+    /// When a token was last minted from the refresh token, as far as the instance shows it (or
+    /// now, when this cycle refreshed it): where provider inactivity limits count from.
+    pub last_used: Option<Timestamp>,
+}
+
+/// The result of a cycle.
+#[derive(Debug, Clone)]
+pub struct CycleReport {
+    /// When the cycle started.
+    pub started: Timestamp,
+    /// How long it took.
+    pub duration: Duration,
+    /// `oauth_credential` rows read.
+    pub rows: usize,
+    /// One entry per credential, ordered by sys_id.
+    pub credentials: Vec<CredentialReport>,
+}
+
+impl CycleReport {
+    /// Credentials that failed or are blocked.
+    pub fn failures(&self) -> usize {
+        self.credentials
+            .iter()
+            .filter(|c| c.outcome.is_failure())
+            .count()
+    }
+
+    /// Count of credentials with an outcome of this kind.
+    pub fn count(&self, kind: OutcomeKind) -> usize {
+        self.credentials
+            .iter()
+            .filter(|c| c.outcome.kind() == kind)
+            .count()
+    }
+}

@@ -1,0 +1,484 @@
+//! The refreshes of a cycle. Secrets come from the companion in batches of 100 (the next batch
+//! is fetched while the current one refreshes); at most `concurrency` refreshes are in flight,
+//! at most `per_host_concurrency` token requests per host. Each credential runs from its
+//! journaled [`Intent`] to an [`Obtained`] answer, which [`super::deliver`] takes on.
+
+use super::{CycleContext, Keeper};
+use crate::config::{ClientAuth, RegistrySettings};
+use crate::domain::answer::{AnswerTimes, Lifetimes, expiries};
+use crate::domain::classify::FailureClass;
+use crate::domain::credential::Credential;
+use crate::domain::guidance::{self, CompanionFailure, TokenFailure, registry_label};
+use crate::domain::report::{Outcome, Settled};
+use crate::events::StateChange;
+use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Rotated};
+use crate::oauth::{RefreshRequest, TokenError, TokenSet};
+use crate::pacing::FullJitter;
+use crate::servicenow::{COMPANION_BATCH, CompanionSecrets, SecretRequest, SnError};
+use backon::Retryable;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Retries of one token request when the provider throttles or fails transiently (a lost answer
+/// gets its own single retry on top).
+const TOKEN_RETRIES: u32 = 2;
+/// Ceiling of the first backoff between token attempts, and the largest one.
+const TOKEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// Largest `Retry-After` honoured inside a cycle; longer waits defer to the next cycle.
+const TOKEN_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Marks a credential in flight for as long as it lives.
+struct FlightGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+fn instance_failure(message: String) -> Settled {
+    Settled::only(Outcome::Failed {
+        class: FailureClass::Instance,
+        message,
+    })
+}
+
+impl Keeper {
+    /// Refreshes the due credentials with at most `concurrency` in flight (and at most
+    /// `per_host_concurrency` per token endpoint host).
+    pub(super) async fn refresh_all(
+        &self,
+        due: &[&Credential],
+        stop: &CancellationToken,
+        context: &Arc<CycleContext>,
+    ) -> Result<HashMap<String, Settled>, JournalError> {
+        let mut results = HashMap::new();
+        if due.is_empty() {
+            return Ok(results);
+        }
+        let journal = self.journal.clone().ok_or(JournalError::NoKey)?;
+        // Secrets come in companion batches of 100; the next batch is fetched while the current
+        // one refreshes, so the companion's latency is paid once, not once per batch.
+        let batches: Vec<Vec<SecretRequest>> = due
+            .chunks(COMPANION_BATCH)
+            .map(|chunk| chunk.iter().map(|c| self.secret_request(c)).collect())
+            .collect();
+        let fetch = |requests: Vec<SecretRequest>| {
+            let instance = self.instance.clone();
+            tokio::spawn(async move { instance.fetch_secrets_for(&requests).await })
+        };
+        let mut pending_batches = batches.into_iter();
+        let mut next = pending_batches.next().map(fetch);
+        // Permits are taken before a task is spawned: at most `concurrency` refreshes exist at
+        // once, so memory does not grow with the number of due credentials.
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.refresh.concurrency,
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        self.observer.refreshes_started(due.len());
+        for chunk in due.chunks(COMPANION_BATCH) {
+            let fetched = match next.take() {
+                Some(handle) => handle.await.unwrap_or_else(|e| {
+                    Err(SnError::Malformed(format!("companion task failed: {e}")))
+                }),
+                None => Ok(HashMap::new()),
+            };
+            next = pending_batches.next().map(fetch);
+            let mut secrets = match fetched {
+                Ok(s) => s,
+                Err(e) => {
+                    let failure = match &e {
+                        SnError::NotFound(_) => CompanionFailure::NotInstalled,
+                        SnError::Forbidden(_) => CompanionFailure::NotAllowed,
+                        _ => CompanionFailure::Other,
+                    };
+                    let message = guidance::companion(failure, &e.to_string());
+                    tracing::error!(event = "companion.failed", error = %e, guidance = %message, "the companion did not hand out secrets");
+                    for c in chunk {
+                        results.insert(c.id().to_string(), instance_failure(message.clone()));
+                        self.observer.refresh_finished();
+                    }
+                    continue;
+                }
+            };
+            for c in chunk {
+                let id = c.id().to_string();
+                let Some(secret) = secrets.remove(&id) else {
+                    tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %guidance::NO_REFRESH_TOKEN, "no refresh token");
+                    results.insert(id, instance_failure(guidance::NO_REFRESH_TOKEN.to_string()));
+                    self.observer.refresh_finished();
+                    continue;
+                };
+                let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+                    results.insert(id, Settled::only(Outcome::Deferred));
+                    continue;
+                };
+                // Collect what finished meanwhile, so results do not wait in the set.
+                while let Some(joined) = tasks.try_join_next() {
+                    self.collect(joined, &mut results);
+                }
+                let keeper = self.clone();
+                let credential = (*c).clone();
+                let stop = stop.clone();
+                let journal = Arc::clone(&journal);
+                let context = Arc::clone(context);
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let id = credential.id().to_string();
+                    // Checked only before starting: once the token request is out, the refresh
+                    // runs to its end.
+                    if stop.is_cancelled() {
+                        return (id, Settled::only(Outcome::Deferred));
+                    }
+                    // A registry parked by a credential that failed earlier in this cycle.
+                    let fingerprint = keeper.fingerprint(&credential);
+                    if let Some(blocked) = context.parking().parked_this_cycle(
+                        &credential.refresh.registry.sys_id,
+                        fingerprint.as_deref(),
+                    ) {
+                        return (id, Settled::only(blocked));
+                    }
+                    let result = keeper
+                        .refresh_one(&journal, &credential, secret, &context)
+                        .await;
+                    (id, result)
+                });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            self.collect(joined, &mut results);
+        }
+        self.observer.refreshes_ended();
+        Ok(results)
+    }
+
+    /// What to ask the companion for a credential: its refresh token, and the registry's client
+    /// secret only where the config supplies none and the client authenticates with a secret.
+    fn secret_request(&self, c: &Credential) -> SecretRequest {
+        SecretRequest {
+            sys_id: c.id().to_string(),
+            client_secret: self
+                .settings
+                .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id)
+                .is_none_or(|o| {
+                    o.client_secret.is_none() && o.client_auth != ClientAuth::PrivateKeyJwt
+                }),
+        }
+    }
+
+    fn collect(
+        &self,
+        joined: Result<(String, Settled), tokio::task::JoinError>,
+        results: &mut HashMap<String, Settled>,
+    ) {
+        self.observer.refresh_finished();
+        match joined {
+            Ok((id, result)) => {
+                results.insert(id, result);
+            }
+            Err(e) => {
+                tracing::error!(event = "credential.task_failed", error = %e, "a refresh task ended abnormally");
+            }
+        }
+    }
+
+    fn enter_flight(&self, id: &str) -> Option<FlightGuard> {
+        let mut set = self.in_flight.lock().ok()?;
+        if !set.insert(id.to_string()) {
+            return None;
+        }
+        Some(FlightGuard {
+            set: Arc::clone(&self.in_flight),
+            id: id.to_string(),
+        })
+    }
+
+    /// One credential's refresh: Intent → token request → Obtained → delivery.
+    async fn refresh_one(
+        &self,
+        journal: &Journal,
+        c: &Credential,
+        secrets: CompanionSecrets,
+        context: &CycleContext,
+    ) -> Settled {
+        let Some(_flight) = self.enter_flight(c.id()) else {
+            tracing::debug!(event = "credential.in_flight", credential = %c.id(), "already being refreshed; skipping");
+            return Settled::only(Outcome::Deferred);
+        };
+        let registry = registry_label(c);
+        let overrides = self
+            .settings
+            .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id);
+        let client_secret = overrides
+            .and_then(|o| o.client_secret.clone())
+            .or(secrets.client_secret);
+        let scope = overrides
+            .and_then(|o| o.scope.clone())
+            .or_else(|| Some(c.refresh.scopes.clone()).filter(|s| !s.trim().is_empty()));
+        let mut refresh_token = secrets.refresh_token;
+        let intent = match journal.begin(c.id(), &registry).await {
+            Ok(intent) => intent,
+            Err(e) => {
+                // Without the intent on disk a crash could leave a consumed token unexplained:
+                // do not send the request.
+                tracing::error!(event = "journal.write_failed", credential = %c.id(), error = %e, "could not journal the refresh intent; not refreshing");
+                return Settled::only(Outcome::Failed {
+                    class: FailureClass::Transient,
+                    message: guidance::journal_unwritable(&e.to_string()),
+                });
+            }
+        };
+        let mut retried_with_newer = false;
+        let set = loop {
+            let request = RefreshRequest {
+                token_url: &c.refresh.registry.token_url,
+                client_id: &c.refresh.registry.client_id,
+                client_secret: client_secret.as_ref(),
+                refresh_token: &refresh_token,
+                scope: scope.as_deref(),
+                client_auth: overrides.map(|o| o.client_auth).unwrap_or_default(),
+                registry: overrides,
+            };
+            match self.request_token(&request, c).await {
+                Ok(set) => break set,
+                Err(e) => {
+                    // Before declaring the token dead, look whether someone else rotated it:
+                    // then the instance holds a newer one.
+                    if e.class() == FailureClass::NeedsReauth && !retried_with_newer {
+                        retried_with_newer = true;
+                        if let Some(newer) = self.newer_refresh_token(c, &refresh_token).await {
+                            tracing::info!(event = "credential.rotated_elsewhere", credential = %c.id(), registry = %registry, "the refresh token changed in ServiceNow meanwhile; retrying with the new one");
+                            refresh_token = newer;
+                            continue;
+                        }
+                    }
+                    if let Err(je) = journal.abandon(intent).await {
+                        tracing::warn!(event = "journal.write_failed", credential = %c.id(), error = %je, "could not clear the refresh intent");
+                    }
+                    return Settled::only(self.token_failure(c, &e, context).await);
+                }
+            }
+        };
+        let delivery = self.delivery_for(c, set, refresh_token, overrides);
+        let rotated = delivery.rotated.is_some();
+        let (obtained, journal_error) = journal.obtain(intent, delivery).await;
+        if let Some(e) = journal_error {
+            // The answer exists only in memory now: deliver it anyway rather than drop it.
+            tracing::error!(event = "journal.write_failed", credential = %c.id(), registry = %registry, error = %e, "could not journal a token answer; delivering it without a journal record");
+        }
+        self.unpark(journal, context, &c.refresh.registry.sys_id)
+            .await;
+        match self.deliver(journal, obtained).await {
+            Ok(verified) => {
+                tracing::info!(
+                    event = "credential.refreshed",
+                    credential = %c.id(),
+                    registry = %registry,
+                    rotated,
+                    created_access_row = verified.created_access_row,
+                    access_expires = %crate::domain::time::format_sn_utc(verified.access_expires),
+                    "credential refreshed"
+                );
+                Settled {
+                    outcome: Outcome::Refreshed {
+                        rotated: verified.rotated_stored,
+                        created_access_row: verified.created_access_row,
+                    },
+                    access_expires: Some(verified.access_expires),
+                    refresh_expires: verified.refresh_expires,
+                }
+            }
+            Err(e) => {
+                tracing::error!(event = "credential.write_failed", credential = %c.id(), registry = %registry, class = "instance", error = %e, "write-back failed; answer kept in the journal");
+                instance_failure(guidance::write_failed(&e.to_string()))
+            }
+        }
+    }
+
+    /// What will be journaled and written from a token answer.
+    fn delivery_for(
+        &self,
+        c: &Credential,
+        set: TokenSet,
+        used: SecretString,
+        overrides: Option<&RegistrySettings>,
+    ) -> Delivery {
+        let lifetimes = Lifetimes {
+            default_expires_in: overrides
+                .map_or(crate::config::DEFAULT_EXPIRES_IN, |o| o.default_expires_in),
+            refresh_token_lifetime: overrides
+                .map_or(crate::config::DEFAULT_REFRESH_LIFETIME, |o| {
+                    o.refresh_token_lifetime
+                }),
+        };
+        let times = AnswerTimes {
+            expires_in: set.expires_in,
+            expires_on: set.expires_on,
+            refresh_expires_in: set.refresh_expires_in,
+            rotated: set.refresh_token.is_some(),
+        };
+        let (access_expires, refresh_expires) = expiries(times, self.clock.now(), lifetimes);
+        Delivery {
+            credential: c.id().to_string(),
+            registry: registry_label(c),
+            access_token: set.access_token,
+            rotated: set
+                .refresh_token
+                .zip(refresh_expires)
+                .map(|(token, expires)| Rotated { token, expires }),
+            previous_refresh_token: Some(used),
+            access_expires,
+            access_row: c.access.as_ref().map(|a| a.sys_id.clone()),
+            template: AccessTemplate {
+                requestor_profile: c.refresh.requestor_profile.clone(),
+                peer: c.refresh.registry.sys_id.clone(),
+                user: c.refresh.user.clone(),
+                scopes: c.refresh.scopes.clone(),
+                name: c.refresh.name.clone(),
+            },
+            refresh_mod_count: c.refresh.mod_count,
+        }
+    }
+
+    /// The refresh token the instance holds now, if it differs from `used`.
+    async fn newer_refresh_token(
+        &self,
+        c: &Credential,
+        used: &SecretString,
+    ) -> Option<SecretString> {
+        let mut again = self
+            .instance
+            .fetch_secrets(&[c.id().to_string()])
+            .await
+            .ok()?;
+        let current = again.remove(c.id())?.refresh_token;
+        (current.expose_secret() != used.expose_secret()).then_some(current)
+    }
+
+    /// The token request with its retry rules: a throttled or failing provider is retried with
+    /// full-jitter backoff (honouring `Retry-After`, drawing on the cycle's retry budget); a lost
+    /// answer is retried once with the same refresh token, then the credential waits for the
+    /// next cycle.
+    async fn request_token(
+        &self,
+        request: &RefreshRequest<'_>,
+        c: &Credential,
+    ) -> Result<TokenSet, TokenError> {
+        let _host = self.hosts.acquire(request.token_url).await;
+        let lost_retried = AtomicBool::new(false);
+        let transient_retries = AtomicU32::new(0);
+        let budget = self.instance.budget();
+        (|| self.tokens.refresh(request))
+            .retry(FullJitter::new(
+                TOKEN_BACKOFF.0,
+                TOKEN_BACKOFF.1,
+                TOKEN_RETRIES + 1,
+            ))
+            .when(|e: &TokenError| {
+                if e.answer_lost() {
+                    return !lost_retried.swap(true, Ordering::Relaxed);
+                }
+                e.retry_now()
+                    && e.retry_after().is_none_or(|d| d <= TOKEN_MAX_RETRY_AFTER)
+                    && transient_retries.fetch_add(1, Ordering::Relaxed) < TOKEN_RETRIES
+                    && budget.try_take()
+            })
+            .adjust(|e: &TokenError, proposed| {
+                // `None` (attempts exhausted) stays `None`; a Retry-After only lengthens a wait.
+                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
+            })
+            .notify(|e: &TokenError, delay| {
+                let event = if e.answer_lost() {
+                    "credential.answer_lost"
+                } else {
+                    "credential.retry"
+                };
+                tracing::warn!(
+                    event,
+                    credential = %c.id(),
+                    registry = %registry_label(c),
+                    error = %e,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "retrying the token request with the same refresh token"
+                );
+            })
+            .await
+    }
+
+    /// A token request that failed for good this cycle: logged with its guidance; a
+    /// configuration error parks the registry; a failure that needs a person is reported on the
+    /// instance when it is new.
+    async fn token_failure(
+        &self,
+        c: &Credential,
+        e: &TokenError,
+        context: &CycleContext,
+    ) -> Outcome {
+        let class = e.class();
+        let registry = registry_label(c);
+        let failure = match e {
+            TokenError::Rejected(p) => TokenFailure::Rejected(&p.code),
+            TokenError::BadUrl(_) => TokenFailure::BadUrl,
+            TokenError::LostAnswer(_) | TokenError::Malformed(_) => TokenFailure::Lost,
+            TokenError::Unreachable(_) => TokenFailure::Unreachable,
+            TokenError::Http { .. } => TokenFailure::Http,
+        };
+        let mut advice = guidance::token(failure, class, &registry);
+        let mut event = match class {
+            FailureClass::NeedsReauth => "credential.needs_reauth",
+            _ => "credential.failed",
+        };
+        if class == FailureClass::NeedsReauth
+            && let Some(when) = context.interrupted.get(c.id())
+        {
+            event = "credential.lost_rotation";
+            advice = guidance::lost_rotation(*when, &registry);
+        }
+        let (trace_id, correlation_id, description) = match e {
+            TokenError::Rejected(p) => (
+                p.trace_id.clone().unwrap_or_default(),
+                p.correlation_id.clone().unwrap_or_default(),
+                p.description.clone(),
+            ),
+            _ => Default::default(),
+        };
+        tracing::warn!(
+            event,
+            credential = %c.id(),
+            registry = %registry,
+            class = class.label(),
+            who = class.who_acts(),
+            guidance = %advice,
+            error = %e,
+            description = %description,
+            trace_id = %trace_id,
+            correlation_id = %correlation_id,
+            "refresh failed"
+        );
+        if class == FailureClass::Configuration {
+            self.park(c, &advice, context).await;
+        } else if class.parks_credential() && context.previous.get(c.id()) != Some(&class) {
+            self.report(StateChange::CredentialFailing {
+                credential: c.id().to_string(),
+                name: c.refresh.name.clone(),
+                registry,
+                class,
+                guidance: advice.clone(),
+            })
+            .await;
+        }
+        Outcome::Failed {
+            class,
+            message: format!("{advice} ({e})"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! What the keeper remembers between cycles: each credential's last outcome (for `status`, for
+//! parking a dead credential, for saying a recovery once) and the registries parked after a
+//! configuration error. Not secret: classes, messages, sys_ids and digests.
+
+use super::{Journal, JournalError};
+use crate::domain::classify::FailureClass;
+use crate::domain::history::{OutcomeRecord, StoredOutcome};
+use crate::domain::park::RegistryPark;
+use jiff::Timestamp;
+use rusqlite::params;
+use std::collections::HashMap;
+
+/// Stores a credential's outcome; a success (`?7`) also moves `last_success`.
+const OUTCOME_UPSERT: &str = "INSERT INTO outcome (credential, registry, class, message, at, refresh_mod_count, last_success)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 THEN ?5 ELSE NULL END)
+     ON CONFLICT(credential) DO UPDATE SET registry = ?2, class = ?3, message = ?4, at = ?5,
+       refresh_mod_count = ?6, last_success = CASE WHEN ?7 THEN ?5 ELSE last_success END";
+
+fn timestamp(secs: i64) -> Timestamp {
+    Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Journal {
+    /// Remembers a cycle's outcomes in one transaction (one fsync for a whole cycle).
+    pub async fn record_outcomes(&self, records: Vec<OutcomeRecord>) -> Result<(), JournalError> {
+        let now = self.clock.now().as_second();
+        self.blocking(move |c| {
+            let tx = c.unchecked_transaction()?;
+            for r in &records {
+                let mod_count = i64::try_from(r.refresh_mod_count).unwrap_or(i64::MAX);
+                let message = r
+                    .message
+                    .as_ref()
+                    .map(|m| m.chars().take(500).collect::<String>());
+                tx.execute(
+                    OUTCOME_UPSERT,
+                    params![
+                        r.credential,
+                        r.registry,
+                        r.class.map(FailureClass::label),
+                        message,
+                        now,
+                        mod_count,
+                        r.class.is_none()
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every remembered outcome, by credential.
+    pub fn outcomes(&self) -> Result<HashMap<String, StoredOutcome>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT credential, class, message, at, refresh_mod_count, last_success FROM outcome",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let class: Option<String> = r.get(1)?;
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        StoredOutcome {
+                            class: class.as_deref().and_then(FailureClass::from_label),
+                            message: r.get(2)?,
+                            at: timestamp(r.get(3)?),
+                            refresh_mod_count: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                            last_success: r.get::<_, Option<i64>>(5)?.map(timestamp),
+                        },
+                    ))
+                })?
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Parks a registry after a configuration error, with the fingerprint of the configuration
+    /// that failed: it stays parked until that fingerprint changes.
+    pub async fn park_registry(&self, park: &RegistryPark) -> Result<(), JournalError> {
+        let p = park.clone();
+        self.blocking(move |c| {
+            c.execute(
+                "INSERT INTO registry_park (registry, name, class, message, fingerprint, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(registry) DO UPDATE SET name = ?2, class = ?3, message = ?4, fingerprint = ?5, at = ?6",
+                params![p.registry, p.name, p.class.label(), p.message, p.fingerprint, p.at.as_second()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Unparks a registry.
+    pub async fn unpark_registry(&self, registry: &str) -> Result<(), JournalError> {
+        let registry = registry.to_string();
+        self.blocking(move |c| {
+            c.execute(
+                "DELETE FROM registry_park WHERE registry = ?1",
+                params![registry],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every parked registry, by sys_id.
+    pub fn parked_registries(&self) -> Result<HashMap<String, RegistryPark>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT registry, name, class, message, fingerprint, at FROM registry_park",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let class: String = r.get(2)?;
+                    Ok(RegistryPark {
+                        registry: r.get(0)?,
+                        name: r.get(1)?,
+                        class: FailureClass::from_label(&class)
+                            .unwrap_or(FailureClass::Configuration),
+                        message: r.get(3)?,
+                        fingerprint: r.get(4)?,
+                        at: timestamp(r.get(5)?),
+                    })
+                })?
+                .filter_map(Result::ok)
+                .map(|p| (p.registry.clone(), p))
+                .collect();
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::JournalKey;
+
+    #[tokio::test]
+    async fn outcomes_remember_failures_and_successes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t1 = Timestamp::from_second(100).unwrap();
+        let clock = ManualClock::new(t1);
+        let j = Journal::open(dir.path(), Some(&JournalKey::random().unwrap()))
+            .unwrap()
+            .with_clock(clock.clone());
+        let record = |class, message: Option<&str>, mods| OutcomeRecord {
+            credential: "r1".into(),
+            registry: "G".into(),
+            class,
+            message: message.map(str::to_string),
+            refresh_mod_count: mods,
+        };
+        j.record_outcomes(vec![record(None, None, 1)]).await.unwrap();
+        clock.advance(std::time::Duration::from_secs(100));
+        j.record_outcomes(vec![record(
+            Some(FailureClass::NeedsReauth),
+            Some("invalid_grant"),
+            2,
+        )])
+        .await
+        .unwrap();
+        let o = &j.outcomes().unwrap()["r1"];
+        assert_eq!(o.class, Some(FailureClass::NeedsReauth));
+        assert_eq!(o.last_success, Some(t1));
+        assert_eq!(o.at.as_second(), 200);
+        assert_eq!(o.refresh_mod_count, 2);
+    }
+}
