@@ -15,6 +15,9 @@
 //! dependency) and `tests/bench/results.json`. It reports targets, it never asserts on time:
 //! the only hard failures are a keeper that does not finish its work.
 
+// A benchmark measures real time; it reads the system clocks directly.
+#![allow(clippy::disallowed_methods)]
+
 use serde::{Deserialize, Serialize};
 use sn_oauth_keeper::config::{JournalKey, Settings};
 use sn_oauth_keeper::domain::time::parse_duration;

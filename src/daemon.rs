@@ -9,6 +9,7 @@
 //!   `state.*` and `server.listen`, which hold an open journal and a bound socket: changing
 //!   them needs a restart, and a reload that changes them says so.
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::domain::report::CycleReport;
 use crate::engine::{CycleError, Keeper, Mode};
@@ -169,6 +170,8 @@ pub struct AdminState {
     pub health: Arc<Mutex<Health>>,
     /// The journal (for its writability).
     pub journal: Arc<Journal>,
+    /// What the verdicts measure ages against.
+    pub clock: SharedClock,
 }
 
 /// The admin router: `/metrics`, `/healthz`, `/readyz`.
@@ -205,7 +208,7 @@ fn facts(state: &AdminState) -> Option<Health> {
 
 async fn healthz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
     let verdict = match facts(&state) {
-        Some(h) => h.liveness(Timestamp::now()),
+        Some(h) => h.liveness(state.clock.now()),
         None => Verdict {
             ok: false,
             body: json!({"status": "broken", "reason": "the daemon's state is poisoned"}),
@@ -221,7 +224,7 @@ async fn readyz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
         .await
         .unwrap_or(false);
     let verdict = match facts(&state) {
-        Some(h) => h.readiness(Timestamp::now(), writable),
+        Some(h) => h.readiness(state.clock.now(), writable),
         None => Verdict {
             ok: false,
             body: json!({"ready": false, "reasons": ["the daemon's state is poisoned"]}),
@@ -353,6 +356,7 @@ pub struct Daemon {
     journal: Arc<Journal>,
     reloader: Reloader,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -399,12 +403,22 @@ impl Daemon {
             journal,
             reloader,
             metrics: Arc::new(Metrics::new()),
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// Reads every time from `clock`: cycles, health, metrics (the journal has its own).
+    pub fn with_clock(mut self, clock: SharedClock) -> Daemon {
+        self.metrics = Arc::new(Metrics::with_clock(Arc::clone(&clock)));
+        self.clock = clock;
+        self
     }
 
     fn keeper(&self, settings: Arc<Settings>) -> Result<Keeper, SnError> {
         let observer = Observer::new(Arc::clone(&self.metrics) as Arc<dyn crate::observe::Observe>);
-        Ok(Keeper::new(settings, Some(Arc::clone(&self.journal)))?.with_observer(observer))
+        Ok(Keeper::new(settings, Some(Arc::clone(&self.journal)))?
+            .with_clock(Arc::clone(&self.clock))
+            .with_observer(observer))
     }
 
     /// Applies a SIGHUP: a valid new config replaces the keeper for the next cycle; an invalid
@@ -483,13 +497,14 @@ impl Daemon {
     ) -> Result<Stopped, DaemonError> {
         let mut keeper = self.keeper(Arc::clone(&self.settings))?;
         let health = Arc::new(Mutex::new(Health::new(
-            Timestamp::now(),
+            self.clock.now(),
             self.settings.refresh.interval,
         )));
         let state = AdminState {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&health),
             journal: Arc::clone(&self.journal),
+            clock: Arc::clone(&self.clock),
         };
         let listen = listener.local_addr()?;
         // The admin server outlives the stop signal: during the grace period /readyz says
@@ -525,11 +540,11 @@ impl Daemon {
         let mut stopped = Stopped::Clean;
         loop {
             if let Ok(mut h) = health.lock() {
-                h.cycle_started = Some(Timestamp::now());
+                h.cycle_started = Some(self.clock.now());
             }
-            let clock = tokio::time::Instant::now();
+            let began = self.clock.monotonic();
             let end = self.bounded_cycle(&keeper, &control).await;
-            let finished = Timestamp::now();
+            let finished = self.clock.now();
             match end {
                 CycleEnd::Abandoned => {
                     tracing::error!(
@@ -552,7 +567,8 @@ impl Daemon {
                     }
                 }
                 CycleEnd::Done(Err(e)) => {
-                    self.metrics.observe_cycle_failure(&e, clock.elapsed());
+                    self.metrics
+                        .observe_cycle_failure(&e, self.clock.monotonic() - began);
                     let instance = matches!(e, CycleError::Instance(_));
                     tracing::error!(event = "cycle.failed", error = %e, instance_unusable = e.instance_unusable(), "cycle failed");
                     if let Ok(mut h) = health.lock() {
@@ -567,7 +583,7 @@ impl Daemon {
             if control.stop.is_cancelled() {
                 break;
             }
-            let mut next = self.next_cycle_at(clock);
+            let mut next = self.next_cycle_at(began);
             loop {
                 tokio::select! {
                     _ = control.stop.cancelled() => break,
@@ -577,7 +593,7 @@ impl Daemon {
                         if let Ok(mut h) = health.lock() {
                             h.interval = self.settings.refresh.interval;
                         }
-                        next = next.min(self.next_cycle_at(clock));
+                        next = next.min(self.next_cycle_at(began));
                     }
                 }
             }
@@ -607,7 +623,9 @@ impl Daemon {
         let spread = u64::try_from(interval.as_millis() / 20)
             .unwrap_or(u64::MAX)
             .max(1);
-        last_start + interval + Duration::from_millis(fastrand::u64(0..=spread))
+        let due = last_start + interval + Duration::from_millis(fastrand::u64(0..=spread));
+        // `due` is on the keeper's clock; the sleep is on tokio's.
+        tokio::time::Instant::now() + due.saturating_duration_since(self.clock.monotonic())
     }
 }
 

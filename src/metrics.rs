@@ -5,10 +5,11 @@
 //! Per-credential values that count down ("seconds until …") are computed at scrape time from
 //! the timestamps the last cycle saw, so they are exact between cycles too.
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{DEFAULT_REFRESH_LIFETIME, Settings};
+use crate::domain::deadline::refresh_token_deadline;
 use crate::domain::plan::State;
 use crate::domain::report::{CredentialReport, CycleReport, Outcome};
-use crate::domain::time::add;
 use crate::engine::CycleError;
 use crate::observe::{Exchange, Observe};
 use jiff::Timestamp;
@@ -127,13 +128,11 @@ struct Snapshot {
     journal_oldest: Option<Timestamp>,
 }
 
-/// The clock the collector reads at scrape time (a fixed one in tests).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
 /// Encodes the per-credential gauges at scrape time.
 struct EstateCollector {
     snapshot: Arc<Mutex<Snapshot>>,
-    clock: Clock,
+    /// Read at scrape time.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for EstateCollector {
@@ -170,7 +169,7 @@ impl EstateCollector {
 
 impl Collector for EstateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let (facts, oldest) = match self.snapshot.lock() {
             Ok(s) => (s.credentials.clone(), s.journal_oldest),
             Err(_) => return Ok(()),
@@ -263,11 +262,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric; per-credential values count down on the wall clock.
     pub fn new() -> Metrics {
-        Metrics::with_clock(Arc::new(Timestamp::now))
+        Metrics::with_clock(SystemClock::shared())
     }
 
     /// Registers every metric with the clock scrapes read (tests pin it).
-    pub fn with_clock(clock: Clock) -> Metrics {
+    pub fn with_clock(clock: SharedClock) -> Metrics {
         let mut registry = Registry::with_prefix("sn_oauth_keeper");
         registry.register(
             "build",
@@ -358,11 +357,7 @@ impl Metrics {
             let lifetime = settings
                 .registry(&c.registry, &c.registry_id)
                 .map_or(DEFAULT_REFRESH_LIFETIME, |r| r.refresh_token_lifetime);
-            let inactivity = c.last_used.map(|used| add(used, lifetime));
-            let refresh_deadline = match (c.refresh_expires, inactivity) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let refresh_deadline = refresh_token_deadline(c.refresh_expires, c.last_used, lifetime);
             facts.push(CredentialFacts {
                 credential: c.sys_id.clone(),
                 registry: c.registry_id.clone(),
@@ -374,12 +369,13 @@ impl Metrics {
                     (a, b) => a.or(b),
                 },
             });
-            let (outcome, class) = match &c.outcome {
-                Outcome::Refreshed { .. } => ("refreshed", "none"),
-                Outcome::Redelivered => ("redelivered", "none"),
-                Outcome::Failed { class, .. } => ("failed", class.label()),
-                // Not attempts: nothing was due, a person must act first, or shutdown came.
-                _ => continue,
+            // Not attempts: nothing was due, a person must act first, or shutdown came.
+            let Some(outcome) = c.outcome.kind().metric_label() else {
+                continue;
+            };
+            let class = match &c.outcome {
+                Outcome::Failed { class, .. } => class.label(),
+                _ => "none",
             };
             self.refreshes
                 .get_or_create(&RefreshLabels {
@@ -453,6 +449,7 @@ impl Observe for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::config::{JournalKey, Settings};
     use crate::domain::classify::FailureClass;
     use crate::domain::plan::{Action, Assessment, Reason};
@@ -535,7 +532,7 @@ mod tests {
     /// countdowns computed at scrape time (the clock stands 100 s after the cycle).
     #[test]
     fn exposition_snapshot() {
-        let metrics = Metrics::with_clock(Arc::new(|| at(T0 + 100)));
+        let metrics = Metrics::with_clock(ManualClock::new(at(T0 + 100)));
         let report = CycleReport {
             started: at(T0),
             duration: Duration::from_millis(1_500),
@@ -604,7 +601,7 @@ mod tests {
 
     #[test]
     fn a_failed_cycle_is_counted_by_cause_and_keeps_the_estate() {
-        let metrics = Metrics::with_clock(Arc::new(|| at(T0)));
+        let metrics = Metrics::with_clock(ManualClock::new(at(T0)));
         let error = CycleError::Instance(crate::servicenow::SnError::Unreachable("x".into()));
         metrics.observe_cycle_failure(&error, Duration::from_secs(1));
         let text = metrics.render();

@@ -509,6 +509,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A fixed moment for assertions' timestamps.
+    fn at_noon() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
     fn parse(status: u16, ct: &str, body: &str) -> Result<TokenSet, TokenError> {
         parse_token_response(status, ct, body.as_bytes(), None, &[Some("rt-secret-1234")])
     }
@@ -601,7 +606,7 @@ mod tests {
             client_auth: ClientAuth::Basic,
             registry: None,
         };
-        let (form, basic) = build_form(&req, Timestamp::now()).unwrap();
+        let (form, basic) = build_form(&req, at_noon()).unwrap();
         assert!(form.iter().all(|(k, _)| *k != "client_secret"));
         assert!(
             form.iter()
@@ -616,7 +621,7 @@ mod tests {
             client_auth: ClientAuth::Post,
             ..req
         };
-        let (form, basic) = build_form(&post, Timestamp::now()).unwrap();
+        let (form, basic) = build_form(&post, at_noon()).unwrap();
         assert!(basic.is_none());
         assert!(
             form.iter()
@@ -639,7 +644,7 @@ mod tests {
     }
 
     fn form_of(req: &RefreshRequest<'_>) -> Vec<(&'static str, String)> {
-        build_form(req, Timestamp::now()).unwrap().0
+        build_form(req, at_noon()).unwrap().0
     }
 
     fn value<'f>(form: &'f [(&'static str, String)], key: &str) -> Option<&'f str> {
@@ -842,7 +847,7 @@ mod tests {
             client_auth: ClientAuth::PrivateKeyJwt,
             registry: Some(&reg),
         };
-        let (form, basic) = build_form(&req, Timestamp::now()).unwrap();
+        let (form, basic) = build_form(&req, at_noon()).unwrap();
         assert!(basic.is_none());
         assert_eq!(
             value(&form, "client_secret"),

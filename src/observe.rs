@@ -8,7 +8,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Which peer an exchange was with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

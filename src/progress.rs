@@ -7,7 +7,8 @@ use crate::observe::Observe;
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Fewer refreshes than this finish too fast for a bar to help.

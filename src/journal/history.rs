@@ -152,7 +152,9 @@ mod tests {
             message: message.map(str::to_string),
             refresh_mod_count: mods,
         };
-        j.record_outcomes(vec![record(None, None, 1)]).await.unwrap();
+        j.record_outcomes(vec![record(None, None, 1)])
+            .await
+            .unwrap();
         clock.advance(std::time::Duration::from_secs(100));
         j.record_outcomes(vec![record(
             Some(FailureClass::NeedsReauth),

@@ -554,7 +554,10 @@ mod tests {
             j.note_refresh_row_written(&mut obtained).await.unwrap();
             j.note_failure(&mut obtained, "HTTP 503").await.unwrap();
             assert!(j.has_pending("r1").unwrap());
-            assert!(j.interrupted().unwrap().is_empty(), "the answer ended the intent");
+            assert!(
+                j.interrupted().unwrap().is_empty(),
+                "the answer ended the intent"
+            );
         }
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -7,6 +7,7 @@
 
 use crate::support::Bed;
 use jiff::{SignedDuration, Timestamp};
+use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::domain::time::parse_sn_datetime;
 use sn_oauth_keeper::sim::{
     CredentialSpec, EntraEndpoint, Estate, Fault, FaultTarget, ProviderKind, RecordedRequest,
@@ -115,7 +116,7 @@ async fn v2_is_asked_by_scope_and_v1_by_resource_whatever_the_tenant() {
     } = entra_estate();
     let bed = Bed::start(estate).await;
     let config = bed.config_file(KINDS);
-    let started = Timestamp::now();
+    let started = SystemClock.now();
     let out = bed
         .run_binary(&["once", "--config", config.to_str().unwrap()])
         .await;

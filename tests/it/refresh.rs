@@ -1,6 +1,7 @@
 //! Each credential state ends as it should.
 
 use crate::support::Bed;
+use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::domain::report::Outcome;
 use sn_oauth_keeper::sim::{Estate, SeededCredential};
@@ -110,7 +111,7 @@ async fn every_demo_state_ends_as_it_should() {
                     .unwrap()
                     .unwrap();
                 assert!(
-                    expires > jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30),
+                    expires > SystemClock.now() + jiff::SignedDuration::from_mins(30),
                     "{}: expires {expires}",
                     c.name
                 );

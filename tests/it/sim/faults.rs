@@ -1,7 +1,7 @@
 //! Every fault action as a reqwest client sees it, plus the request log and shutdown.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::support::*;
 use reqwest::{Method, StatusCode};
@@ -93,7 +93,7 @@ async fn status_faults_fire_in_order_and_run_out() {
 async fn delay_then_serve() {
     let sim = start(Estate::empty(53)).await;
     sim.inject(Fault::delay(FaultTarget::TableApi, Duration::from_millis(300)).times(1));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let resp = get(&sim, "/api/now/table/sys_user").await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(resp.status(), StatusCode::OK);
