@@ -29,3 +29,38 @@
 
 pub use crate::journal::{Custody, Intent, Obtained, Released};
 pub use crate::servicenow::{RefreshRowReceipt, RowReceipt, Unverified, Verified, Written};
+
+/// A point between two states of a credential's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// The intent is journaled; the token request is not sent yet.
+    Intent,
+    /// The answer is in custody (journaled and fsynced); nothing is written yet.
+    Obtained,
+    /// The refresh row holds the rotated token; the access row is not written yet.
+    RefreshRowWritten,
+    /// Every write is answered; not verified yet.
+    Written,
+    /// Verified; the record is not released yet.
+    Verified,
+    /// The record is released.
+    Released,
+}
+
+impl Transition {
+    /// Every transition, in the order a refresh passes them.
+    pub const ALL: [Transition; 6] = [
+        Transition::Intent,
+        Transition::Obtained,
+        Transition::RefreshRowWritten,
+        Transition::Written,
+        Transition::Verified,
+        Transition::Released,
+    ];
+}
+
+/// Where a fault-injection test stops a keeper dead: asked at every transition of every
+/// credential (the refresh row's sys_id), it answers whether the process "dies" there — the
+/// keeper then never moves again, and the test drops it as a crash would. A keeper without one
+/// never stops.
+pub type CrashPoint = std::sync::Arc<dyn Fn(&str, Transition) -> bool + Send + Sync>;

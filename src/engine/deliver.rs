@@ -10,6 +10,7 @@ use crate::domain::guidance;
 use crate::domain::report::{Outcome, Settled};
 use crate::journal::{Journal, Obtained};
 use crate::servicenow::{SnError, Verified, Written};
+use crate::transaction::Transition;
 
 /// Why an answer did not reach ServiceNow provably; it stays in custody.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +33,15 @@ impl Keeper {
     ) -> Result<Verified, DeliveryError> {
         match self.write_and_verify(journal, obtained).await {
             Ok(verified) => {
-                if let Err(e) = journal.release(verified.clone()).await {
+                match journal.release(verified.clone()).await {
+                    Ok(_) => {
+                        self.reached(verified.credential(), Transition::Released)
+                            .await
+                    }
                     // The record stays and is delivered again next cycle: harmless.
-                    tracing::error!(event = "journal.write_failed", credential = %verified.credential(), error = %e, "could not update the journal record");
+                    Err(e) => {
+                        tracing::error!(event = "journal.write_failed", credential = %verified.credential(), error = %e, "could not update the journal record");
+                    }
                 }
                 Ok(verified)
             }
@@ -59,19 +66,27 @@ impl Keeper {
             Ok(receipt) => receipt,
             Err(e) => return Err((obtained, e.into())),
         };
-        if refresh.written_now()
-            && let Err(e) = journal.note_refresh_row_written(&mut obtained).await
-        {
-            tracing::error!(event = "journal.write_failed", credential = %obtained.credential(), error = %e, "could not note the refresh-row delivery");
+        if refresh.written_now() {
+            if let Err(e) = journal.note_refresh_row_written(&mut obtained).await {
+                tracing::error!(event = "journal.write_failed", credential = %obtained.credential(), error = %e, "could not note the refresh-row delivery");
+            }
+            self.reached(obtained.credential(), Transition::RefreshRowWritten)
+                .await;
         }
         let access = match self.instance.write_access_row(&obtained).await {
             Ok(receipt) => receipt,
             Err(e) => return Err((obtained, e.into())),
         };
-        self.instance
+        self.reached(obtained.credential(), Transition::Written)
+            .await;
+        let verified = self
+            .instance
             .verify(Written::new(obtained, refresh, access))
             .await
-            .map_err(|u| (u.obtained, DeliveryError::NotStored(u.reason)))
+            .map_err(|u| (u.obtained, DeliveryError::NotStored(u.reason)))?;
+        self.reached(verified.credential(), Transition::Verified)
+            .await;
+        Ok(verified)
     }
 
     /// Re-delivers an answer an earlier run journaled. `current` is the credential as this

@@ -26,6 +26,7 @@ use crate::oauth::TokenClient;
 use crate::observe::Observer;
 use crate::pacing::{HostLimits, cycle_budget};
 use crate::servicenow::{Instance, RetryPolicy, SnError};
+use crate::transaction::{CrashPoint, Transition};
 use secrecy::ExposeSecret;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,8 @@ pub struct Keeper {
     /// Where state changes are reported on the instance (`[report]`).
     events: Option<EventReporter>,
     clock: SharedClock,
+    /// Fault-injection tests stop the keeper dead at a transition (see [`CrashPoint`]).
+    crash: Option<CrashPoint>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -118,6 +121,7 @@ impl Keeper {
             observer: Observer::none(),
             events: None,
             clock: SystemClock::shared(),
+            crash: None,
         };
         keeper.rewire_events();
         Ok(keeper)
@@ -142,6 +146,31 @@ impl Keeper {
         self.clock = clock;
         self.rewire_events();
         self
+    }
+
+    /// Retries calls to the instance as `retry` says (the default waits up to 20 s between
+    /// attempts; fault-injection tests and benchmarks want milliseconds).
+    pub fn with_instance_retry(mut self, retry: RetryPolicy) -> Keeper {
+        self.instance.set_retry_policy(retry);
+        self.rewire_events();
+        self
+    }
+
+    /// Stops at the transitions `crash` picks, for ever, as a process killed there would: for
+    /// fault-injection tests, which then drop the cycle and start a new keeper on the journal.
+    pub fn with_crash_point(mut self, crash: CrashPoint) -> Keeper {
+        self.crash = Some(crash);
+        self
+    }
+
+    /// Passes a transition of `credential`'s refresh (or never returns, if a test's crash
+    /// point says the keeper dies here).
+    async fn reached(&self, credential: &str, transition: Transition) {
+        if let Some(crash) = &self.crash
+            && crash(credential, transition)
+        {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The event reporter writes through the instance client: give it the current one.

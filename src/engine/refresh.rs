@@ -15,6 +15,7 @@ use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Rotated};
 use crate::oauth::{RefreshRequest, TokenError, TokenSet};
 use crate::pacing::FullJitter;
 use crate::servicenow::{COMPANION_BATCH, CompanionSecrets, SecretRequest, SnError};
+use crate::transaction::Transition;
 use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::{HashMap, HashSet};
@@ -237,6 +238,7 @@ impl Keeper {
                 });
             }
         };
+        self.reached(c.id(), Transition::Intent).await;
         let mut retried_with_newer = false;
         let set = loop {
             let request = RefreshRequest {
@@ -275,6 +277,7 @@ impl Keeper {
             // The answer exists only in memory now: deliver it anyway rather than drop it.
             tracing::error!(event = "journal.write_failed", credential = %c.id(), registry = %registry, error = %e, "could not journal a token answer; delivering it without a journal record");
         }
+        self.reached(c.id(), Transition::Obtained).await;
         self.unpark(journal, context, &c.refresh.registry.sys_id)
             .await;
         match self.deliver(journal, obtained).await {

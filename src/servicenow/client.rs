@@ -145,6 +145,11 @@ impl Instance {
         })
     }
 
+    /// Retries calls as `retry` says from now on.
+    pub fn set_retry_policy(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
+    }
+
     /// Reports every request from now on to `observer` (method, endpoint id, status, duration).
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = observer;

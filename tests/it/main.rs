@@ -24,6 +24,10 @@
 //!   subsets, dead grants, introspection of every stored token.
 //! - `companion_contract`: the companion's shared contract cases (also run against the real
 //!   script under Node) against the simulator.
+//! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
+//!   registry's hourly probe) without waiting.
+//! - `transaction`: the refresh transaction as a stateful property — random instance faults and
+//!   a crash after any transition, against the provider's own books.
 //! - `bench`: `bench --smoke`, the benchmark harness end to end at a small size; every cycle
 //!   at the call floor.
 
@@ -46,4 +50,6 @@ mod refresh;
 mod reporting;
 mod sim;
 mod support;
+mod time;
+mod transaction;
 mod writes;
