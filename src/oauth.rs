@@ -7,14 +7,18 @@ use crate::client_auth::{ASSERTION_TYPE, AssertionError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, parse_instance_url};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
+use crate::domain::guidance::TokenFailure;
 use crate::observe::{Observer, Peer, token_endpoint};
+use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
+use backon::Retryable;
 use base64::Engine;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// What the keeper sends for one refresh.
@@ -96,6 +100,14 @@ pub fn resource_from_scope(scope: &str) -> Option<String> {
     };
     (!resource.is_empty()).then(|| format!("{scheme}://{resource}"))
 }
+
+/// Retries of one token request when the provider throttles or fails transiently (a lost answer
+/// gets its own single retry on top).
+const TOKEN_RETRIES: u32 = 2;
+/// Ceiling of the first backoff between token attempts, and the largest one.
+const TOKEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+/// Largest `Retry-After` honoured inside a cycle; longer waits defer to the next cycle.
+const TOKEN_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// A token endpoint's successful answer.
 pub struct TokenSet {
@@ -208,6 +220,17 @@ impl TokenError {
         }
     }
 
+    /// How the request failed, as far as guidance cares.
+    pub fn failure(&self) -> TokenFailure<'_> {
+        match self {
+            TokenError::Rejected(p) => TokenFailure::Rejected(&p.code),
+            TokenError::BadUrl(_) => TokenFailure::BadUrl,
+            TokenError::LostAnswer(_) | TokenError::Malformed(_) => TokenFailure::Lost,
+            TokenError::Unreachable(_) => TokenFailure::Unreachable,
+            TokenError::Http { .. } => TokenFailure::Http,
+        }
+    }
+
     /// The wait the provider asked for.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -246,6 +269,41 @@ impl TokenClient {
     /// Reports every request from now on to `observer` (endpoint host, status, duration).
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = observer;
+    }
+
+    /// Sends a refresh request with its retry rules: a throttled or failing provider is retried
+    /// with full-jitter backoff (honouring `Retry-After`, drawing on `budget`); a lost answer is
+    /// retried once with the same refresh token, then the credential waits for the next cycle.
+    /// `on_retry` hears of each retry and its delay.
+    pub async fn refresh_with_retries(
+        &self,
+        request: &RefreshRequest<'_>,
+        budget: &RetryBudget,
+        on_retry: impl Fn(&TokenError, Duration),
+    ) -> Result<TokenSet, TokenError> {
+        let lost_retried = AtomicBool::new(false);
+        let transient_retries = AtomicU32::new(0);
+        (|| self.refresh(request))
+            .retry(FullJitter::new(
+                TOKEN_BACKOFF.0,
+                TOKEN_BACKOFF.1,
+                TOKEN_RETRIES + 1,
+            ))
+            .when(|e: &TokenError| {
+                if e.answer_lost() {
+                    return !lost_retried.swap(true, Ordering::Relaxed);
+                }
+                e.retry_now()
+                    && e.retry_after().is_none_or(|d| d <= TOKEN_MAX_RETRY_AFTER)
+                    && transient_retries.fetch_add(1, Ordering::Relaxed) < TOKEN_RETRIES
+                    && budget.try_take()
+            })
+            .adjust(|e: &TokenError, proposed| {
+                // `None` (attempts exhausted) stays `None`; a Retry-After only lengthens a wait.
+                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
+            })
+            .notify(|e: &TokenError, delay| on_retry(e, delay))
+            .await
     }
 
     /// Sends one refresh request. Never retries by itself: whether a retry is safe depends on

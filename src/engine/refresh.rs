@@ -8,29 +8,17 @@ use crate::config::{ClientAuth, RegistrySettings};
 use crate::domain::answer::{AnswerTimes, Lifetimes, expiries};
 use crate::domain::classify::FailureClass;
 use crate::domain::credential::Credential;
-use crate::domain::guidance::{self, CompanionFailure, TokenFailure, registry_label};
+use crate::domain::guidance::{self, CompanionFailure, registry_label};
 use crate::domain::report::{Outcome, Settled};
 use crate::events::StateChange;
 use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Rotated};
 use crate::oauth::{RefreshRequest, TokenError, TokenSet};
-use crate::pacing::FullJitter;
 use crate::servicenow::{COMPANION_BATCH, CompanionSecrets, SecretRequest, SnError};
 use crate::transaction::Transition;
-use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Retries of one token request when the provider throttles or fails transiently (a lost answer
-/// gets its own single retry on top).
-const TOKEN_RETRIES: u32 = 2;
-/// Ceiling of the first backoff between token attempts, and the largest one.
-const TOKEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
-/// Largest `Retry-After` honoured inside a cycle; longer waits defer to the next cycle.
-const TOKEN_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Marks a credential in flight for as long as it lives.
 struct FlightGuard {
@@ -367,39 +355,16 @@ impl Keeper {
         (current.expose_secret() != used.expose_secret()).then_some(current)
     }
 
-    /// The token request with its retry rules: a throttled or failing provider is retried with
-    /// full-jitter backoff (honouring `Retry-After`, drawing on the cycle's retry budget); a lost
-    /// answer is retried once with the same refresh token, then the credential waits for the
-    /// next cycle.
+    /// The token request, within the per-host cap, with the client's retry rules drawing on the
+    /// cycle's retry budget; every retry is logged.
     async fn request_token(
         &self,
         request: &RefreshRequest<'_>,
         c: &Credential,
     ) -> Result<TokenSet, TokenError> {
         let _host = self.hosts.acquire(request.token_url).await;
-        let lost_retried = AtomicBool::new(false);
-        let transient_retries = AtomicU32::new(0);
-        let budget = self.instance.budget();
-        (|| self.tokens.refresh(request))
-            .retry(FullJitter::new(
-                TOKEN_BACKOFF.0,
-                TOKEN_BACKOFF.1,
-                TOKEN_RETRIES + 1,
-            ))
-            .when(|e: &TokenError| {
-                if e.answer_lost() {
-                    return !lost_retried.swap(true, Ordering::Relaxed);
-                }
-                e.retry_now()
-                    && e.retry_after().is_none_or(|d| d <= TOKEN_MAX_RETRY_AFTER)
-                    && transient_retries.fetch_add(1, Ordering::Relaxed) < TOKEN_RETRIES
-                    && budget.try_take()
-            })
-            .adjust(|e: &TokenError, proposed| {
-                // `None` (attempts exhausted) stays `None`; a Retry-After only lengthens a wait.
-                proposed.map(|d| e.retry_after().map_or(d, |ra| ra.max(d)))
-            })
-            .notify(|e: &TokenError, delay| {
+        self.tokens
+            .refresh_with_retries(request, self.instance.budget(), |e, delay| {
                 let event = if e.answer_lost() {
                     "credential.answer_lost"
                 } else {
@@ -428,14 +393,7 @@ impl Keeper {
     ) -> Outcome {
         let class = e.class();
         let registry = registry_label(c);
-        let failure = match e {
-            TokenError::Rejected(p) => TokenFailure::Rejected(&p.code),
-            TokenError::BadUrl(_) => TokenFailure::BadUrl,
-            TokenError::LostAnswer(_) | TokenError::Malformed(_) => TokenFailure::Lost,
-            TokenError::Unreachable(_) => TokenFailure::Unreachable,
-            TokenError::Http { .. } => TokenFailure::Http,
-        };
-        let mut advice = guidance::token(failure, class, &registry);
+        let mut advice = guidance::token(e.failure(), class, &registry);
         let mut event = match class {
             FailureClass::NeedsReauth => "credential.needs_reauth",
             _ => "credential.failed",
