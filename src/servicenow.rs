@@ -1,7 +1,7 @@
 //! The ServiceNow adapter: Table API reads and writes of `oauth_credential`, the integration
 //! user's record, and the companion that hands out decrypted secrets.
 
-use crate::config::{InstanceAuthSettings, InstanceSettings, parse_instance_url};
+use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
 use crate::domain::credential::{CredentialRow, Registry, TokenType};
 use crate::domain::time::parse_sn_datetime;
 use crate::instance_auth::TokenSource;
@@ -274,10 +274,7 @@ impl fmt::Debug for Instance {
 impl Instance {
     /// Builds the client from `[instance]`.
     pub fn new(settings: &InstanceSettings, retry: RetryPolicy) -> Result<Instance, SnError> {
-        let loopback = settings
-            .url
-            .host_str()
-            .is_some_and(|h| parse_instance_url(&format!("http://{h}")).is_ok());
+        let loopback = settings.url.host_str().is_some_and(is_loopback_host);
         let http = wire::build_client(settings.timeout, loopback)
             .map_err(|e| SnError::Unreachable(wire::describe_transport(&e)))?;
         Ok(Instance {

@@ -6,7 +6,8 @@
 //!
 //! Map of the module:
 //! - `raw`: the serde shapes of the TOML, before any validation;
-//! - `parse`: raw shapes into [`Settings`], and the instance URL rules ([`parse_instance_url`]);
+//! - `parse`: raw shapes into [`Settings`], and the URL rules ([`parse_instance_url`],
+//!   [`is_loopback_host`]);
 //! - `settings`: the validated types the rest of the keeper reads;
 //! - `secrets`: where secrets and the journal key come from ([`Env`], [`KeySource`],
 //!   [`JournalKey`], `${VAR}` in paths).
@@ -16,7 +17,7 @@ mod raw;
 mod secrets;
 mod settings;
 
-pub use parse::parse_instance_url;
+pub use parse::{is_loopback_host, parse_instance_url};
 pub use secrets::{Env, JournalKey, KeySource, ProcessEnv, expand_path};
 pub use settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,

@@ -10,7 +10,7 @@ use super::settings::{
 use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
 use secrecy::SecretString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -510,7 +510,7 @@ pub fn parse_instance_url(text: &str) -> Result<Url, String> {
         .to_string();
     match url.scheme() {
         "https" => {}
-        "http" if is_loopback(&host) => {}
+        "http" if is_loopback_host(&host) => {}
         "http" => {
             return Err(format!(
                 "{text:?}: http:// is accepted only for loopback hosts; use https://"
@@ -528,12 +528,93 @@ pub fn parse_instance_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` — as [`Url::host_str`] gives it, IPv6 in brackets — is this machine's
+/// loopback: `localhost` (any case), `127.0.0.0/8` or `::1`. These are the only hosts plain
+/// `http://` may reach (the instance, a token endpoint): credentials never cross a network in
+/// clear. Deliberately literal — no `*.localhost`, no IPv4-mapped `::ffff:127.0.0.1` — so the
+/// answer never depends on a resolver.
+pub fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        None => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn loopback_hosts_are_the_literal_ones() {
+        for yes in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.255.0.9",
+            "::1",
+            "[::1]",
+            "[0:0:0:0:0:0:0:1]",
+        ] {
+            assert!(is_loopback_host(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "localhost.",
+            "app.localhost",
+            "localhost:8080",
+            "128.0.0.1",
+            "10.0.0.1",
+            "0.0.0.0",
+            "[127.0.0.1]",
+            "[::1",
+            "::1]",
+            "[[::1]]",
+            "[::ffff:127.0.0.1]",
+            "acme.service-now.com",
+        ] {
+            assert!(!is_loopback_host(no), "{no}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_is_loopback_exactly_in_127_slash_8(ip in any::<Ipv4Addr>()) {
+            prop_assert_eq!(is_loopback_host(&ip.to_string()), ip.octets()[0] == 127);
+        }
+
+        #[test]
+        fn ipv6_is_loopback_exactly_at_1_bracketed_or_not(ip in any::<Ipv6Addr>()) {
+            let expected = ip == Ipv6Addr::LOCALHOST;
+            prop_assert_eq!(is_loopback_host(&ip.to_string()), expected);
+            prop_assert_eq!(is_loopback_host(&format!("[{ip}]")), expected);
+        }
+
+        #[test]
+        fn a_parsed_url_host_gets_the_verdict_of_its_address(
+            v4 in any::<Ipv4Addr>(),
+            v6 in any::<Ipv6Addr>(),
+            port in 1u16..,
+        ) {
+            // What the call sites pass: the host of an already parsed URL.
+            for (text, expected) in [
+                (format!("http://{v4}:{port}/x"), v4.is_loopback()),
+                (format!("https://[{v6}]:{port}/x"), v6.is_loopback()),
+            ] {
+                let url = Url::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(url.host_str().is_some_and(is_loopback_host), expected);
+            }
+        }
+
+        #[test]
+        fn names_other_than_localhost_never_are(name in "[a-zA-Z0-9.-]{0,30}") {
+            prop_assume!(!name.eq_ignore_ascii_case("localhost"));
+            prop_assume!(name.parse::<IpAddr>().is_err());
+            prop_assert!(!is_loopback_host(&name));
+        }
+    }
 }
