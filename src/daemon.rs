@@ -369,8 +369,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.state.dir != new.state.dir {
         keys.push("state.dir");
     }
-    // Debug of a key source names the variable or the file, never the key.
-    if format!("{:?}", old.state.key) != format!("{:?}", new.state.key) {
+    if old.state.key != new.state.key {
         keys.push("state.key_env/state.key_file");
     }
     if old.server.listen != new.server.listen {
@@ -705,5 +704,30 @@ mod tests {
         assert_eq!(v.body["cycle_running_s"], json!(5));
         h.stopping = true;
         assert_eq!(h.liveness(at(20)).body["status"], json!("stopping"));
+    }
+
+    #[test]
+    fn a_changed_key_source_or_listener_needs_a_restart() {
+        let key = crate::config::JournalKey::random().unwrap();
+        let old = Settings::local(
+            "http://127.0.0.1:1",
+            "u",
+            "p",
+            "/api/x",
+            "/tmp/s".into(),
+            key.clone(),
+        )
+        .unwrap();
+        let mut same = old.clone();
+        same.state.key = crate::config::KeySource::Inline(key);
+        assert!(restart_only_changes(&old, &same).is_empty());
+        let mut new = old.clone();
+        new.state.key =
+            crate::config::KeySource::Inline(crate::config::JournalKey::random().unwrap());
+        new.server.listen = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["state.key_env/state.key_file", "server.listen"]
+        );
     }
 }

@@ -31,8 +31,9 @@ impl Env for HashMap<String, String> {
 }
 
 /// Where the journal key comes from; resolved only by commands that write the journal, so
-/// `status` and `check` work without it.
-#[derive(Debug, Clone)]
+/// `status` and `check` work without it. Two sources are equal when they name the same
+/// variable or file, or hold the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// An environment variable holding the key (64 hex characters or base64 of 32 bytes).
     Env(String),
@@ -50,6 +51,16 @@ impl Clone for JournalKey {
         JournalKey(SecretBox::new(Box::new(*self.0.expose_secret())))
     }
 }
+
+/// Compared in constant time: how long two keys share a prefix must not show in how long the
+/// comparison takes.
+impl PartialEq for JournalKey {
+    fn eq(&self, other: &Self) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.bytes(), other.bytes()).is_ok()
+    }
+}
+
+impl Eq for JournalKey {}
 
 impl fmt::Debug for JournalKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -191,4 +202,30 @@ pub(super) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(SecretString::from(value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_sources_compare_by_what_they_name_and_inline_keys_by_their_bytes() {
+        let env = |v: &str| KeySource::Env(v.into());
+        let file = |p: &str| KeySource::File(PathBuf::from(p));
+        assert_eq!(env("SN_OAUTH_KEEPER_KEY"), env("SN_OAUTH_KEEPER_KEY"));
+        assert_ne!(env("SN_OAUTH_KEEPER_KEY"), env("OTHER_KEY"));
+        assert_eq!(file("/run/k"), file("/run/k"));
+        assert_ne!(file("/run/k"), file("/run/j"));
+        assert_ne!(env("k"), file("k"));
+        let key = JournalKey::random().unwrap();
+        let mut flipped = *key.bytes();
+        flipped[31] ^= 1;
+        let other = JournalKey(SecretBox::new(Box::new(flipped)));
+        assert_eq!(
+            KeySource::Inline(key.clone()),
+            KeySource::Inline(key.clone())
+        );
+        assert_ne!(KeySource::Inline(key.clone()), KeySource::Inline(other));
+        assert_ne!(KeySource::Inline(key), env("SN_OAUTH_KEEPER_KEY"));
+    }
 }
