@@ -4,8 +4,9 @@ use super::ConfigError;
 use super::raw::RawConfig;
 use super::secrets::{Env, KeySource, expand_path, read_secret_file};
 use super::settings::{
-    ClientAuth, DEFAULT_COMPANION_PATH, InstanceAuthSettings, InstanceSettings, RefreshSettings,
-    RegistrySettings, ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
+    InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
+    ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
@@ -23,8 +24,10 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
         key: key.to_string(),
         message,
     };
-    let duration = |key: &str, value: Option<&String>, default: &str, min: Duration| {
-        let text = value.map_or(default, String::as_str);
+    let duration = |key: &str, value: Option<&String>, default: Duration, min: Duration| {
+        let Some(text) = value else {
+            return Ok(default);
+        };
         let d = parse_duration(text).map_err(|e| invalid(key, e.to_string()))?;
         if d < min {
             return Err(invalid(
@@ -96,12 +99,14 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
     let timeout = duration(
         "instance.timeout",
         inst.timeout.as_ref(),
-        "30s",
+        InstanceSettings::DEFAULT_TIMEOUT,
         Duration::from_secs(1),
     )?;
     let page_size = match inst.page_size {
-        None => 1_000,
-        Some(n) if (1..=10_000).contains(&n) => usize::try_from(n).unwrap_or(1_000),
+        None => InstanceSettings::DEFAULT_PAGE_SIZE,
+        Some(n) if (1..=10_000).contains(&n) => {
+            usize::try_from(n).unwrap_or(InstanceSettings::DEFAULT_PAGE_SIZE)
+        }
         Some(n) => {
             return Err(invalid(
                 "instance.page_size",
@@ -119,9 +124,10 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
     .map_err(|(key, message)| invalid(key, message))?;
 
     let r = raw.refresh;
+    let defaults = RefreshSettings::default();
     let concurrency = match r.concurrency {
-        None => 8,
-        Some(n) if (1..=256).contains(&n) => usize::try_from(n).unwrap_or(8),
+        None => defaults.concurrency,
+        Some(n) if (1..=256).contains(&n) => usize::try_from(n).unwrap_or(defaults.concurrency),
         Some(n) => {
             return Err(invalid(
                 "refresh.concurrency",
@@ -130,8 +136,10 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
         }
     };
     let per_host_concurrency = match r.per_host_concurrency {
-        None => 4,
-        Some(n) if (1..=256).contains(&n) => usize::try_from(n).unwrap_or(4),
+        None => defaults.per_host_concurrency,
+        Some(n) if (1..=256).contains(&n) => {
+            usize::try_from(n).unwrap_or(defaults.per_host_concurrency)
+        }
         Some(n) => {
             return Err(invalid(
                 "refresh.per_host_concurrency",
@@ -143,19 +151,19 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
         interval: duration(
             "refresh.interval",
             r.interval.as_ref(),
-            "3m",
+            defaults.interval,
             Duration::from_secs(1),
         )?,
         lead_time: duration(
             "refresh.lead_time",
             r.lead_time.as_ref(),
-            "10m",
+            defaults.lead_time,
             Duration::ZERO,
         )?,
         keepalive: duration(
             "refresh.keepalive",
             r.keepalive.as_ref(),
-            "7d",
+            defaults.keepalive,
             Duration::from_secs(60),
         )?,
         concurrency,
@@ -163,13 +171,13 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
         timeout: duration(
             "refresh.timeout",
             r.timeout.as_ref(),
-            "30s",
+            defaults.timeout,
             Duration::from_secs(1),
         )?,
         shutdown_grace: duration(
             "refresh.shutdown_grace",
             r.shutdown_grace.as_ref(),
-            "90s",
+            defaults.shutdown_grace,
             Duration::from_secs(1),
         )?,
     };
@@ -185,22 +193,24 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
         (None, Some(path)) => {
             KeySource::File(expand_path(&path, env).map_err(|m| invalid("state.key_file", m))?)
         }
-        (None, None) => KeySource::Env("SN_OAUTH_KEEPER_KEY".into()),
+        (None, None) => KeySource::default(),
     };
     let state = StateSettings {
         dir: match raw.state.dir {
             Some(dir) => expand_path(&dir, env).map_err(|m| invalid("state.dir", m))?,
-            None => PathBuf::from("/var/lib/sn-oauth-keeper"),
+            None => StateSettings::default().dir,
         },
         key,
     };
-    let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:9464".into());
-    let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
-        invalid(
-            "server.listen",
-            format!("{listen_text:?} is not an address:port (e.g. \"127.0.0.1:9464\")"),
-        )
-    })?;
+    let listen = match raw.server.listen {
+        None => ServerSettings::default().listen,
+        Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("{text:?} is not an address:port (e.g. \"127.0.0.1:9464\")"),
+            )
+        })?,
+    };
 
     let mut registries = Vec::new();
     for (i, reg) in raw.registry.into_iter().enumerate() {
@@ -271,13 +281,13 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
             default_expires_in: duration(
                 &key("default_expires_in"),
                 reg.default_expires_in.as_ref(),
-                "1h",
+                DEFAULT_EXPIRES_IN,
                 Duration::from_secs(60),
             )?,
             refresh_token_lifetime: duration(
                 &key("refresh_token_lifetime"),
                 reg.refresh_token_lifetime.as_ref(),
-                "90d",
+                DEFAULT_REFRESH_LIFETIME,
                 Duration::from_secs(3_600),
             )?,
             name,
@@ -293,15 +303,16 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
     let report = match raw.report {
         None => None,
         Some(r) => {
-            let table = r.table.unwrap_or_else(|| "em_event".to_string());
-            if table != "em_event" {
+            let defaults = ReportSettings::default();
+            let table = r.table.unwrap_or_else(|| defaults.table.clone());
+            if table != defaults.table {
                 return Err(invalid(
                     "report.table",
                     format!("{table:?} is not supported; use \"em_event\" (Event Management)"),
                 ));
             }
-            let text = |key: &str, value: Option<String>, default: &str| {
-                let v = value.unwrap_or_else(|| default.to_string());
+            let text = |key: &str, value: Option<String>, default: String| {
+                let v = value.unwrap_or(default);
                 if v.trim().is_empty() || v.len() > 100 {
                     Err(invalid(key, "must be 1 to 100 characters".into()))
                 } else {
@@ -310,8 +321,8 @@ pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Sett
             };
             Some(ReportSettings {
                 table,
-                source: text("report.source", r.source, "sn-oauth-keeper")?,
-                node: text("report.node", r.node, "sn-oauth-keeper")?,
+                source: text("report.source", r.source, defaults.source)?,
+                node: text("report.node", r.node, defaults.node)?,
             })
         }
     };

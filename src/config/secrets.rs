@@ -43,6 +43,13 @@ pub enum KeySource {
     Inline(JournalKey),
 }
 
+/// `state.key_env = "SN_OAUTH_KEEPER_KEY"`: where the key is when the config names no source.
+impl Default for KeySource {
+    fn default() -> Self {
+        KeySource::Env("SN_OAUTH_KEEPER_KEY".into())
+    }
+}
+
 /// A 32-byte journal key.
 pub struct JournalKey(SecretBox<[u8; 32]>);
 

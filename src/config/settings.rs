@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// The companion's default path: the one the update set in `migrations-docs/` creates (a
-/// global-scope Scripted REST API with namespace `snok` and API ID `oauth_keeper`).
+/// `instance.companion_path` when the config does not say: the path the update set in
+/// `migrations-docs/` creates (a global-scope Scripted REST API with namespace `snok` and API ID
+/// `oauth_keeper`).
 pub const DEFAULT_COMPANION_PATH: &str = "/api/snok/oauth_keeper";
 
 /// How the client authenticates at the token endpoint.
@@ -83,6 +84,17 @@ pub struct ReportSettings {
     pub node: String,
 }
 
+/// The keys a `[report]` table leaves out. Without the table there is no reporting at all.
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            table: "em_event".into(),
+            source: "sn-oauth-keeper".into(),
+            node: "sn-oauth-keeper".into(),
+        }
+    }
+}
+
 /// `[instance]`.
 #[derive(Debug, Clone)]
 pub struct InstanceSettings {
@@ -100,6 +112,13 @@ pub struct InstanceSettings {
     pub page_size: usize,
     /// How every call proves who the integration user is.
     pub auth: InstanceAuthSettings,
+}
+
+impl InstanceSettings {
+    /// `instance.timeout` when the config does not say.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `instance.page_size` when the config does not say.
+    pub const DEFAULT_PAGE_SIZE: usize = 1_000;
 }
 
 /// `instance.auth`: how the keeper authenticates to the instance.
@@ -122,7 +141,7 @@ pub enum InstanceAuthSettings {
 }
 
 /// `[refresh]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshSettings {
     /// Between cycles of `run`.
     pub interval: Duration,
@@ -141,6 +160,23 @@ pub struct RefreshSettings {
     pub shutdown_grace: Duration,
 }
 
+/// Every `[refresh]` key the config leaves out.
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        RefreshSettings {
+            interval: Duration::from_secs(3 * 60),
+            lead_time: Duration::from_secs(10 * 60),
+            keepalive: Duration::from_secs(7 * 86_400),
+            concurrency: 8,
+            per_host_concurrency: 4,
+            timeout: Duration::from_secs(30),
+            // Three token attempts at the 30 s deadline, the backoff between them, and the
+            // write-back.
+            shutdown_grace: Duration::from_secs(90),
+        }
+    }
+}
+
 impl RefreshSettings {
     /// The planner's thresholds.
     pub fn policy(&self) -> Policy {
@@ -152,7 +188,7 @@ impl RefreshSettings {
 }
 
 /// `[state]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// The directory of the journal.
     pub dir: PathBuf,
@@ -160,11 +196,32 @@ pub struct StateSettings {
     pub key: KeySource,
 }
 
+/// Every `[state]` key the config leaves out: the packages' state directory, the key in
+/// `SN_OAUTH_KEEPER_KEY`.
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            dir: PathBuf::from("/var/lib/sn-oauth-keeper"),
+            key: KeySource::default(),
+        }
+    }
+}
+
 /// `[server]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
     /// Where `run` serves `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+}
+
+/// `server.listen` when the config does not say: loopback only, so the endpoints reach beyond
+/// the machine only when a config asks for it.
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// `[[registry]]`: per Application Registry overrides.
@@ -193,14 +250,12 @@ pub struct RegistrySettings {
     pub assertion_key: Option<Arc<AssertionKey>>,
 }
 
-/// `refresh.shutdown_grace` when the config does not say: three token attempts at the default
-/// 30 s deadline, the backoff between them, and the write-back.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
-
-/// Defaults for a registry without a `[[registry]]` entry.
+/// `registry[].default_expires_in` when the config does not say, and for a registry without a
+/// `[[registry]]` entry.
 pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3_600);
-/// Entra's inactivity window: the refresh row's new `expires` after a rotation when the provider
-/// does not say.
+/// `registry[].refresh_token_lifetime` when the config does not say, and for a registry without
+/// a `[[registry]]` entry: Entra's inactivity window, the refresh row's new `expires` after a
+/// rotation when the provider does not say.
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 impl Settings {
@@ -213,7 +268,8 @@ impl Settings {
 }
 
 impl Settings {
-    /// Settings for a local instance (the simulator) with defaults everywhere else: what `demo`
+    /// Settings for a local instance (the simulator) with the defaults of a config file
+    /// everywhere else, but for the admin server, which gets any free loopback port: what `demo`
     /// and the tests use. `url` must be a loopback or https URL.
     pub fn local(
         url: &str,
@@ -230,19 +286,11 @@ impl Settings {
                 username: username.to_string(),
                 password: SecretString::from(password.to_string()),
                 companion_path: companion_path.to_string(),
-                timeout: Duration::from_secs(10),
-                page_size: 1_000,
-                auth: InstanceAuthSettings::Basic,
+                timeout: InstanceSettings::DEFAULT_TIMEOUT,
+                page_size: InstanceSettings::DEFAULT_PAGE_SIZE,
+                auth: InstanceAuthSettings::default(),
             },
-            refresh: RefreshSettings {
-                interval: Duration::from_secs(180),
-                lead_time: Duration::from_secs(600),
-                keepalive: Duration::from_secs(7 * 86_400),
-                concurrency: 8,
-                per_host_concurrency: 4,
-                timeout: Duration::from_secs(10),
-                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            },
+            refresh: RefreshSettings::default(),
             state: StateSettings {
                 dir: state_dir,
                 key: KeySource::Inline(key),
@@ -253,5 +301,29 @@ impl Settings {
             registries: Vec::new(),
             report: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_settings_take_the_defaults_of_a_config_file() {
+        let key = JournalKey::random().unwrap();
+        let s = Settings::local(
+            "http://127.0.0.1:8080",
+            "u",
+            "p",
+            "/api/x",
+            "/tmp/s".into(),
+            key,
+        )
+        .unwrap();
+        assert_eq!(s.refresh, RefreshSettings::default());
+        assert_eq!(s.instance.timeout, InstanceSettings::DEFAULT_TIMEOUT);
+        assert_eq!(s.instance.page_size, InstanceSettings::DEFAULT_PAGE_SIZE);
+        assert!(matches!(s.instance.auth, InstanceAuthSettings::Basic));
+        assert_eq!(s.server.listen.port(), 0, "any free port, never 9464");
     }
 }

@@ -441,7 +441,7 @@ fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
 #[test]
 fn shutdown_grace_has_a_default_and_names_its_key() {
     let s = parse(GOOD, "keeper.toml", &env()).unwrap();
-    assert_eq!(s.refresh.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(s.refresh.shutdown_grace, Duration::from_secs(90));
     let set = GOOD.replace(
         "concurrency = 8",
         "concurrency = 8\nshutdown_grace = \"2m\"",
@@ -516,4 +516,122 @@ fn keys_decode_in_hex_base64_and_raw() {
     assert!(JournalKey::decode(b"short").is_err());
     let missing = KeySource::Env("NOPE".into()).resolve("k.toml", &env());
     assert!(missing.unwrap_err().to_string().contains("state.key_env"));
+}
+
+/// A config with only what is required, plus an empty `[report]` (whose keys have defaults)
+/// and two registries: one with a client secret, one signing with a certificate key.
+fn minimal() -> String {
+    let dir = keys_dir();
+    format!(
+        "[instance]\nurl = \"https://acme.service-now.com\"\nusername = \"svc\"\npassword_env = \"SN_PASSWORD\"\n\n[report]\n\n[[registry]]\nname = \"with a secret\"\n\n[[registry]]\nname = \"with a certificate\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\n",
+        dir.join("client-a.key.pem").display(),
+        dir.join("client-a.cert.pem").display()
+    )
+}
+
+#[test]
+fn what_the_file_leaves_out_takes_the_section_defaults() {
+    let s = parse(&minimal(), "keeper.toml", &env()).unwrap();
+    assert_eq!(s.refresh, RefreshSettings::default());
+    assert_eq!(s.state, StateSettings::default());
+    assert_eq!(s.server, ServerSettings::default());
+    assert_eq!(s.report, Some(ReportSettings::default()));
+    assert_eq!(s.instance.companion_path, DEFAULT_COMPANION_PATH);
+    assert_eq!(s.instance.timeout, InstanceSettings::DEFAULT_TIMEOUT);
+    assert_eq!(s.instance.page_size, InstanceSettings::DEFAULT_PAGE_SIZE);
+    assert!(matches!(s.instance.auth, InstanceAuthSettings::Basic));
+    let reg = &s.registries[0];
+    assert_eq!(reg.client_auth, ClientAuth::default());
+    assert_eq!(reg.default_expires_in, DEFAULT_EXPIRES_IN);
+    assert_eq!(reg.refresh_token_lifetime, DEFAULT_REFRESH_LIFETIME);
+    let jwt = s.registries[1].assertion_key.as_ref().unwrap();
+    assert_eq!(jwt.alg(), JwtAlg::default());
+}
+
+/// Every default the README's reference table states, written into the file explicitly, gives
+/// the same settings as leaving the key out: the table cannot drift from the `Default`s. Rows
+/// whose default is prose ("required", "the companion's") are not checked; a row whose
+/// default is one literal in backticks is.
+#[test]
+fn the_readme_reference_table_states_the_defaults() {
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has a configuration reference");
+    // Section → lines to add to it; `registry-jwt` is the registry whose client signs with a
+    // key, the only one where `jwt_alg` may be set.
+    let mut added: Vec<(String, String)> = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        let (keys, default) = (cells[0], cells[1]);
+        let Some(literal) = default
+            .strip_prefix('`')
+            .and_then(|d| d.strip_suffix('`'))
+            .filter(|d| !d.contains('`'))
+        else {
+            continue;
+        };
+        for key in keys.split(" / ") {
+            let key = key.trim_matches('`');
+            let (section, name) = key.split_once('.').expect("section.key");
+            let section = match (section, name) {
+                ("registry[]", "jwt_alg") => "registry-jwt",
+                ("registry[]", _) => "registry",
+                (s, _) => s,
+            };
+            let line = if literal.contains(" = ") {
+                // The default is a whole assignment (`key_env = "…"` for a pair of keys).
+                literal.to_string()
+            } else if literal.parse::<i64>().is_ok() {
+                format!("{name} = {literal}")
+            } else {
+                format!("{name} = \"{literal}\"")
+            };
+            if !added.iter().any(|(s, l)| s == section && l == &line) {
+                added.push((section.to_string(), line));
+            }
+        }
+    }
+    let mut explicit = minimal();
+    for (section, line) in &added {
+        let header = match section.as_str() {
+            "registry" => "name = \"with a secret\"\n".to_string(),
+            "registry-jwt" => "name = \"with a certificate\"\n".to_string(),
+            "instance" => "password_env = \"SN_PASSWORD\"\n".to_string(),
+            "report" => "[report]\n".to_string(),
+            other => {
+                if !explicit.contains(&format!("[{other}]\n")) {
+                    explicit = format!("[{other}]\n{explicit}");
+                }
+                format!("[{other}]\n")
+            }
+        };
+        explicit = explicit.replacen(&header, &format!("{header}{line}\n"), 1);
+    }
+    assert!(
+        added.len() >= 20,
+        "only {} README defaults found: {added:?}",
+        added.len()
+    );
+    let implicit = parse(&minimal(), "keeper.toml", &env()).unwrap();
+    let explicit =
+        parse(&explicit, "keeper.toml", &env()).unwrap_or_else(|e| panic!("{e}\n{explicit}"));
+    assert_eq!(
+        format!("{explicit:?}"),
+        format!("{implicit:?}"),
+        "{added:?}"
+    );
+}
+
+/// The example config is valid, and the values it sets without a comment are the defaults.
+#[test]
+fn the_example_config_parses_and_shows_the_defaults() {
+    let example = include_str!("../../deploy/config.example.toml");
+    let s = parse(example, "config.example.toml", &env()).unwrap();
+    assert_eq!(s.refresh, RefreshSettings::default());
+    assert_eq!(s.state, StateSettings::default());
+    assert_eq!(s.server, ServerSettings::default());
+    assert_eq!(s.instance.companion_path, DEFAULT_COMPANION_PATH);
 }
