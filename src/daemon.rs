@@ -5,7 +5,7 @@
 //!   `refresh.shutdown_grace`; then the keeper exits 0. A second signal, or the end of the grace
 //!   period, abandons what is still in flight (exit 1, `daemon.grace_exceeded`).
 //! - SIGHUP: the config file is read again. An invalid file is rejected with a log line naming
-//!   the key, and the running config stays. A valid one takes effect from the next cycle, except
+//!   the first key at fault and listing every problem, and the running config stays. A valid one takes effect from the next cycle, except
 //!   `state.*` and `server.listen`, which hold an open journal and a bound socket: changing
 //!   them needs a restart, and a reload that changes them says so.
 
@@ -378,13 +378,6 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     keys
 }
 
-fn error_key(e: &ConfigError) -> &str {
-    match e {
-        ConfigError::Invalid { key, .. } => key,
-        _ => "",
-    }
-}
-
 enum CycleEnd {
     Done(Result<CycleReport, CycleError>),
     Abandoned,
@@ -412,7 +405,7 @@ impl Daemon {
         let mut new = match (self.reloader)() {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(event = "config.reload_rejected", key = error_key(&e), error = %e, "the new config is invalid; the running config stays");
+                tracing::error!(event = "config.reload_rejected", key = e.key().unwrap_or(""), error = %e, "the new config is invalid; the running config stays");
                 return;
             }
         };

@@ -1,6 +1,7 @@
 //! Configuration: a TOML file, validated into [`Settings`].
 //!
-//! Every error names the file and the key (`config.toml: refresh.lead_time: invalid duration …`).
+//! Every error names the file and the key (`config.toml: refresh.lead_time: invalid duration …`),
+//! and every problem of a file is reported at once, one per line.
 //! Secrets never come from the command line: passwords and keys are read from the environment
 //! variable or the file the config names.
 //!
@@ -30,7 +31,8 @@ use std::path::Path;
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SN_OAUTH_KEEPER_CONFIG";
 
-/// A configuration error; `Display` names the file and the key.
+/// A configuration error. `Display` gives one line per problem, each naming the file and the
+/// key: `keeper.toml: refresh.lead_time: invalid duration "soon" …`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// No config file was given.
@@ -44,7 +46,7 @@ pub enum ConfigError {
         /// The I/O error.
         reason: String,
     },
-    /// The TOML is malformed or has an unknown key (toml's message names it, with line and column).
+    /// The file is not TOML at all, so none of its keys could be checked.
     #[error("{file}: {message}")]
     Syntax {
         /// The config file.
@@ -52,16 +54,61 @@ pub enum ConfigError {
         /// toml's message.
         message: String,
     },
-    /// A key has a bad or missing value.
-    #[error("{file}: {key}: {message}")]
+    /// Keys are unknown, missing, of the wrong type, bad or in conflict: every one of them.
+    #[error("{}", lines(.file, .problems))]
     Invalid {
-        /// The config file.
+        /// The config file (or, for a key source on the command line, the options).
         file: String,
-        /// The dotted key, e.g. `refresh.lead_time` or `registry[2].client_auth`.
-        key: String,
-        /// What is wrong and how to fix it.
-        message: String,
+        /// At least one problem, in the order of the reference: the file's unknown tables
+        /// first, then `[instance]`, `[refresh]`, `[state]`, `[server]`, each `[[registry]]`
+        /// and `[report]`, each table's unknown keys before its values.
+        problems: Vec<Problem>,
     },
+}
+
+/// One thing wrong with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key, e.g. `refresh.lead_time` or `registry[2].client_auth`; a table's name
+    /// (`instance`) when the table itself is wrong or missing.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn lines(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{file}: {}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// An error about one key.
+    pub fn invalid(file: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            problems: vec![Problem {
+                key: key.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// The key of the first problem, which a log event can carry as a field; `None` when the
+    /// file could not be found, read or parsed.
+    pub fn key(&self) -> Option<&str> {
+        self.problems().first().map(|p| p.key.as_str())
+    }
+
+    /// Every problem, in order; empty when the file could not be found, read or parsed.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
 }
 
 /// Loads and validates a config file.
@@ -74,13 +121,17 @@ pub fn load(path: &Path, env: &dyn Env) -> Result<Settings, ConfigError> {
     parse(&text, &file, env)
 }
 
-/// Validates config text; `file` is only used in messages.
+/// Validates config text; `file` is only used in messages. Every problem of the file is
+/// reported, not only the first; a file that is not TOML at all is one error.
 pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigError> {
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
         message: e.to_string().trim_end().replace('\n', " "),
     })?;
-    parse::settings(raw, file, env)
+    parse::settings(raw, file, env).map_err(|problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    })
 }
 
 #[cfg(test)]

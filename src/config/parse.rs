@@ -1,8 +1,15 @@
-//! Validation: the raw TOML shapes into [`Settings`], each error naming the file and the key.
+//! Validation: the raw shapes of a file into [`Settings`].
+//!
+//! Every key is checked whatever the others hold, and every problem is collected before any is
+//! reported (linkerd's "parse every variable first, then report"): one run of `check` shows all
+//! of a file's mistakes. A key that others depend on (`auth`, `client_auth`, `kind`) and holds
+//! a bad value is reported alone, without guesses about the keys that go with it.
 
-use super::ConfigError;
-use super::raw::RawConfig;
-use super::secrets::{Env, KeySource, expand_path, read_secret_file};
+use super::Problem;
+use super::raw::{
+    Field, RawConfig, RawInstance, RawRefresh, RawRegistry, RawReport, RawServer, RawState, Unknown,
+};
+use super::secrets::{Env, KeySource, env_secret, expand_path, read_secret_file};
 use super::settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
     InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
@@ -12,497 +19,720 @@ use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
 use secrecy::SecretString;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// Validates the raw shapes of a file; `file` is only used in messages.
-pub(super) fn settings(raw: RawConfig, file: &str, env: &dyn Env) -> Result<Settings, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        file: file.to_string(),
-        key: key.to_string(),
-        message,
-    };
-    let duration = |key: &str, value: Option<&String>, default: Duration, min: Duration| {
-        let Some(text) = value else {
-            return Ok(default);
-        };
-        let d = parse_duration(text).map_err(|e| invalid(key, e.to_string()))?;
-        if d < min {
-            return Err(invalid(
-                key,
-                format!("{text:?} is too short (at least {}s)", min.as_secs()),
-            ));
-        }
-        Ok(d)
-    };
+const STRING: &str = "a string";
+const INTEGER: &str = "an integer";
+const TABLE: &str = "a table";
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3_600);
 
-    let inst = raw
-        .instance
-        .ok_or_else(|| invalid("instance", "the [instance] table is required".into()))?;
-    let url_text = inst.url.ok_or_else(|| {
-        invalid(
-            "instance.url",
-            "required (e.g. \"https://acme.service-now.com\")".into(),
-        )
-    })?;
-    let url = parse_instance_url(&url_text).map_err(|m| invalid("instance.url", m))?;
-    let username = inst
-        .username
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
-            invalid(
-                "instance.username",
-                "required: the integration user's user_name".into(),
-            )
-        })?;
-    let password = match (inst.password_env, inst.password_file) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "instance.password_env",
-                "set either password_env or password_file, not both".into(),
-            ));
-        }
-        (None, None) => {
-            return Err(invalid(
-                "instance.password_env",
-                "required: the environment variable holding the password (or password_file)".into(),
-            ));
-        }
-        (Some(var), None) => env
-            .var(&var)
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-            .ok_or_else(|| {
-                invalid(
-                    "instance.password_env",
-                    format!("environment variable {var} is not set or empty"),
-                )
-            })?,
-        (None, Some(path)) => expand_path(&path, env)
-            .and_then(|p| read_secret_file(&p))
-            .map_err(|m| invalid("instance.password_file", m))?,
-    };
-    let companion_path = inst
-        .companion_path
-        .unwrap_or_else(|| DEFAULT_COMPANION_PATH.to_string());
-    if !companion_path.starts_with('/') || companion_path.contains(['?', '#', ' ']) {
-        return Err(invalid(
-            "instance.companion_path",
-            format!(
-                "{companion_path:?} must be a path starting with '/', e.g. \"/api/snok/oauth_keeper\""
-            ),
-        ));
+/// Validates the raw shapes of a file: its settings, or every problem it has. `file` becomes
+/// [`Settings::source`].
+pub(super) fn settings(
+    raw: RawConfig,
+    file: &str,
+    env: &dyn Env,
+) -> Result<Settings, Vec<Problem>> {
+    let mut p = Problems::default();
+    p.unknown("", &raw.unknown, RawConfig::KEYS);
+    let instance = instance(&mut p, raw.instance, env);
+    let refresh = refresh(&mut p, raw.refresh);
+    let state = state(&mut p, raw.state, env);
+    let server = server(&mut p, raw.server);
+    let registries = registries(&mut p, raw.registry, env);
+    let report = report(&mut p, raw.report);
+    match (instance, refresh, state, server, registries, report) {
+        (
+            Some(instance),
+            Some(refresh),
+            Some(state),
+            Some(server),
+            Some(registries),
+            Some(report),
+        ) if p.0.is_empty() => Ok(Settings {
+            source: file.to_string(),
+            instance,
+            refresh,
+            state,
+            server,
+            registries,
+            report,
+        }),
+        // A table comes back as `None` only after recording why: the list is not empty.
+        _ => Err(p.0),
     }
-    let companion_path = companion_path.trim_end_matches('/').to_string();
-    let timeout = duration(
-        "instance.timeout",
-        inst.timeout.as_ref(),
-        InstanceSettings::DEFAULT_TIMEOUT,
-        Duration::from_secs(1),
-    )?;
-    let page_size = match inst.page_size {
-        None => InstanceSettings::DEFAULT_PAGE_SIZE,
-        Some(n) if (1..=10_000).contains(&n) => {
-            usize::try_from(n).unwrap_or(InstanceSettings::DEFAULT_PAGE_SIZE)
-        }
-        Some(n) => {
-            return Err(invalid(
-                "instance.page_size",
-                format!("{n} is out of range (1 to 10000)"),
-            ));
-        }
-    };
-    let auth = parse_instance_auth(
-        inst.auth.as_deref(),
-        inst.client_id,
-        inst.client_secret_env,
-        inst.client_secret_file,
-        env,
-    )
-    .map_err(|(key, message)| invalid(key, message))?;
+}
 
-    let r = raw.refresh;
-    let defaults = RefreshSettings::default();
-    let concurrency = match r.concurrency {
-        None => defaults.concurrency,
-        Some(n) if (1..=256).contains(&n) => usize::try_from(n).unwrap_or(defaults.concurrency),
-        Some(n) => {
-            return Err(invalid(
-                "refresh.concurrency",
-                format!("{n} is out of range (1 to 256)"),
-            ));
-        }
-    };
-    let per_host_concurrency = match r.per_host_concurrency {
-        None => defaults.per_host_concurrency,
-        Some(n) if (1..=256).contains(&n) => {
-            usize::try_from(n).unwrap_or(defaults.per_host_concurrency)
-        }
-        Some(n) => {
-            return Err(invalid(
-                "refresh.per_host_concurrency",
-                format!("{n} is out of range (1 to 256)"),
-            ));
-        }
-    };
-    let refresh = RefreshSettings {
-        interval: duration(
-            "refresh.interval",
-            r.interval.as_ref(),
-            defaults.interval,
-            Duration::from_secs(1),
-        )?,
-        lead_time: duration(
-            "refresh.lead_time",
-            r.lead_time.as_ref(),
-            defaults.lead_time,
-            Duration::ZERO,
-        )?,
-        keepalive: duration(
-            "refresh.keepalive",
-            r.keepalive.as_ref(),
-            defaults.keepalive,
-            Duration::from_secs(60),
-        )?,
-        concurrency,
-        per_host_concurrency,
-        timeout: duration(
-            "refresh.timeout",
-            r.timeout.as_ref(),
-            defaults.timeout,
-            Duration::from_secs(1),
-        )?,
-        shutdown_grace: duration(
-            "refresh.shutdown_grace",
-            r.shutdown_grace.as_ref(),
-            defaults.shutdown_grace,
-            Duration::from_secs(1),
-        )?,
-    };
+/// The problems found so far. Its methods check one key each and give its value, or `None`
+/// after recording what is wrong with it; a table is complete only when every key is, but every
+/// key is checked whatever happened to the others.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
 
-    let key = match (raw.state.key_env, raw.state.key_file) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "state.key_env",
-                "set either key_env or key_file, not both".into(),
-            ));
-        }
-        (Some(var), None) => KeySource::Env(var),
-        (None, Some(path)) => {
-            KeySource::File(expand_path(&path, env).map_err(|m| invalid("state.key_file", m))?)
-        }
-        (None, None) => KeySource::default(),
-    };
-    let state = StateSettings {
-        dir: match raw.state.dir {
-            Some(dir) => expand_path(&dir, env).map_err(|m| invalid("state.dir", m))?,
-            None => StateSettings::default().dir,
-        },
-        key,
-    };
-    let listen = match raw.server.listen {
-        None => ServerSettings::default().listen,
-        Some(text) => text.parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                "server.listen",
-                format!("{text:?} is not an address:port (e.g. \"127.0.0.1:9464\")"),
-            )
-        })?,
-    };
-
-    let mut registries = Vec::new();
-    for (i, reg) in raw.registry.into_iter().enumerate() {
-        let key = |k: &str| format!("registry[{i}].{k}");
-        let name = reg.name.filter(|n| !n.trim().is_empty()).ok_or_else(|| {
-            invalid(
-                &key("name"),
-                "required: the oauth_entity name or sys_id".into(),
-            )
-        })?;
-        let secret_key = if reg.client_secret_env.is_some() {
-            Some("client_secret_env")
-        } else if reg.client_secret_file.is_some() {
-            Some("client_secret_file")
-        } else {
-            None
-        };
-        let client_secret = match (reg.client_secret_env, reg.client_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    &key("client_secret_env"),
-                    "set either client_secret_env or client_secret_file, not both".into(),
-                ));
-            }
-            (Some(var), None) => Some(
-                env.var(&var)
-                    .filter(|v| !v.is_empty())
-                    .map(SecretString::from)
-                    .ok_or_else(|| {
-                        invalid(
-                            &key("client_secret_env"),
-                            format!("environment variable {var} is not set or empty"),
-                        )
-                    })?,
-            ),
-            (None, Some(path)) => Some(
-                expand_path(&path, env)
-                    .and_then(|p| read_secret_file(&p))
-                    .map_err(|m| invalid(&key("client_secret_file"), m))?,
-            ),
-            (None, None) => None,
-        };
-        let client_auth = match reg.client_auth.as_deref() {
-            None | Some("post") | Some("client_secret_post") => ClientAuth::Post,
-            Some("basic") | Some("client_secret_basic") => ClientAuth::Basic,
-            Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
-            Some(other) => {
-                return Err(invalid(
-                    &key("client_auth"),
-                    format!("{other:?} is not one of \"post\", \"basic\", \"private_key_jwt\""),
-                ));
-            }
-        };
-        let assertion_key = registry_assertion_key(
-            client_auth,
-            secret_key,
-            reg.private_key_file,
-            reg.certificate_file,
-            reg.jwt_alg.as_deref(),
-            env,
-        )
-        .map_err(|(k, message)| invalid(&key(k), message))?;
-        let scope = reg.scope.filter(|s| !s.trim().is_empty());
-        let resource = reg.resource.filter(|s| !s.trim().is_empty());
-        let kind = registry_kind(reg.kind.as_deref(), scope.is_some(), resource.is_some())
-            .map_err(|(k, message)| invalid(&key(k), message))?;
-        registries.push(RegistrySettings {
-            default_expires_in: duration(
-                &key("default_expires_in"),
-                reg.default_expires_in.as_ref(),
-                DEFAULT_EXPIRES_IN,
-                Duration::from_secs(60),
-            )?,
-            refresh_token_lifetime: duration(
-                &key("refresh_token_lifetime"),
-                reg.refresh_token_lifetime.as_ref(),
-                DEFAULT_REFRESH_LIFETIME,
-                Duration::from_secs(3_600),
-            )?,
-            name,
-            client_secret,
-            scope,
-            client_auth,
-            kind,
-            resource,
-            assertion_key,
+impl Problems {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
         });
     }
 
-    let report = match raw.report {
-        None => None,
-        Some(r) => {
-            let defaults = ReportSettings::default();
-            let table = r.table.unwrap_or_else(|| defaults.table.clone());
-            if table != defaults.table {
-                return Err(invalid(
-                    "report.table",
-                    format!("{table:?} is not supported; use \"em_event\" (Event Management)"),
+    /// `Ok`'s value; an `Err` is recorded under `key`.
+    fn check<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.push(key, message)).ok()
+    }
+
+    /// The value of `key` when the file gives one of the wanted type, `Some(None)` when it
+    /// gives none; `None` after recording a value of another type.
+    fn take<T>(&mut self, key: &str, field: Option<Field<T>>, wanted: &str) -> Option<Option<T>> {
+        match field {
+            None => Some(None),
+            Some(Field::Value(value)) => Some(Some(value)),
+            Some(Field::WrongType(found)) => {
+                self.push(key, format!("expected {wanted}, found {}", article(found)));
+                None
+            }
+        }
+    }
+
+    /// An optional key: its value passed through `validate`, or `default` when the file leaves
+    /// it out.
+    fn optional<T, U>(
+        &mut self,
+        key: &str,
+        field: Option<Field<T>>,
+        wanted: &str,
+        default: U,
+        validate: impl FnOnce(T) -> Result<U, String>,
+    ) -> Option<U> {
+        match self.take(key, field, wanted)? {
+            None => Some(default),
+            Some(value) => self.check(key, validate(value)),
+        }
+    }
+
+    /// A key the file must give: its value passed through `validate`; `missing` says what
+    /// to set when the file leaves it out.
+    fn required<T, U>(
+        &mut self,
+        key: &str,
+        field: Option<Field<T>>,
+        wanted: &str,
+        missing: &str,
+        validate: impl FnOnce(T) -> Result<U, String>,
+    ) -> Option<U> {
+        match self.take(key, field, wanted)? {
+            None => {
+                self.push(key, missing);
+                None
+            }
+            Some(value) => self.check(key, validate(value)),
+        }
+    }
+
+    /// A text the file must give, blank counting as left out.
+    fn required_text(
+        &mut self,
+        key: &str,
+        field: Option<Field<String>>,
+        missing: &str,
+    ) -> Option<String> {
+        self.required(key, field, STRING, missing, |text| {
+            if text.trim().is_empty() {
+                Err(missing.to_string())
+            } else {
+                Ok(text)
+            }
+        })
+    }
+
+    /// A table of the file, or an empty one when the file leaves it out.
+    fn table<T: Default>(&mut self, key: &str, field: Option<Field<T>>) -> Option<T> {
+        self.take(key, field, TABLE).map(Option::unwrap_or_default)
+    }
+
+    /// A secret named by a pair of keys, a variable (`…_env`) or a file (`…_file`), read now;
+    /// `Some(None)` when neither key is set.
+    fn secret(
+        &mut self,
+        env: &dyn Env,
+        (env_key, file_key): (&str, &str),
+        var: Option<Field<String>>,
+        path: Option<Field<PathBuf>>,
+    ) -> Option<Option<SecretString>> {
+        let var = self.take(env_key, var, STRING);
+        let path = self.take(file_key, path, STRING);
+        match (var?, path?) {
+            (Some(_), Some(_)) => {
+                self.push(
+                    env_key,
+                    format!(
+                        "set either {} or {}, not both",
+                        leaf(env_key),
+                        leaf(file_key)
+                    ),
+                );
+                None
+            }
+            (None, None) => Some(None),
+            (Some(var), None) => self.check(env_key, env_secret(&var, env)).map(Some),
+            (None, Some(path)) => self
+                .check(
+                    file_key,
+                    expand_path(&path, env).and_then(|p| read_secret_file(&p)),
+                )
+                .map(Some),
+        }
+    }
+
+    /// Every key of a table that it does not know: named, its value never shown.
+    fn unknown(&mut self, table: &str, unknown: &Unknown, known: &[&str]) {
+        for name in unknown.keys() {
+            self.push(
+                &dotted(table, &quoted_unless_bare(name)),
+                format!("unknown key (known here: {})", known.join(", ")),
+            );
+        }
+    }
+
+    /// Names each of a table's `keys` that is set although nothing here uses it; whether none
+    /// was.
+    fn unused(&mut self, table: &str, keys: &[(&str, bool)], message: &str) -> bool {
+        let set: Vec<&str> = keys
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+        for name in &set {
+            self.push(&dotted(table, name), message);
+        }
+        set.is_empty()
+    }
+}
+
+/// `table.name`, or `name` for a key of the file itself.
+fn dotted(table: &str, name: &str) -> String {
+    if table.is_empty() {
+        name.to_string()
+    } else {
+        format!("{table}.{name}")
+    }
+}
+
+/// A TOML type name with its article: `an integer`, `a table`.
+fn article(type_name: &str) -> String {
+    let vowel = type_name.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {type_name}", if vowel { "an" } else { "a" })
+}
+
+/// The last part of a dotted key: `password_env` of `instance.password_env`.
+fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+/// A key name as written in TOML: bare when it can be, quoted otherwise, so an odd name (with a
+/// newline, say) cannot forge a line of the message.
+fn quoted_unless_bare(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// A duration of at least `min`.
+fn duration_at_least(text: String, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(&text).map_err(|e| e.to_string())?;
+    if d < min {
+        return Err(format!(
+            "{text:?} is too short (at least {}s)",
+            min.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// A count within `range`.
+fn count_in(n: i64, range: RangeInclusive<i64>) -> Result<usize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|_| range.contains(&n))
+        .ok_or_else(|| format!("{n} is out of range ({} to {})", range.start(), range.end()))
+}
+
+/// A text that counts as left out when blank.
+fn unless_blank(text: String) -> Result<Option<String>, String> {
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
+}
+
+fn instance(
+    p: &mut Problems,
+    raw: Option<Field<RawInstance>>,
+    env: &dyn Env,
+) -> Option<InstanceSettings> {
+    let Some(i) = p.take("instance", raw, TABLE)? else {
+        p.push("instance", "the [instance] table is required");
+        return None;
+    };
+    p.unknown("instance", &i.unknown, RawInstance::KEYS);
+    let url = p.required(
+        "instance.url",
+        i.url,
+        STRING,
+        "required (e.g. \"https://acme.service-now.com\")",
+        |text| parse_instance_url(&text),
+    );
+    let username = p.required_text(
+        "instance.username",
+        i.username,
+        "required: the integration user's user_name",
+    );
+    let password = p
+        .secret(
+            env,
+            ("instance.password_env", "instance.password_file"),
+            i.password_env,
+            i.password_file,
+        )
+        .and_then(|password| {
+            if password.is_none() {
+                p.push(
+                    "instance.password_env",
+                    "required: the environment variable holding the password (or password_file)",
+                );
+            }
+            password
+        });
+    let companion_path = p.optional(
+        "instance.companion_path",
+        i.companion_path,
+        STRING,
+        DEFAULT_COMPANION_PATH.to_string(),
+        |path| {
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "{path:?} must be a path starting with '/', e.g. \"/api/snok/oauth_keeper\""
                 ));
             }
-            let text = |key: &str, value: Option<String>, default: String| {
-                let v = value.unwrap_or(default);
-                if v.trim().is_empty() || v.len() > 100 {
-                    Err(invalid(key, "must be 1 to 100 characters".into()))
-                } else {
-                    Ok(v)
-                }
-            };
-            Some(ReportSettings {
-                table,
-                source: text("report.source", r.source, defaults.source)?,
-                node: text("report.node", r.node, defaults.node)?,
-            })
-        }
-    };
-    Ok(Settings {
-        source: file.to_string(),
-        instance: InstanceSettings {
-            url,
-            username,
-            password,
-            companion_path,
-            timeout,
-            page_size,
-            auth,
+            Ok(path.trim_end_matches('/').to_string())
         },
-        refresh,
-        state,
-        server: ServerSettings { listen },
-        registries,
-        report,
+    );
+    let timeout = p.optional(
+        "instance.timeout",
+        i.timeout,
+        STRING,
+        InstanceSettings::DEFAULT_TIMEOUT,
+        |text| duration_at_least(text, SECOND),
+    );
+    let page_size = p.optional(
+        "instance.page_size",
+        i.page_size,
+        INTEGER,
+        InstanceSettings::DEFAULT_PAGE_SIZE,
+        |n| count_in(n, 1..=10_000),
+    );
+    let auth = instance_auth(
+        p,
+        env,
+        i.auth,
+        i.client_id,
+        i.client_secret_env,
+        i.client_secret_file,
+    );
+    Some(InstanceSettings {
+        url: url?,
+        username: username?,
+        password: password?,
+        companion_path: companion_path?,
+        timeout: timeout?,
+        page_size: page_size?,
+        auth: auth?,
     })
 }
 
-/// The signing key of a `private_key_jwt` registry, read now so a bad file stops the start;
-/// keys of that method on another one are a mistake worth naming. An error names the key at
-/// fault (relative to the registry).
-fn registry_assertion_key(
-    client_auth: ClientAuth,
-    secret_key: Option<&'static str>,
-    private_key_file: Option<PathBuf>,
-    certificate_file: Option<PathBuf>,
-    jwt_alg: Option<&str>,
+/// `instance.auth` and the keys that go with it.
+fn instance_auth(
+    p: &mut Problems,
     env: &dyn Env,
-) -> Result<Option<Arc<AssertionKey>>, (&'static str, String)> {
-    if client_auth != ClientAuth::PrivateKeyJwt {
-        let stray = [
-            ("private_key_file", private_key_file.is_some()),
-            ("certificate_file", certificate_file.is_some()),
-            ("jwt_alg", jwt_alg.is_some()),
-        ];
-        if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
-            return Err((
-                *k,
-                "only used with client_auth = \"private_key_jwt\"; remove it or set client_auth"
-                    .into(),
-            ));
+    auth: Option<Field<String>>,
+    client_id: Option<Field<String>>,
+    secret_env: Option<Field<String>>,
+    secret_file: Option<Field<PathBuf>>,
+) -> Option<InstanceAuthSettings> {
+    // Left out, it is "basic": InstanceAuthSettings::default().
+    let oauth = p.optional("instance.auth", auth, STRING, false, |word| {
+        match word.as_str() {
+            "basic" => Ok(false),
+            "oauth" => Ok(true),
+            other => Err(format!("{other:?} is not one of \"basic\", \"oauth\"")),
         }
-        return Ok(None);
-    }
-    if let Some(secret_key) = secret_key {
-        return Err((
-            secret_key,
-            "a client secret is not used with client_auth = \"private_key_jwt\" (the certificate's key signs instead); remove it".into(),
-        ));
-    }
-    let alg = match jwt_alg {
-        None => JwtAlg::default(),
-        Some(text) => JwtAlg::parse(text).ok_or((
-            "jwt_alg",
-            format!("{text:?} is not one of \"PS256\", \"RS256\""),
-        ))?,
-    };
-    let key_file = private_key_file.ok_or((
-        "private_key_file",
-        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate's private key".to_string(),
-    ))?;
-    let certificate_file = certificate_file.ok_or((
-        "certificate_file",
-        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate registered at the provider".to_string(),
-    ))?;
-    let key_file = expand_path(&key_file, env).map_err(|m| ("private_key_file", m))?;
-    let certificate_file =
-        expand_path(&certificate_file, env).map_err(|m| ("certificate_file", m))?;
-    let key = AssertionKey::load(&key_file, &certificate_file, alg).map_err(|e| {
-        let k = match e {
-            KeyError::ReadCertificate { .. } | KeyError::NoCertificate { .. } => "certificate_file",
-            _ => "private_key_file",
-        };
-        (k, e.to_string())
     })?;
-    Ok(Some(Arc::new(key)))
+    if !oauth {
+        // Keys of the other mode are a mistake worth naming, not something to ignore.
+        let clean = p.unused(
+            "instance",
+            &[
+                ("client_id", client_id.is_some()),
+                ("client_secret_env", secret_env.is_some()),
+                ("client_secret_file", secret_file.is_some()),
+            ],
+            "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\"",
+        );
+        return clean.then(InstanceAuthSettings::default);
+    }
+    let client_id = p.required_text(
+        "instance.client_id",
+        client_id,
+        "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)",
+    );
+    let client_secret = p
+        .secret(
+            env,
+            ("instance.client_secret_env", "instance.client_secret_file"),
+            secret_env,
+            secret_file,
+        )
+        .and_then(|secret| {
+            if secret.is_none() {
+                p.push(
+                    "instance.client_secret_env",
+                    "required with auth = \"oauth\": the environment variable holding the client secret (or client_secret_file)",
+                );
+            }
+            secret
+        });
+    Some(InstanceAuthSettings::OAuth {
+        client_id: client_id?,
+        client_secret: client_secret?,
+    })
 }
 
-/// `registry[].kind`, checked against the keys the kind does not take.
-fn registry_kind(
-    kind: Option<&str>,
-    has_scope: bool,
-    has_resource: bool,
-) -> Result<Option<TokenEndpointKind>, (&'static str, String)> {
-    let kind = match kind {
-        None => return Ok(None),
-        Some("entra_v2") => TokenEndpointKind::EntraV2,
-        Some("entra_v1") => TokenEndpointKind::EntraV1,
-        Some("generic") => TokenEndpointKind::Generic,
-        Some(other) => {
-            return Err((
-                "kind",
-                format!("{other:?} is not one of \"entra_v2\", \"entra_v1\", \"generic\""),
-            ));
+fn refresh(p: &mut Problems, raw: Option<Field<RawRefresh>>) -> Option<RefreshSettings> {
+    let r = p.table("refresh", raw)?;
+    p.unknown("refresh", &r.unknown, RawRefresh::KEYS);
+    let d = RefreshSettings::default();
+    let mut duration = |key: &str, field, default, min| {
+        p.optional(key, field, STRING, default, |text| {
+            duration_at_least(text, min)
+        })
+    };
+    let interval = duration("refresh.interval", r.interval, d.interval, SECOND);
+    let lead_time = duration(
+        "refresh.lead_time",
+        r.lead_time,
+        d.lead_time,
+        Duration::ZERO,
+    );
+    let keepalive = duration("refresh.keepalive", r.keepalive, d.keepalive, MINUTE);
+    let timeout = duration("refresh.timeout", r.timeout, d.timeout, SECOND);
+    let shutdown_grace = duration(
+        "refresh.shutdown_grace",
+        r.shutdown_grace,
+        d.shutdown_grace,
+        SECOND,
+    );
+    let concurrency = p.optional(
+        "refresh.concurrency",
+        r.concurrency,
+        INTEGER,
+        d.concurrency,
+        |n| count_in(n, 1..=256),
+    );
+    let per_host_concurrency = p.optional(
+        "refresh.per_host_concurrency",
+        r.per_host_concurrency,
+        INTEGER,
+        d.per_host_concurrency,
+        |n| count_in(n, 1..=256),
+    );
+    Some(RefreshSettings {
+        interval: interval?,
+        lead_time: lead_time?,
+        keepalive: keepalive?,
+        concurrency: concurrency?,
+        per_host_concurrency: per_host_concurrency?,
+        timeout: timeout?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+fn state(p: &mut Problems, raw: Option<Field<RawState>>, env: &dyn Env) -> Option<StateSettings> {
+    let s = p.table("state", raw)?;
+    p.unknown("state", &s.unknown, RawState::KEYS);
+    let d = StateSettings::default();
+    let dir = p.optional("state.dir", s.dir, STRING, d.dir, |dir| {
+        expand_path(&dir, env)
+    });
+    let key_env = p.take("state.key_env", s.key_env, STRING);
+    let key_file = p.optional("state.key_file", s.key_file, STRING, None, |path| {
+        expand_path(&path, env).map(Some)
+    });
+    // The key itself is read only by the commands that write the journal.
+    let key = match (key_env?, key_file?) {
+        (Some(_), Some(_)) => {
+            p.push("state.key_env", "set either key_env or key_file, not both");
+            None
+        }
+        (Some(var), None) => Some(KeySource::Env(var)),
+        (None, Some(path)) => Some(KeySource::File(path)),
+        (None, None) => Some(d.key),
+    };
+    Some(StateSettings {
+        dir: dir?,
+        key: key?,
+    })
+}
+
+fn server(p: &mut Problems, raw: Option<Field<RawServer>>) -> Option<ServerSettings> {
+    let s = p.table("server", raw)?;
+    p.unknown("server", &s.unknown, RawServer::KEYS);
+    let listen = p.optional(
+        "server.listen",
+        s.listen,
+        STRING,
+        ServerSettings::default().listen,
+        |text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| format!("{text:?} is not an address:port (e.g. \"127.0.0.1:9464\")"))
+        },
+    );
+    Some(ServerSettings { listen: listen? })
+}
+
+fn registries(
+    p: &mut Problems,
+    raw: Option<Field<Vec<RawRegistry>>>,
+    env: &dyn Env,
+) -> Option<Vec<RegistrySettings>> {
+    let raw = p
+        .take("registry", raw, "an array of tables ([[registry]])")?
+        .unwrap_or_default();
+    // Every registry is checked before any is judged: collecting straight into an Option
+    // would stop at the first bad one.
+    let checked: Vec<Option<RegistrySettings>> = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, registry)| self::registry(p, &format!("registry[{i}]"), registry, env))
+        .collect();
+    checked.into_iter().collect()
+}
+
+/// One `[[registry]]`; `table` is its key prefix, `registry[2]`.
+fn registry(
+    p: &mut Problems,
+    table: &str,
+    r: RawRegistry,
+    env: &dyn Env,
+) -> Option<RegistrySettings> {
+    let key = |name: &str| dotted(table, name);
+    p.unknown(table, &r.unknown, RawRegistry::KEYS);
+    let name = p.required_text(
+        &key("name"),
+        r.name,
+        "required: the oauth_entity name or sys_id",
+    );
+    let client_auth = p.optional(
+        &key("client_auth"),
+        r.client_auth,
+        STRING,
+        ClientAuth::default(),
+        |word| match word.as_str() {
+            "post" | "client_secret_post" => Ok(ClientAuth::Post),
+            "basic" | "client_secret_basic" => Ok(ClientAuth::Basic),
+            "private_key_jwt" => Ok(ClientAuth::PrivateKeyJwt),
+            other => Err(format!(
+                "{other:?} is not one of \"post\", \"basic\", \"private_key_jwt\""
+            )),
+        },
+    );
+    let signs = client_auth == Some(ClientAuth::PrivateKeyJwt);
+    let client_secret = if signs {
+        // Not read: with a signing key, a secret is a mistake to name, not a variable to need.
+        p.unused(
+            table,
+            &[
+                ("client_secret_env", r.client_secret_env.is_some()),
+                ("client_secret_file", r.client_secret_file.is_some()),
+            ],
+            "a client secret is not used with client_auth = \"private_key_jwt\" (the certificate's key signs instead); remove it",
+        );
+        Some(None)
+    } else {
+        p.secret(
+            env,
+            (&key("client_secret_env"), &key("client_secret_file")),
+            r.client_secret_env,
+            r.client_secret_file,
+        )
+    };
+    let assertion_key = match client_auth {
+        Some(ClientAuth::PrivateKeyJwt) => assertion_key(
+            p,
+            table,
+            r.private_key_file,
+            r.certificate_file,
+            r.jwt_alg,
+            env,
+        )
+        .map(Some),
+        Some(_) => {
+            // Keys of private_key_jwt on another method are a mistake worth naming.
+            p.unused(
+                table,
+                &[
+                    ("private_key_file", r.private_key_file.is_some()),
+                    ("certificate_file", r.certificate_file.is_some()),
+                    ("jwt_alg", r.jwt_alg.is_some()),
+                ],
+                "only used with client_auth = \"private_key_jwt\"; remove it or set client_auth",
+            );
+            Some(None)
+        }
+        // The bad client_auth is reported; the keys that go with it cannot be judged.
+        None => Some(None),
+    };
+    let scope = p.optional(&key("scope"), r.scope, STRING, None, unless_blank);
+    let resource = p.optional(&key("resource"), r.resource, STRING, None, unless_blank);
+    let kind = p.optional(&key("kind"), r.kind, STRING, None, |word| {
+        match word.as_str() {
+            "entra_v2" => Ok(TokenEndpointKind::EntraV2),
+            "entra_v1" => Ok(TokenEndpointKind::EntraV1),
+            "generic" => Ok(TokenEndpointKind::Generic),
+            other => Err(format!(
+                "{other:?} is not one of \"entra_v2\", \"entra_v1\", \"generic\""
+            )),
+        }
+        .map(Some)
+    });
+    match (kind, &scope, &resource) {
+        (Some(Some(TokenEndpointKind::EntraV2)), _, Some(Some(_))) => p.push(
+            &key("resource"),
+            "Entra v2 endpoints refuse `resource` (AADSTS901002); name the resource in `scope`, e.g. \"https://graph.microsoft.com/.default offline_access\"",
+        ),
+        (Some(Some(TokenEndpointKind::EntraV1)), Some(Some(_)), _) => p.push(
+            &key("scope"),
+            "Entra v1 endpoints take `resource` (the App ID URI), not `scope`; set resource = \"https://graph.microsoft.com\" instead",
+        ),
+        _ => {}
+    }
+    let default_expires_in = p.optional(
+        &key("default_expires_in"),
+        r.default_expires_in,
+        STRING,
+        DEFAULT_EXPIRES_IN,
+        |text| duration_at_least(text, MINUTE),
+    );
+    let refresh_token_lifetime = p.optional(
+        &key("refresh_token_lifetime"),
+        r.refresh_token_lifetime,
+        STRING,
+        DEFAULT_REFRESH_LIFETIME,
+        |text| duration_at_least(text, HOUR),
+    );
+    Some(RegistrySettings {
+        name: name?,
+        client_secret: client_secret?,
+        scope: scope?,
+        client_auth: client_auth?,
+        default_expires_in: default_expires_in?,
+        refresh_token_lifetime: refresh_token_lifetime?,
+        kind: kind?,
+        resource: resource?,
+        assertion_key: assertion_key?,
+    })
+}
+
+/// The signing key of a `private_key_jwt` registry, read now so a bad file stops the start
+/// (and a SIGHUP), not a refresh.
+fn assertion_key(
+    p: &mut Problems,
+    table: &str,
+    key_file: Option<Field<PathBuf>>,
+    certificate_file: Option<Field<PathBuf>>,
+    jwt_alg: Option<Field<String>>,
+    env: &dyn Env,
+) -> Option<Arc<AssertionKey>> {
+    let key = |name: &str| dotted(table, name);
+    let alg = p.optional(
+        &key("jwt_alg"),
+        jwt_alg,
+        STRING,
+        JwtAlg::default(),
+        |text| {
+            JwtAlg::parse(&text)
+                .ok_or_else(|| format!("{text:?} is not one of \"PS256\", \"RS256\""))
+        },
+    );
+    let key_file = p.required(
+        &key("private_key_file"),
+        key_file,
+        STRING,
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate's private key",
+        |path| expand_path(&path, env),
+    );
+    let certificate_file = p.required(
+        &key("certificate_file"),
+        certificate_file,
+        STRING,
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate registered at the provider",
+        |path| expand_path(&path, env),
+    );
+    match AssertionKey::load(&key_file?, &certificate_file?, alg?) {
+        Ok(loaded) => Some(Arc::new(loaded)),
+        Err(e) => {
+            let k = match e {
+                KeyError::ReadCertificate { .. } | KeyError::NoCertificate { .. } => {
+                    "certificate_file"
+                }
+                _ => "private_key_file",
+            };
+            p.push(&key(k), e.to_string());
+            None
+        }
+    }
+}
+
+fn report(p: &mut Problems, raw: Option<Field<RawReport>>) -> Option<Option<ReportSettings>> {
+    // Without the table, nothing is reported.
+    let Some(r) = p.take("report", raw, TABLE)? else {
+        return Some(None);
+    };
+    p.unknown("report", &r.unknown, RawReport::KEYS);
+    let d = ReportSettings::default();
+    let supported = d.table.clone();
+    let table = p.optional("report.table", r.table, STRING, d.table, |table| {
+        if table == supported {
+            Ok(table)
+        } else {
+            Err(format!(
+                "{table:?} is not supported; use \"em_event\" (Event Management)"
+            ))
+        }
+    });
+    let event_text = |text: String| {
+        if text.trim().is_empty() || text.len() > 100 {
+            Err("must be 1 to 100 characters".to_string())
+        } else {
+            Ok(text)
         }
     };
-    match kind {
-        TokenEndpointKind::EntraV2 if has_resource => Err((
-            "resource",
-            "Entra v2 endpoints refuse `resource` (AADSTS901002); name the resource in `scope`, e.g. \"https://graph.microsoft.com/.default offline_access\"".into(),
-        )),
-        TokenEndpointKind::EntraV1 if has_scope => Err((
-            "scope",
-            "Entra v1 endpoints take `resource` (the App ID URI), not `scope`; set resource = \"https://graph.microsoft.com\" instead".into(),
-        )),
-        _ => Ok(Some(kind)),
-    }
-}
-
-/// `instance.auth` and the keys that go with it; an error names the key at fault.
-fn parse_instance_auth(
-    auth: Option<&str>,
-    client_id: Option<String>,
-    secret_env: Option<String>,
-    secret_file: Option<PathBuf>,
-    env: &dyn Env,
-) -> Result<InstanceAuthSettings, (&'static str, String)> {
-    match auth.unwrap_or("basic") {
-        "basic" => {
-            // Keys of the other mode are a mistake worth naming, not something to ignore.
-            if client_id.is_some() || secret_env.is_some() || secret_file.is_some() {
-                let key = if client_id.is_some() {
-                    "instance.client_id"
-                } else if secret_env.is_some() {
-                    "instance.client_secret_env"
-                } else {
-                    "instance.client_secret_file"
-                };
-                return Err((
-                    key,
-                    "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\""
-                        .into(),
-                ));
-            }
-            Ok(InstanceAuthSettings::Basic)
-        }
-        "oauth" => {
-            let client_id = client_id.filter(|c| !c.trim().is_empty()).ok_or((
-                "instance.client_id",
-                "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)".to_string(),
-            ))?;
-            let client_secret = match (secret_env, secret_file) {
-                (Some(_), Some(_)) => {
-                    return Err((
-                        "instance.client_secret_env",
-                        "set either client_secret_env or client_secret_file, not both".into(),
-                    ));
-                }
-                (None, None) => {
-                    return Err((
-                        "instance.client_secret_env",
-                        "required with auth = \"oauth\": the environment variable holding the client secret (or client_secret_file)".into(),
-                    ));
-                }
-                (Some(var), None) => env
-                    .var(&var)
-                    .filter(|v| !v.is_empty())
-                    .map(SecretString::from)
-                    .ok_or((
-                        "instance.client_secret_env",
-                        format!("environment variable {var} is not set or empty"),
-                    ))?,
-                (None, Some(path)) => expand_path(&path, env)
-                    .and_then(|p| read_secret_file(&p))
-                    .map_err(|m| ("instance.client_secret_file", m))?,
-            };
-            Ok(InstanceAuthSettings::OAuth {
-                client_id,
-                client_secret,
-            })
-        }
-        other => Err((
-            "instance.auth",
-            format!("{other:?} is not one of \"basic\", \"oauth\""),
-        )),
-    }
+    let source = p.optional("report.source", r.source, STRING, d.source, event_text);
+    let node = p.optional("report.node", r.node, STRING, d.node, event_text);
+    Some(Some(ReportSettings {
+        table: table?,
+        source: source?,
+        node: node?,
+    }))
 }
 
 /// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,

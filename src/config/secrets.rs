@@ -129,11 +129,7 @@ impl JournalKey {
 impl KeySource {
     /// Reads the key. The error names the key of the config that points to it.
     pub fn resolve(&self, source: &str, env: &dyn Env) -> Result<JournalKey, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            file: source.to_string(),
-            key: key.to_string(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::invalid(source, key, message);
         match self {
             KeySource::Inline(key) => Ok(key.clone()),
             KeySource::Env(var) => {
@@ -161,6 +157,14 @@ impl KeySource {
             }
         }
     }
+}
+
+/// The secret in the environment variable `var`; an unset or empty one is an error.
+pub(super) fn env_secret(var: &str, env: &dyn Env) -> Result<SecretString, String> {
+    env.var(var)
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+        .ok_or_else(|| format!("environment variable {var} is not set or empty"))
 }
 
 /// Expands `${NAME}` in a path-valued key from the environment, so a config can point into

@@ -635,3 +635,150 @@ fn the_example_config_parses_and_shows_the_defaults() {
     assert_eq!(s.server, ServerSettings::default());
     assert_eq!(s.instance.companion_path, DEFAULT_COMPANION_PATH);
 }
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once_one_line_each() {
+    let text = GOOD
+        .replace("username = \"svc_oauth_keeper\"\n", "")
+        .replace(
+            "password_env = \"SN_PASSWORD\"",
+            "password_env = \"SN_PASSWORD\"\npassword_file = \"/run/pw\"\ntimeout = 5",
+        )
+        .replace("lead_time = \"10m\"", "lead_time = \"soon\"")
+        .replace("concurrency = 8", "concurrency = 0\ncuncurrency = 2")
+        .replace("listen = \"127.0.0.1:9464\"", "listen = 9464")
+        .replace("client_auth = \"post\"", "client_auth = \"jwt\"")
+        + "\n[[registry]]\nscope = \"x\"\n\n[report]\ntable = \"sysevent\"\n\n[refersh]\ninterval = \"1m\"\n";
+    let err = parse(&text, "keeper.toml", &env()).unwrap_err();
+    let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "refersh",
+            "instance.username",
+            "instance.password_env",
+            "instance.timeout",
+            "refresh.cuncurrency",
+            "refresh.lead_time",
+            "refresh.concurrency",
+            "server.listen",
+            "registry[0].client_auth",
+            "registry[1].name",
+            "report.table",
+        ],
+        "{err}"
+    );
+    assert_eq!(err.key(), Some("refersh"));
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), keys.len(), "{shown}");
+    for (line, key) in shown.lines().zip(&keys) {
+        assert!(line.starts_with(&format!("keeper.toml: {key}: ")), "{line}");
+    }
+    // Today's wording where it existed.
+    assert!(
+        shown.contains("keeper.toml: refresh.lead_time: invalid duration \"soon\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refresh.concurrency: 0 is out of range (1 to 256)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("instance.timeout: expected a string, found an integer"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("server.listen: expected a string, found an integer"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refresh.cuncurrency: unknown key (known here: interval, lead_time, keepalive, concurrency, per_host_concurrency, timeout, shutdown_grace)"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_table_of_the_wrong_shape_is_one_problem_and_the_rest_is_still_checked() {
+    let text = GOOD
+        .replace("[[registry]]", "[registry]")
+        .replace("[server]\nlisten = \"127.0.0.1:9464\"", "")
+        .replace("lead_time = \"10m\"", "lead_time = \"soon\"");
+    // Keys before the first table belong to the file itself.
+    let text = format!("server = 9464\n{text}");
+    let err = parse(&text, "keeper.toml", &env()).unwrap_err();
+    let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["refresh.lead_time", "server", "registry"], "{err}");
+    assert!(
+        err.to_string()
+            .contains("registry: expected an array of tables ([[registry]]), found a table"),
+        "{err}"
+    );
+    let none = parse("[refresh]\nlead_time = \"1m\"\n", "keeper.toml", &env()).unwrap_err();
+    assert_eq!(
+        none.to_string(),
+        "keeper.toml: instance: the [instance] table is required"
+    );
+}
+
+#[test]
+fn a_bad_switch_is_reported_alone_without_guesses_about_its_keys() {
+    // An unknown client_auth: whether private_key_file belongs cannot be judged.
+    let text = GOOD.replace(
+        "client_auth = \"post\"",
+        "client_auth = \"jwt\"\nprivate_key_file = \"/k.pem\"",
+    );
+    let keys: Vec<String> = parse(&text, "keeper.toml", &env())
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(keys, ["registry[0].client_auth"]);
+    // Stray keys of another mode are each named.
+    let text = GOOD.replace(
+        "password_env = \"SN_PASSWORD\"",
+        "password_env = \"SN_PASSWORD\"\nclient_id = \"x\"\nclient_secret_env = \"Y\"",
+    );
+    let keys: Vec<String> = parse(&text, "keeper.toml", &env())
+        .unwrap_err()
+        .problems()
+        .iter()
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(keys, ["instance.client_id", "instance.client_secret_env"]);
+}
+
+#[test]
+fn unknown_keys_are_named_and_their_values_never_shown() {
+    let secret = "hunter2-Pasted-S3cret";
+    let text = GOOD
+        .replace(
+            "password_env = \"SN_PASSWORD\"",
+            &format!("password_env = \"SN_PASSWORD\"\npassword = \"{secret}\""),
+        )
+        .replace(
+            "client_auth = \"post\"",
+            &format!("client_auth = \"post\"\nclient_secret = \"{secret}\""),
+        );
+    // Keys before the first table belong to the file itself.
+    let text = format!("token = \"{secret}\"\n\"odd\\nkey\" = {{ value = \"{secret}\" }}\n{text}");
+    let err = parse(&text, "keeper.toml", &env()).unwrap_err();
+    let shown = format!("{err}\n{err:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "\"odd\\nkey\"",
+            "token",
+            "instance.password",
+            "registry[0].client_secret",
+        ],
+        "{shown}"
+    );
+    assert_eq!(
+        err.to_string().lines().count(),
+        4,
+        "a key cannot forge a line"
+    );
+}
