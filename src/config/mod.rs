@@ -5,6 +5,12 @@
 //! Secrets never come from the command line: passwords and keys are read from the environment
 //! variable or the file the config names.
 //!
+//! No message shows a value that could be a secret pasted in the wrong place: a file that is
+//! not TOML is reported by line and column, never with the line's text; unknown keys are named,
+//! their values never even kept; a `…_env` value is shown only when it looks like a variable's
+//! name, an instance URL only once it carries no credentials, query or fragment. Values of keys
+//! that cannot hold a secret (durations, numbers, choices, addresses, paths) are quoted.
+//!
 //! Map of the module:
 //! - `raw`: the serde shapes of the TOML, before any validation;
 //! - `parse`: raw shapes into [`Settings`], and the URL rules ([`parse_instance_url`],
@@ -46,12 +52,15 @@ pub enum ConfigError {
         /// The I/O error.
         reason: String,
     },
-    /// The file is not TOML at all, so none of its keys could be checked.
-    #[error("{file}: {message}")]
+    /// The file is not TOML at all, so none of its keys could be checked. Says where and what,
+    /// never the text there: the line may hold a secret pasted in the wrong place.
+    #[error("{file}: {}not valid TOML: {message}", at(*.position))]
     Syntax {
         /// The config file.
         file: String,
-        /// toml's message.
+        /// Line and column, both from 1; `None` when the parser could not say.
+        position: Option<(usize, usize)>,
+        /// What is wrong, in toml's words (a description, never text from the file).
         message: String,
     },
     /// Keys are unknown, missing, of the wrong type, bad or in conflict: every one of them.
@@ -74,6 +83,12 @@ pub struct Problem {
     pub key: String,
     /// What is wrong and how to fix it.
     pub message: String,
+}
+
+fn at(position: Option<(usize, usize)>) -> String {
+    position.map_or_else(String::new, |(line, column)| {
+        format!("line {line}, column {column}: ")
+    })
 }
 
 fn lines(file: &str, problems: &[Problem]) -> String {
@@ -124,14 +139,29 @@ pub fn load(path: &Path, env: &dyn Env) -> Result<Settings, ConfigError> {
 /// Validates config text; `file` is only used in messages. Every problem of the file is
 /// reported, not only the first; a file that is not TOML at all is one error.
 pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Settings, ConfigError> {
+    // toml's Display quotes the offending line; only its description and position are used.
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_string(),
-        message: e.to_string().trim_end().replace('\n', " "),
+        position: e.span().map(|span| line_and_column(text, span.start)),
+        message: e.message().trim_end().replace('\n', " "),
     })?;
     parse::settings(raw, file, env).map_err(|problems| ConfigError::Invalid {
         file: file.to_string(),
         problems,
     })
+}
+
+/// The line and column (both from 1, the column in characters) of a byte offset into `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    text.char_indices()
+        .take_while(|(i, _)| *i < offset)
+        .fold((1, 1), |(line, column), (_, c)| {
+            if c == '\n' {
+                (line + 1, 1)
+            } else {
+                (line, column + 1)
+            }
+        })
 }
 
 #[cfg(test)]

@@ -319,10 +319,9 @@ fn instance(
         STRING,
         DEFAULT_COMPANION_PATH.to_string(),
         |path| {
+            // Not quoted: a query or fragment may hold a secret.
             if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-                return Err(format!(
-                    "{path:?} must be a path starting with '/', e.g. \"/api/snok/oauth_keeper\""
-                ));
+                return Err("must be a path starting with '/', without '?', '#' or spaces, e.g. \"/api/snok/oauth_keeper\"".into());
             }
             Ok(path.trim_end_matches('/').to_string())
         },
@@ -738,12 +737,14 @@ fn report(p: &mut Problems, raw: Option<Field<RawReport>>) -> Option<Option<Repo
 /// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,
 /// a local tunnel): Basic credentials must never cross a network in clear.
 pub fn parse_instance_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    // Until the URL is known to carry no credentials, query or fragment, no message quotes it:
+    // any of them may hold a secret.
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; use username and password_env".into());
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?} must not have a query or fragment"));
+        return Err("must not have a query or fragment".into());
     }
     let host = url
         .host_str()

@@ -136,12 +136,8 @@ impl KeySource {
                 let value = env
                     .var(var)
                     .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| {
-                        invalid(
-                            "state.key_env",
-                            format!("environment variable {var} is not set or empty"),
-                        )
-                    })?;
+                    .ok_or_else(|| invalid("state.key_env", unset(var)))?;
+                // The variable is set, so `var` is a real variable's name, not a pasted key.
                 JournalKey::decode(value.as_bytes())
                     .map_err(|m| invalid("state.key_env", format!("{var}: {m}")))
             }
@@ -164,7 +160,24 @@ pub(super) fn env_secret(var: &str, env: &dyn Env) -> Result<SecretString, Strin
     env.var(var)
         .filter(|v| !v.is_empty())
         .map(SecretString::from)
-        .ok_or_else(|| format!("environment variable {var} is not set or empty"))
+        .ok_or_else(|| unset(var))
+}
+
+/// Whether `name` looks like an environment variable's name: ASCII letters, digits and `_`, not
+/// starting with a digit. Only such a value of a `…_env` key is ever shown in a message; any
+/// other may be the secret itself, pasted where the variable's name belongs.
+fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Why the variable a `…_env` key names gives nothing, naming it only when it looks like a name.
+fn unset(var: &str) -> String {
+    if is_variable_name(var) {
+        format!("environment variable {var} is not set or empty")
+    } else {
+        "does not name a set environment variable; it takes the variable's name (letters, digits and _), never the secret itself".into()
+    }
 }
 
 /// Expands `${NAME}` in a path-valued key from the environment, so a config can point into

@@ -782,3 +782,96 @@ fn unknown_keys_are_named_and_their_values_never_shown() {
         "a key cannot forge a line"
     );
 }
+
+#[test]
+fn a_syntax_error_says_where_and_what_but_never_the_text_there() {
+    let secret = "hunter2-Pasted-S3cret";
+    let cases = [
+        format!("password = {secret}"),
+        format!("password = \"{secret}"),
+        format!("password = \"{secret}\\q\""),
+        format!("username = \"{secret}\""),
+        secret.to_string(),
+        format!("password = 12{secret}"),
+        format!("password = [\"{secret}\" \"{secret}\"]"),
+        format!("password = {{ value = \"{secret}\" other = 1 }}"),
+    ];
+    for case in cases {
+        // Line 7: GOOD opens with an empty line, then [instance] and four keys.
+        let text = GOOD.replace(
+            "companion_path = \"/api/x_acme/oauth_keeper\"\n",
+            &format!("companion_path = \"/api/x_acme/oauth_keeper\"\n{case}\n"),
+        );
+        let err = parse(&text, "keeper.toml", &env()).unwrap_err();
+        let shown = format!("{err}\n{err:?}");
+        assert!(!shown.contains("hunter2"), "{case}: {shown}");
+        let ConfigError::Syntax {
+            position: Some((line, column)),
+            ..
+        } = err
+        else {
+            panic!("{case}: {shown}")
+        };
+        assert_eq!(line, 7, "{case}: {shown}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "keeper.toml: line 7, column {column}: not valid TOML: "
+            )),
+            "{shown}"
+        );
+        assert_eq!(err.key(), None);
+    }
+    let err = parse("[refresh]\npassword = hunter2\n", "k.toml", &env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "k.toml: line 2, column 12: not valid TOML: string values must be quoted, expected literal string"
+    );
+}
+
+#[test]
+fn a_secret_pasted_where_a_name_url_or_path_belongs_is_not_shown() {
+    let secret = "hunter2 Pasted/S3cret!";
+    for (key, name) in [
+        ("instance.password_env", "SN_PASSWORD"),
+        ("registry[0].client_secret_env", "SP_CLIENT_SECRET"),
+    ] {
+        let msg = error_of(&GOOD.replace(name, secret));
+        assert!(msg.contains(key), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+    // A variable's name is shown: it is what the operator has to set.
+    let missing = error_of(&GOOD.replace("SN_PASSWORD", "SN_MISSING"));
+    assert!(
+        missing.contains("instance.password_env: environment variable SN_MISSING is not set"),
+        "{missing}"
+    );
+    let key = KeySource::Env(secret.into())
+        .resolve("k.toml", &env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        key.contains("state.key_env") && !key.contains("hunter2"),
+        "{key}"
+    );
+    for url in [
+        "https://acme.service-now.com/?token=hunter2",
+        "https://acme.service-now.com/#hunter2",
+        "hunter2",
+        "https://svc:hunter2@acme.service-now.com/",
+    ] {
+        let msg = error_of(&GOOD.replace("https://acme.service-now.com/", url));
+        assert!(msg.contains("instance.url"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+    let msg = error_of(&GOOD.replace("/api/x_acme/oauth_keeper", "/api/x?key=hunter2"));
+    assert!(msg.contains("instance.companion_path"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
+fn positions_count_lines_and_characters_from_1() {
+    assert_eq!(line_and_column("", 0), (1, 1));
+    assert_eq!(line_and_column("äb", 2), (1, 2), "columns in characters");
+    assert_eq!(line_and_column("ä\nab", 4), (2, 2));
+    assert_eq!(line_and_column("a\n", 2), (2, 1), "the end of the file");
+}

@@ -354,15 +354,18 @@ async fn a_rejected_reload_names_the_first_key_and_lists_every_problem() {
     let daemon = Running::start(&bed, &config, bed.sim.password()).await;
     daemon.wait_for("cycle.finished").await;
 
-    bed.config_file(&listen_anywhere(
-        "[refresh]\ninterval = \"1s\"\nlead_time = \"soon\"\nconcurrency = 0\ncuncurrency = 2\n",
-    ));
+    // Several problems, one of them an unknown key holding something secret-looking.
+    let secret = "hunter2-Pasted-S3cret";
+    bed.config_file(&listen_anywhere(&format!(
+        "[refresh]\ninterval = \"1s\"\nlead_time = \"soon\"\nconcurrency = 0\ncuncurrency = 2\ntoken = \"{secret}\"\n",
+    )));
     daemon.signal("HUP");
     let rejected = daemon.wait_for("config.reload_rejected").await;
     assert_eq!(rejected["key"], "refresh.cuncurrency", "{rejected}");
     let error = rejected["error"].as_str().unwrap();
     let keys = [
         "refresh.cuncurrency",
+        "refresh.token",
         "refresh.lead_time",
         "refresh.concurrency",
     ];
@@ -373,6 +376,17 @@ async fn a_rejected_reload_names_the_first_key_and_lists_every_problem() {
             "{rejected}"
         );
     }
+
+    // A file that is not TOML, on a line holding the same value: where and what, not the text.
+    bed.config_file(&listen_anywhere(&format!(
+        "[refresh]\ninterval = \"1s\"\npassword = {secret}\n"
+    )));
+    daemon.signal("HUP");
+    let rejected = daemon.wait_for_nth("config.reload_rejected", 2).await;
+    let error = rejected["error"].as_str().unwrap();
+    assert!(error.contains("not valid TOML"), "{rejected}");
+    assert!(error.contains("line "), "{rejected}");
+    assert!(!daemon.log().contains("hunter2"), "{}", daemon.log());
     // The running config stays.
     let seen = daemon.count("cycle.finished");
     daemon.wait_for_nth("cycle.finished", seen + 1).await;
