@@ -5,7 +5,7 @@
 //!   `refresh.shutdown_grace`; then the keeper exits 0. A second signal, or the end of the grace
 //!   period, abandons what is still in flight (exit 1, `daemon.grace_exceeded`).
 //! - SIGHUP: the config file is read again. An invalid file is rejected with a log line naming
-//!   the key, and the running config stays. A valid one takes effect from the next cycle, except
+//!   the first key at fault and listing every problem, and the running config stays. A valid one takes effect from the next cycle, except
 //!   `state.*` and `server.listen`, which hold an open journal and a bound socket: changing
 //!   them needs a restart, and a reload that changes them says so.
 
@@ -373,21 +373,13 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.state.dir != new.state.dir {
         keys.push("state.dir");
     }
-    // Debug of a key source names the variable or the file, never the key.
-    if format!("{:?}", old.state.key) != format!("{:?}", new.state.key) {
+    if old.state.key != new.state.key {
         keys.push("state.key_env/state.key_file");
     }
     if old.server.listen != new.server.listen {
         keys.push("server.listen");
     }
     keys
-}
-
-fn error_key(e: &ConfigError) -> &str {
-    match e {
-        ConfigError::Invalid { key, .. } => key,
-        _ => "",
-    }
 }
 
 enum CycleEnd {
@@ -427,7 +419,7 @@ impl Daemon {
         let mut new = match (self.reloader)() {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(event = "config.reload_rejected", key = error_key(&e), error = %e, "the new config is invalid; the running config stays");
+                tracing::error!(event = "config.reload_rejected", key = e.key().unwrap_or(""), error = %e, "the new config is invalid; the running config stays");
                 return;
             }
         };
@@ -723,5 +715,30 @@ mod tests {
         assert_eq!(v.body["cycle_running_s"], json!(5));
         h.stopping = true;
         assert_eq!(h.liveness(at(20)).body["status"], json!("stopping"));
+    }
+
+    #[test]
+    fn a_changed_key_source_or_listener_needs_a_restart() {
+        let key = crate::config::JournalKey::random().unwrap();
+        let old = Settings::local(
+            "http://127.0.0.1:1",
+            "u",
+            "p",
+            "/api/x",
+            "/tmp/s".into(),
+            key.clone(),
+        )
+        .unwrap();
+        let mut same = old.clone();
+        same.state.key = crate::config::KeySource::Inline(key);
+        assert!(restart_only_changes(&old, &same).is_empty());
+        let mut new = old.clone();
+        new.state.key =
+            crate::config::KeySource::Inline(crate::config::JournalKey::random().unwrap());
+        new.server.listen = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["state.key_env/state.key_file", "server.listen"]
+        );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Map of the crate:
 //! - [`config`]: the TOML configuration, validated into [`config::Settings`]; every error names
-//!   the file and the key.
+//!   the file and the key, all of a file's errors are reported together, and none shows a value
+//!   that could be a secret.
 //! - [`domain`]: the pure, I/O-free core. It pairs `oauth_credential` rows into credentials,
 //!   decides which are due and why ([`domain::plan`]), parses ServiceNow date-times and
 //!   durations ([`domain::time`]) and classifies provider failures ([`domain::classify`]).

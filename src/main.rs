@@ -297,7 +297,10 @@ where
     match loaded {
         Ok(settings) => f(settings).await,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line per problem, each on its own `error:` line.
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             Ok(EXIT_CONFIG)
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::client_auth::{ASSERTION_TYPE, AssertionError};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, parse_instance_url};
+use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, is_loopback_host};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
 use crate::domain::guidance::TokenFailure;
 use crate::observe::{Observer, Peer, token_endpoint};
@@ -371,7 +371,7 @@ fn check_token_url(text: &str) -> Result<url::Url, TokenError> {
     let host = url.host_str().unwrap_or("");
     match url.scheme() {
         "https" => Ok(url),
-        "http" if parse_instance_url(&format!("http://{host}")).is_ok() => Ok(url),
+        "http" if is_loopback_host(host) => Ok(url),
         _ => Err(TokenError::BadUrl(format!(
             "token_url must be https:// (got {}://{host})",
             url.scheme()

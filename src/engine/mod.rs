@@ -108,7 +108,7 @@ impl Keeper {
         let loopback = instance
             .base()
             .host_str()
-            .is_some_and(|h| crate::config::parse_instance_url(&format!("http://{h}")).is_ok());
+            .is_some_and(crate::config::is_loopback_host);
         let tokens = TokenClient::new(settings.refresh.timeout, loopback)
             .map_err(|e| SnError::Unreachable(crate::wire::describe_transport(&e)))?;
         let mut keeper = Keeper {

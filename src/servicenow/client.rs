@@ -5,7 +5,7 @@ use super::auth::TokenSource;
 use super::decode::credential_page;
 use super::error::{SnError, interpret};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{InstanceAuthSettings, InstanceSettings, parse_instance_url};
+use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
 use crate::domain::credential::CredentialRow;
 use crate::observe::{Observer, Peer, instance_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
@@ -111,10 +111,7 @@ impl fmt::Debug for Instance {
 impl Instance {
     /// Builds the client from `[instance]`.
     pub fn new(settings: &InstanceSettings, retry: RetryPolicy) -> Result<Instance, SnError> {
-        let loopback = settings
-            .url
-            .host_str()
-            .is_some_and(|h| parse_instance_url(&format!("http://{h}")).is_ok());
+        let loopback = settings.url.host_str().is_some_and(is_loopback_host);
         let http = wire::build_client(settings.timeout, loopback)
             .map_err(|e| SnError::Unreachable(wire::describe_transport(&e)))?;
         Ok(Instance {

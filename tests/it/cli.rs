@@ -67,6 +67,66 @@ async fn bad_config_exits_2_and_names_the_key() {
 }
 
 #[tokio::test]
+async fn a_bad_config_lists_every_problem_one_line_each() {
+    let bed = Bed::start(healthy_estate()).await;
+    let config = bed.config_file(
+        "[refresh]\nlead_time = \"soon\"\nconcurrency = 0\ncuncurrency = 2\n\n[server]\nlisten = 9464\n",
+    );
+    for command in ["once", "check"] {
+        let out = bed
+            .run_binary(&[command, "--config", config.to_str().unwrap()])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        let keys = [
+            "refresh.cuncurrency",
+            "refresh.lead_time",
+            "refresh.concurrency",
+            "server.listen",
+        ];
+        assert_eq!(errors.len(), keys.len(), "{command}: {stderr}");
+        for (line, key) in errors.iter().zip(keys) {
+            assert!(
+                line.contains(&format!("keeper.toml: {key}: ")),
+                "{command}: {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_secret_pasted_into_a_broken_config_is_never_shown() {
+    let bed = Bed::start(healthy_estate()).await;
+    let secret = "hunter2-Pasted-S3cret";
+    // The bed's config has nine lines before these; the value starts in column 12.
+    for (extra, expected) in [
+        (
+            format!("[refresh]\npassword = {secret}\n"),
+            "keeper.toml: line 11, column 12: not valid TOML: ",
+        ),
+        (
+            format!("[refresh]\npassword = \"{secret}\"\n"),
+            "keeper.toml: refresh.password: unknown key",
+        ),
+    ] {
+        let config = bed.config_file(&extra);
+        for command in ["once", "check"] {
+            let out = bed
+                .run_binary(&[command, "--config", config.to_str().unwrap()])
+                .await;
+            assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+            let all = text(&out);
+            assert!(all.contains(expected), "{command}: {all}");
+            assert!(!all.contains("hunter2"), "{command}: {all}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_unusable_instance_exits_3() {
     let bed = Bed::start(healthy_estate()).await;
     let config = bed.config_file("");

@@ -346,6 +346,56 @@ async fn sighup_rejects_an_invalid_config_and_applies_a_valid_one() {
 }
 
 #[tokio::test]
+async fn a_rejected_reload_names_the_first_key_and_lists_every_problem() {
+    let (mut estate, reg) = graph_estate(47);
+    estate.add_credential(CredentialSpec::new(&reg, "Mailbox"));
+    let bed = Bed::start(estate).await;
+    let config = bed.config_file(&listen_anywhere("[refresh]\ninterval = \"1s\"\n"));
+    let daemon = Running::start(&bed, &config, bed.sim.password()).await;
+    daemon.wait_for("cycle.finished").await;
+
+    // Several problems, one of them an unknown key holding something secret-looking.
+    let secret = "hunter2-Pasted-S3cret";
+    bed.config_file(&listen_anywhere(&format!(
+        "[refresh]\ninterval = \"1s\"\nlead_time = \"soon\"\nconcurrency = 0\ncuncurrency = 2\ntoken = \"{secret}\"\n",
+    )));
+    daemon.signal("HUP");
+    let rejected = daemon.wait_for("config.reload_rejected").await;
+    assert_eq!(rejected["key"], "refresh.cuncurrency", "{rejected}");
+    let error = rejected["error"].as_str().unwrap();
+    let keys = [
+        "refresh.cuncurrency",
+        "refresh.token",
+        "refresh.lead_time",
+        "refresh.concurrency",
+    ];
+    assert_eq!(error.lines().count(), keys.len(), "{rejected}");
+    for (line, key) in error.lines().zip(keys) {
+        assert!(
+            line.contains(&format!("keeper.toml: {key}: ")),
+            "{rejected}"
+        );
+    }
+
+    // A file that is not TOML, on a line holding the same value: where and what, not the text.
+    bed.config_file(&listen_anywhere(&format!(
+        "[refresh]\ninterval = \"1s\"\npassword = {secret}\n"
+    )));
+    daemon.signal("HUP");
+    let rejected = daemon.wait_for_nth("config.reload_rejected", 2).await;
+    let error = rejected["error"].as_str().unwrap();
+    assert!(error.contains("not valid TOML"), "{rejected}");
+    assert!(error.contains("line "), "{rejected}");
+    assert!(!daemon.log().contains("hunter2"), "{}", daemon.log());
+    // The running config stays.
+    let seen = daemon.count("cycle.finished");
+    daemon.wait_for_nth("cycle.finished", seen + 1).await;
+    daemon.signal("TERM");
+    let (code, log) = daemon.exit_code().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test]
 async fn an_idle_cycle_costs_one_log_line_at_info() {
     let (mut estate, reg) = graph_estate(45);
     for i in 0..12 {

@@ -1,0 +1,862 @@
+//! Validation: the raw shapes of a file into [`Settings`].
+//!
+//! Every key is checked whatever the others hold, and every problem is collected before any is
+//! reported (linkerd's "parse every variable first, then report"): one run of `check` shows all
+//! of a file's mistakes. A key that others depend on (`auth`, `client_auth`, `kind`) and holds
+//! a bad value is reported alone, without guesses about the keys that go with it.
+
+use super::Problem;
+use super::raw::{
+    Field, RawConfig, RawInstance, RawRefresh, RawRegistry, RawReport, RawServer, RawState, Unknown,
+};
+use super::secrets::{Env, KeySource, env_secret, expand_path, read_secret_file};
+use super::settings::{
+    ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
+    InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
+    ServerSettings, Settings, StateSettings, TokenEndpointKind,
+};
+use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
+use crate::domain::time::parse_duration;
+use secrecy::SecretString;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+const STRING: &str = "a string";
+const INTEGER: &str = "an integer";
+const TABLE: &str = "a table";
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3_600);
+
+/// Validates the raw shapes of a file: its settings, or every problem it has. `file` becomes
+/// [`Settings::source`].
+pub(super) fn settings(
+    raw: RawConfig,
+    file: &str,
+    env: &dyn Env,
+) -> Result<Settings, Vec<Problem>> {
+    let mut p = Problems::default();
+    p.unknown("", &raw.unknown, RawConfig::KEYS);
+    let instance = instance(&mut p, raw.instance, env);
+    let refresh = refresh(&mut p, raw.refresh);
+    let state = state(&mut p, raw.state, env);
+    let server = server(&mut p, raw.server);
+    let registries = registries(&mut p, raw.registry, env);
+    let report = report(&mut p, raw.report);
+    match (instance, refresh, state, server, registries, report) {
+        (
+            Some(instance),
+            Some(refresh),
+            Some(state),
+            Some(server),
+            Some(registries),
+            Some(report),
+        ) if p.0.is_empty() => Ok(Settings {
+            source: file.to_string(),
+            instance,
+            refresh,
+            state,
+            server,
+            registries,
+            report,
+        }),
+        // A table comes back as `None` only after recording why: the list is not empty.
+        _ => Err(p.0),
+    }
+}
+
+/// The problems found so far. Its methods check one key each and give its value, or `None`
+/// after recording what is wrong with it; a table is complete only when every key is, but every
+/// key is checked whatever happened to the others.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// `Ok`'s value; an `Err` is recorded under `key`.
+    fn check<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.push(key, message)).ok()
+    }
+
+    /// The value of `key` when the file gives one of the wanted type, `Some(None)` when it
+    /// gives none; `None` after recording a value of another type.
+    fn take<T>(&mut self, key: &str, field: Option<Field<T>>, wanted: &str) -> Option<Option<T>> {
+        match field {
+            None => Some(None),
+            Some(Field::Value(value)) => Some(Some(value)),
+            Some(Field::WrongType(found)) => {
+                self.push(key, format!("expected {wanted}, found {}", article(found)));
+                None
+            }
+        }
+    }
+
+    /// An optional key: its value passed through `validate`, or `default` when the file leaves
+    /// it out.
+    fn optional<T, U>(
+        &mut self,
+        key: &str,
+        field: Option<Field<T>>,
+        wanted: &str,
+        default: U,
+        validate: impl FnOnce(T) -> Result<U, String>,
+    ) -> Option<U> {
+        match self.take(key, field, wanted)? {
+            None => Some(default),
+            Some(value) => self.check(key, validate(value)),
+        }
+    }
+
+    /// A key the file must give: its value passed through `validate`; `missing` says what
+    /// to set when the file leaves it out.
+    fn required<T, U>(
+        &mut self,
+        key: &str,
+        field: Option<Field<T>>,
+        wanted: &str,
+        missing: &str,
+        validate: impl FnOnce(T) -> Result<U, String>,
+    ) -> Option<U> {
+        match self.take(key, field, wanted)? {
+            None => {
+                self.push(key, missing);
+                None
+            }
+            Some(value) => self.check(key, validate(value)),
+        }
+    }
+
+    /// A text the file must give, blank counting as left out.
+    fn required_text(
+        &mut self,
+        key: &str,
+        field: Option<Field<String>>,
+        missing: &str,
+    ) -> Option<String> {
+        self.required(key, field, STRING, missing, |text| {
+            if text.trim().is_empty() {
+                Err(missing.to_string())
+            } else {
+                Ok(text)
+            }
+        })
+    }
+
+    /// A table of the file, or an empty one when the file leaves it out.
+    fn table<T: Default>(&mut self, key: &str, field: Option<Field<T>>) -> Option<T> {
+        self.take(key, field, TABLE).map(Option::unwrap_or_default)
+    }
+
+    /// A secret named by a pair of keys, a variable (`…_env`) or a file (`…_file`), read now;
+    /// `Some(None)` when neither key is set.
+    fn secret(
+        &mut self,
+        env: &dyn Env,
+        (env_key, file_key): (&str, &str),
+        var: Option<Field<String>>,
+        path: Option<Field<PathBuf>>,
+    ) -> Option<Option<SecretString>> {
+        let var = self.take(env_key, var, STRING);
+        let path = self.take(file_key, path, STRING);
+        match (var?, path?) {
+            (Some(_), Some(_)) => {
+                self.push(
+                    env_key,
+                    format!(
+                        "set either {} or {}, not both",
+                        leaf(env_key),
+                        leaf(file_key)
+                    ),
+                );
+                None
+            }
+            (None, None) => Some(None),
+            (Some(var), None) => self.check(env_key, env_secret(&var, env)).map(Some),
+            (None, Some(path)) => self
+                .check(
+                    file_key,
+                    expand_path(&path, env).and_then(|p| read_secret_file(&p)),
+                )
+                .map(Some),
+        }
+    }
+
+    /// Every key of a table that it does not know: named, its value never shown.
+    fn unknown(&mut self, table: &str, unknown: &Unknown, known: &[&str]) {
+        for name in unknown.keys() {
+            self.push(
+                &dotted(table, &quoted_unless_bare(name)),
+                format!("unknown key (known here: {})", known.join(", ")),
+            );
+        }
+    }
+
+    /// Names each of a table's `keys` that is set although nothing here uses it; whether none
+    /// was.
+    fn unused(&mut self, table: &str, keys: &[(&str, bool)], message: &str) -> bool {
+        let set: Vec<&str> = keys
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+        for name in &set {
+            self.push(&dotted(table, name), message);
+        }
+        set.is_empty()
+    }
+}
+
+/// `table.name`, or `name` for a key of the file itself.
+fn dotted(table: &str, name: &str) -> String {
+    if table.is_empty() {
+        name.to_string()
+    } else {
+        format!("{table}.{name}")
+    }
+}
+
+/// A TOML type name with its article: `an integer`, `a table`.
+fn article(type_name: &str) -> String {
+    let vowel = type_name.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {type_name}", if vowel { "an" } else { "a" })
+}
+
+/// The last part of a dotted key: `password_env` of `instance.password_env`.
+fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+/// A key name as written in TOML: bare when it can be, quoted otherwise, so an odd name (with a
+/// newline, say) cannot forge a line of the message.
+fn quoted_unless_bare(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// A duration of at least `min`.
+fn duration_at_least(text: String, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(&text).map_err(|e| e.to_string())?;
+    if d < min {
+        return Err(format!(
+            "{text:?} is too short (at least {}s)",
+            min.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// A count within `range`.
+fn count_in(n: i64, range: RangeInclusive<i64>) -> Result<usize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|_| range.contains(&n))
+        .ok_or_else(|| format!("{n} is out of range ({} to {})", range.start(), range.end()))
+}
+
+/// A text that counts as left out when blank.
+fn unless_blank(text: String) -> Result<Option<String>, String> {
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
+}
+
+fn instance(
+    p: &mut Problems,
+    raw: Option<Field<RawInstance>>,
+    env: &dyn Env,
+) -> Option<InstanceSettings> {
+    let Some(i) = p.take("instance", raw, TABLE)? else {
+        p.push("instance", "the [instance] table is required");
+        return None;
+    };
+    p.unknown("instance", &i.unknown, RawInstance::KEYS);
+    let url = p.required(
+        "instance.url",
+        i.url,
+        STRING,
+        "required (e.g. \"https://acme.service-now.com\")",
+        |text| parse_instance_url(&text),
+    );
+    let username = p.required_text(
+        "instance.username",
+        i.username,
+        "required: the integration user's user_name",
+    );
+    let password = p
+        .secret(
+            env,
+            ("instance.password_env", "instance.password_file"),
+            i.password_env,
+            i.password_file,
+        )
+        .and_then(|password| {
+            if password.is_none() {
+                p.push(
+                    "instance.password_env",
+                    "required: the environment variable holding the password (or password_file)",
+                );
+            }
+            password
+        });
+    let companion_path = p.optional(
+        "instance.companion_path",
+        i.companion_path,
+        STRING,
+        DEFAULT_COMPANION_PATH.to_string(),
+        |path| {
+            // Not quoted: a query or fragment may hold a secret.
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err("must be a path starting with '/', without '?', '#' or spaces, e.g. \"/api/snok/oauth_keeper\"".into());
+            }
+            Ok(path.trim_end_matches('/').to_string())
+        },
+    );
+    let timeout = p.optional(
+        "instance.timeout",
+        i.timeout,
+        STRING,
+        InstanceSettings::DEFAULT_TIMEOUT,
+        |text| duration_at_least(text, SECOND),
+    );
+    let page_size = p.optional(
+        "instance.page_size",
+        i.page_size,
+        INTEGER,
+        InstanceSettings::DEFAULT_PAGE_SIZE,
+        |n| count_in(n, 1..=10_000),
+    );
+    let auth = instance_auth(
+        p,
+        env,
+        i.auth,
+        i.client_id,
+        i.client_secret_env,
+        i.client_secret_file,
+    );
+    Some(InstanceSettings {
+        url: url?,
+        username: username?,
+        password: password?,
+        companion_path: companion_path?,
+        timeout: timeout?,
+        page_size: page_size?,
+        auth: auth?,
+    })
+}
+
+/// `instance.auth` and the keys that go with it.
+fn instance_auth(
+    p: &mut Problems,
+    env: &dyn Env,
+    auth: Option<Field<String>>,
+    client_id: Option<Field<String>>,
+    secret_env: Option<Field<String>>,
+    secret_file: Option<Field<PathBuf>>,
+) -> Option<InstanceAuthSettings> {
+    // Left out, it is "basic": InstanceAuthSettings::default().
+    let oauth = p.optional("instance.auth", auth, STRING, false, |word| {
+        match word.as_str() {
+            "basic" => Ok(false),
+            "oauth" => Ok(true),
+            other => Err(format!("{other:?} is not one of \"basic\", \"oauth\"")),
+        }
+    })?;
+    if !oauth {
+        // Keys of the other mode are a mistake worth naming, not something to ignore.
+        let clean = p.unused(
+            "instance",
+            &[
+                ("client_id", client_id.is_some()),
+                ("client_secret_env", secret_env.is_some()),
+                ("client_secret_file", secret_file.is_some()),
+            ],
+            "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\"",
+        );
+        return clean.then(InstanceAuthSettings::default);
+    }
+    let client_id = p.required_text(
+        "instance.client_id",
+        client_id,
+        "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)",
+    );
+    let client_secret = p
+        .secret(
+            env,
+            ("instance.client_secret_env", "instance.client_secret_file"),
+            secret_env,
+            secret_file,
+        )
+        .and_then(|secret| {
+            if secret.is_none() {
+                p.push(
+                    "instance.client_secret_env",
+                    "required with auth = \"oauth\": the environment variable holding the client secret (or client_secret_file)",
+                );
+            }
+            secret
+        });
+    Some(InstanceAuthSettings::OAuth {
+        client_id: client_id?,
+        client_secret: client_secret?,
+    })
+}
+
+fn refresh(p: &mut Problems, raw: Option<Field<RawRefresh>>) -> Option<RefreshSettings> {
+    let r = p.table("refresh", raw)?;
+    p.unknown("refresh", &r.unknown, RawRefresh::KEYS);
+    let d = RefreshSettings::default();
+    let mut duration = |key: &str, field, default, min| {
+        p.optional(key, field, STRING, default, |text| {
+            duration_at_least(text, min)
+        })
+    };
+    let interval = duration("refresh.interval", r.interval, d.interval, SECOND);
+    let lead_time = duration(
+        "refresh.lead_time",
+        r.lead_time,
+        d.lead_time,
+        Duration::ZERO,
+    );
+    let keepalive = duration("refresh.keepalive", r.keepalive, d.keepalive, MINUTE);
+    let timeout = duration("refresh.timeout", r.timeout, d.timeout, SECOND);
+    let shutdown_grace = duration(
+        "refresh.shutdown_grace",
+        r.shutdown_grace,
+        d.shutdown_grace,
+        SECOND,
+    );
+    let concurrency = p.optional(
+        "refresh.concurrency",
+        r.concurrency,
+        INTEGER,
+        d.concurrency,
+        |n| count_in(n, 1..=256),
+    );
+    let per_host_concurrency = p.optional(
+        "refresh.per_host_concurrency",
+        r.per_host_concurrency,
+        INTEGER,
+        d.per_host_concurrency,
+        |n| count_in(n, 1..=256),
+    );
+    Some(RefreshSettings {
+        interval: interval?,
+        lead_time: lead_time?,
+        keepalive: keepalive?,
+        concurrency: concurrency?,
+        per_host_concurrency: per_host_concurrency?,
+        timeout: timeout?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+fn state(p: &mut Problems, raw: Option<Field<RawState>>, env: &dyn Env) -> Option<StateSettings> {
+    let s = p.table("state", raw)?;
+    p.unknown("state", &s.unknown, RawState::KEYS);
+    let d = StateSettings::default();
+    let dir = p.optional("state.dir", s.dir, STRING, d.dir, |dir| {
+        expand_path(&dir, env)
+    });
+    let key_env = p.take("state.key_env", s.key_env, STRING);
+    let key_file = p.optional("state.key_file", s.key_file, STRING, None, |path| {
+        expand_path(&path, env).map(Some)
+    });
+    // The key itself is read only by the commands that write the journal.
+    let key = match (key_env?, key_file?) {
+        (Some(_), Some(_)) => {
+            p.push("state.key_env", "set either key_env or key_file, not both");
+            None
+        }
+        (Some(var), None) => Some(KeySource::Env(var)),
+        (None, Some(path)) => Some(KeySource::File(path)),
+        (None, None) => Some(d.key),
+    };
+    Some(StateSettings {
+        dir: dir?,
+        key: key?,
+    })
+}
+
+fn server(p: &mut Problems, raw: Option<Field<RawServer>>) -> Option<ServerSettings> {
+    let s = p.table("server", raw)?;
+    p.unknown("server", &s.unknown, RawServer::KEYS);
+    let listen = p.optional(
+        "server.listen",
+        s.listen,
+        STRING,
+        ServerSettings::default().listen,
+        |text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| format!("{text:?} is not an address:port (e.g. \"127.0.0.1:9464\")"))
+        },
+    );
+    Some(ServerSettings { listen: listen? })
+}
+
+fn registries(
+    p: &mut Problems,
+    raw: Option<Field<Vec<RawRegistry>>>,
+    env: &dyn Env,
+) -> Option<Vec<RegistrySettings>> {
+    let raw = p
+        .take("registry", raw, "an array of tables ([[registry]])")?
+        .unwrap_or_default();
+    // Every registry is checked before any is judged: collecting straight into an Option
+    // would stop at the first bad one.
+    let checked: Vec<Option<RegistrySettings>> = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, registry)| self::registry(p, &format!("registry[{i}]"), registry, env))
+        .collect();
+    checked.into_iter().collect()
+}
+
+/// One `[[registry]]`; `table` is its key prefix, `registry[2]`.
+fn registry(
+    p: &mut Problems,
+    table: &str,
+    r: RawRegistry,
+    env: &dyn Env,
+) -> Option<RegistrySettings> {
+    let key = |name: &str| dotted(table, name);
+    p.unknown(table, &r.unknown, RawRegistry::KEYS);
+    let name = p.required_text(
+        &key("name"),
+        r.name,
+        "required: the oauth_entity name or sys_id",
+    );
+    let client_auth = p.optional(
+        &key("client_auth"),
+        r.client_auth,
+        STRING,
+        ClientAuth::default(),
+        |word| match word.as_str() {
+            "post" | "client_secret_post" => Ok(ClientAuth::Post),
+            "basic" | "client_secret_basic" => Ok(ClientAuth::Basic),
+            "private_key_jwt" => Ok(ClientAuth::PrivateKeyJwt),
+            other => Err(format!(
+                "{other:?} is not one of \"post\", \"basic\", \"private_key_jwt\""
+            )),
+        },
+    );
+    let signs = client_auth == Some(ClientAuth::PrivateKeyJwt);
+    let client_secret = if signs {
+        // Not read: with a signing key, a secret is a mistake to name, not a variable to need.
+        p.unused(
+            table,
+            &[
+                ("client_secret_env", r.client_secret_env.is_some()),
+                ("client_secret_file", r.client_secret_file.is_some()),
+            ],
+            "a client secret is not used with client_auth = \"private_key_jwt\" (the certificate's key signs instead); remove it",
+        );
+        Some(None)
+    } else {
+        p.secret(
+            env,
+            (&key("client_secret_env"), &key("client_secret_file")),
+            r.client_secret_env,
+            r.client_secret_file,
+        )
+    };
+    let assertion_key = match client_auth {
+        Some(ClientAuth::PrivateKeyJwt) => assertion_key(
+            p,
+            table,
+            r.private_key_file,
+            r.certificate_file,
+            r.jwt_alg,
+            env,
+        )
+        .map(Some),
+        Some(_) => {
+            // Keys of private_key_jwt on another method are a mistake worth naming.
+            p.unused(
+                table,
+                &[
+                    ("private_key_file", r.private_key_file.is_some()),
+                    ("certificate_file", r.certificate_file.is_some()),
+                    ("jwt_alg", r.jwt_alg.is_some()),
+                ],
+                "only used with client_auth = \"private_key_jwt\"; remove it or set client_auth",
+            );
+            Some(None)
+        }
+        // The bad client_auth is reported; the keys that go with it cannot be judged.
+        None => Some(None),
+    };
+    let scope = p.optional(&key("scope"), r.scope, STRING, None, unless_blank);
+    let resource = p.optional(&key("resource"), r.resource, STRING, None, unless_blank);
+    let kind = p.optional(&key("kind"), r.kind, STRING, None, |word| {
+        match word.as_str() {
+            "entra_v2" => Ok(TokenEndpointKind::EntraV2),
+            "entra_v1" => Ok(TokenEndpointKind::EntraV1),
+            "generic" => Ok(TokenEndpointKind::Generic),
+            other => Err(format!(
+                "{other:?} is not one of \"entra_v2\", \"entra_v1\", \"generic\""
+            )),
+        }
+        .map(Some)
+    });
+    match (kind, &scope, &resource) {
+        (Some(Some(TokenEndpointKind::EntraV2)), _, Some(Some(_))) => p.push(
+            &key("resource"),
+            "Entra v2 endpoints refuse `resource` (AADSTS901002); name the resource in `scope`, e.g. \"https://graph.microsoft.com/.default offline_access\"",
+        ),
+        (Some(Some(TokenEndpointKind::EntraV1)), Some(Some(_)), _) => p.push(
+            &key("scope"),
+            "Entra v1 endpoints take `resource` (the App ID URI), not `scope`; set resource = \"https://graph.microsoft.com\" instead",
+        ),
+        _ => {}
+    }
+    let default_expires_in = p.optional(
+        &key("default_expires_in"),
+        r.default_expires_in,
+        STRING,
+        DEFAULT_EXPIRES_IN,
+        |text| duration_at_least(text, MINUTE),
+    );
+    let refresh_token_lifetime = p.optional(
+        &key("refresh_token_lifetime"),
+        r.refresh_token_lifetime,
+        STRING,
+        DEFAULT_REFRESH_LIFETIME,
+        |text| duration_at_least(text, HOUR),
+    );
+    Some(RegistrySettings {
+        name: name?,
+        client_secret: client_secret?,
+        scope: scope?,
+        client_auth: client_auth?,
+        default_expires_in: default_expires_in?,
+        refresh_token_lifetime: refresh_token_lifetime?,
+        kind: kind?,
+        resource: resource?,
+        assertion_key: assertion_key?,
+    })
+}
+
+/// The signing key of a `private_key_jwt` registry, read now so a bad file stops the start
+/// (and a SIGHUP), not a refresh.
+fn assertion_key(
+    p: &mut Problems,
+    table: &str,
+    key_file: Option<Field<PathBuf>>,
+    certificate_file: Option<Field<PathBuf>>,
+    jwt_alg: Option<Field<String>>,
+    env: &dyn Env,
+) -> Option<Arc<AssertionKey>> {
+    let key = |name: &str| dotted(table, name);
+    let alg = p.optional(
+        &key("jwt_alg"),
+        jwt_alg,
+        STRING,
+        JwtAlg::default(),
+        |text| {
+            JwtAlg::parse(&text)
+                .ok_or_else(|| format!("{text:?} is not one of \"PS256\", \"RS256\""))
+        },
+    );
+    let key_file = p.required(
+        &key("private_key_file"),
+        key_file,
+        STRING,
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate's private key",
+        |path| expand_path(&path, env),
+    );
+    let certificate_file = p.required(
+        &key("certificate_file"),
+        certificate_file,
+        STRING,
+        "required with client_auth = \"private_key_jwt\": the PEM file of the certificate registered at the provider",
+        |path| expand_path(&path, env),
+    );
+    match AssertionKey::load(&key_file?, &certificate_file?, alg?) {
+        Ok(loaded) => Some(Arc::new(loaded)),
+        Err(e) => {
+            let k = match e {
+                KeyError::ReadCertificate { .. } | KeyError::NoCertificate { .. } => {
+                    "certificate_file"
+                }
+                _ => "private_key_file",
+            };
+            p.push(&key(k), e.to_string());
+            None
+        }
+    }
+}
+
+fn report(p: &mut Problems, raw: Option<Field<RawReport>>) -> Option<Option<ReportSettings>> {
+    // Without the table, nothing is reported.
+    let Some(r) = p.take("report", raw, TABLE)? else {
+        return Some(None);
+    };
+    p.unknown("report", &r.unknown, RawReport::KEYS);
+    let d = ReportSettings::default();
+    let supported = d.table.clone();
+    let table = p.optional("report.table", r.table, STRING, d.table, |table| {
+        if table == supported {
+            Ok(table)
+        } else {
+            Err(format!(
+                "{table:?} is not supported; use \"em_event\" (Event Management)"
+            ))
+        }
+    });
+    let event_text = |text: String| {
+        if text.trim().is_empty() || text.len() > 100 {
+            Err("must be 1 to 100 characters".to_string())
+        } else {
+            Ok(text)
+        }
+    };
+    let source = p.optional("report.source", r.source, STRING, d.source, event_text);
+    let node = p.optional("report.node", r.node, STRING, d.node, event_text);
+    Some(Some(ReportSettings {
+        table: table?,
+        source: source?,
+        node: node?,
+    }))
+}
+
+/// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,
+/// a local tunnel): Basic credentials must never cross a network in clear.
+pub fn parse_instance_url(text: &str) -> Result<Url, String> {
+    // Until the URL is known to carry no credentials, query or fragment, no message quotes it:
+    // any of them may hold a secret.
+    let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use username and password_env".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("{text:?} has no host"))?
+        .to_string();
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&host) => {}
+        "http" => {
+            return Err(format!(
+                "{text:?}: http:// is accepted only for loopback hosts; use https://"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{text:?}: unsupported scheme {other:?}; use https://"
+            ));
+        }
+    }
+    let mut url = url;
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// Whether `host` — as [`Url::host_str`] gives it, IPv6 in brackets — is this machine's
+/// loopback: `localhost` (any case), `127.0.0.0/8` or `::1`. These are the only hosts plain
+/// `http://` may reach (the instance, a token endpoint): credentials never cross a network in
+/// clear. Deliberately literal — no `*.localhost`, no IPv4-mapped `::ffff:127.0.0.1` — so the
+/// answer never depends on a resolver.
+pub fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        None => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn loopback_hosts_are_the_literal_ones() {
+        for yes in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.255.0.9",
+            "::1",
+            "[::1]",
+            "[0:0:0:0:0:0:0:1]",
+        ] {
+            assert!(is_loopback_host(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "localhost.",
+            "app.localhost",
+            "localhost:8080",
+            "128.0.0.1",
+            "10.0.0.1",
+            "0.0.0.0",
+            "[127.0.0.1]",
+            "[::1",
+            "::1]",
+            "[[::1]]",
+            "[::ffff:127.0.0.1]",
+            "acme.service-now.com",
+        ] {
+            assert!(!is_loopback_host(no), "{no}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_is_loopback_exactly_in_127_slash_8(ip in any::<Ipv4Addr>()) {
+            prop_assert_eq!(is_loopback_host(&ip.to_string()), ip.octets()[0] == 127);
+        }
+
+        #[test]
+        fn ipv6_is_loopback_exactly_at_1_bracketed_or_not(ip in any::<Ipv6Addr>()) {
+            let expected = ip == Ipv6Addr::LOCALHOST;
+            prop_assert_eq!(is_loopback_host(&ip.to_string()), expected);
+            prop_assert_eq!(is_loopback_host(&format!("[{ip}]")), expected);
+        }
+
+        #[test]
+        fn a_parsed_url_host_gets_the_verdict_of_its_address(
+            v4 in any::<Ipv4Addr>(),
+            v6 in any::<Ipv6Addr>(),
+            port in 1u16..,
+        ) {
+            // What the call sites pass: the host of an already parsed URL.
+            for (text, expected) in [
+                (format!("http://{v4}:{port}/x"), v4.is_loopback()),
+                (format!("https://[{v6}]:{port}/x"), v6.is_loopback()),
+            ] {
+                let url = Url::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(url.host_str().is_some_and(is_loopback_host), expected);
+            }
+        }
+
+        #[test]
+        fn names_other_than_localhost_never_are(name in "[a-zA-Z0-9.-]{0,30}") {
+            prop_assume!(!name.eq_ignore_ascii_case("localhost"));
+            prop_assume!(name.parse::<IpAddr>().is_err());
+            prop_assert!(!is_loopback_host(&name));
+        }
+    }
+}
