@@ -20,7 +20,7 @@ use sn_oauth_keeper::config::{JournalKey, Settings};
 use sn_oauth_keeper::domain::time::parse_duration;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::servicenow::COMPANION_BATCH;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RecordedRequest, RegistrySpec,
     Simulator, Target,
 };

@@ -11,7 +11,7 @@ use sn_oauth_keeper::config::{
     DEFAULT_COMPANION_PATH, InstanceAuthSettings, RegistrySettings, Settings,
 };
 use sn_oauth_keeper::servicenow::{Instance, RetryPolicy, SnError};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     COMPANION_RECORD_ACLS, COMPANION_ROLE, CredentialSpec, Estate, ProviderKind, RegistrySpec,
     Target,
 };

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::sim::datetime;
-use crate::sim::db::Row;
-use crate::sim::instance::{self, Access};
-use crate::sim::query::{Condition, EvalCtx, Op, Query, ScriptCtx};
-use crate::sim::schema::{self, Kind, TableSchema};
-use crate::sim::server::{Incoming, Param, SimResponse};
-use crate::sim::state::{Shared, State, bump};
+use crate::datetime;
+use crate::db::Row;
+use crate::instance::{self, Access};
+use crate::query::{Condition, EvalCtx, Op, Query, ScriptCtx};
+use crate::schema::{self, Kind, TableSchema};
+use crate::server::{Incoming, Param, SimResponse};
+use crate::state::{Shared, State, bump};
 
 /// Default `sysparm_limit`.
 const DEFAULT_LIMIT: usize = 10_000;

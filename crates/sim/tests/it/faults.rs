@@ -1,12 +1,14 @@
 //! Every fault action as a reqwest client sees it, plus the request log and shutdown.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's Instant: std's `Instant::now` is not called directly anywhere in the workspace.
+use tokio::time::Instant;
 
 use super::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultAction, FaultTarget, ProviderKind, RegistrySpec,
     SeededCredential, SeededRegistry, Simulator, Target,
 };

@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::sim::companion::COMPANION_ROLE;
-use crate::sim::schema::{self, Kind, TableSchema};
-use crate::sim::server::{Incoming, SimResponse};
-use crate::sim::state::{State, new_sys_id};
+use crate::companion::COMPANION_ROLE;
+use crate::schema::{self, Kind, TableSchema};
+use crate::server::{Incoming, SimResponse};
+use crate::state::{State, new_sys_id};
 
 /// The record ACLs the update set creates, as (name, operation); each grants
 /// [`COMPANION_ROLE`]. `migrations-docs/README.md` lists the same set (a test compares them).
@@ -112,7 +112,7 @@ pub(crate) struct InstanceSide {
     /// Tables whose "Allow access to this table via web services" box is cleared.
     pub closed_to_web_services: BTreeSet<String>,
     pub oauth: OAuthServer,
-    /// The companion's audit lines (the system log, source [`crate::sim::companion::AUDIT_SOURCE`]).
+    /// The companion's audit lines (the system log, source [`crate::companion::AUDIT_SOURCE`]).
     pub audit: Vec<String>,
 }
 

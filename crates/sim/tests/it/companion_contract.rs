@@ -4,11 +4,15 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sn_oauth_keeper::sim::{COMPANION_AUDIT_SOURCE, Estate, Simulator};
+use sn_oauth_keeper_sim::{COMPANION_AUDIT_SOURCE, Estate, Simulator};
 use std::net::SocketAddr;
 
 fn cases() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/companion.json");
+    // The cases live at the workspace root, beside the Node test that shares them.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/contract/companion.json"
+    );
     let text = std::fs::read_to_string(path).expect("contract cases readable");
     serde_json::from_str(&text).expect("contract cases are JSON")
 }

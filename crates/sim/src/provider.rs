@@ -10,15 +10,21 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
+use rustls_pki_types::CertificateDer;
 use serde_json::{Map, Value, json};
 
-use crate::sim::estate::{EntraEndpoint, ExpiresInFormat, ProviderKind};
-use crate::sim::server::{Incoming, SimResponse};
+use crate::estate::{EntraEndpoint, ExpiresInFormat, ProviderKind};
+use crate::server::{Incoming, SimResponse};
+use crate::state::new_guid;
 
 const DAY: i64 = 86_400;
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A client (application) registered at a provider.
 #[derive(Clone, Debug)]
@@ -278,8 +284,7 @@ impl Provider {
             if basic.is_some() || field("client_secret").is_some() {
                 return Err(Failure::ConflictingAuth);
             }
-            if field("client_assertion_type").as_deref() != Some(crate::client_auth::ASSERTION_TYPE)
-            {
+            if field("client_assertion_type").as_deref() != Some(JWT_BEARER_ASSERTION) {
                 return Err(Failure::MissingParam("client_assertion_type"));
             }
             self.verify_assertion(&assertion, field("client_id").as_deref(), &req.path, now)?
@@ -418,8 +423,6 @@ impl Provider {
         path: &str,
         now: i64,
     ) -> Result<String, Failure> {
-        use aws_lc_rs::digest;
-        use aws_lc_rs::signature;
         let bad = |code, text| Failure::BadAssertion { code, text };
         let parts: Vec<&str> = jwt.split('.').collect();
         let [header, claims, sig] = parts[..] else {
@@ -467,9 +470,9 @@ impl Provider {
                 "Client assertion failed signature validation. The key was not found.",
             ));
         }
-        let algorithm: &dyn signature::VerificationAlgorithm = match header_json["alg"].as_str() {
-            Some("PS256") => &signature::RSA_PSS_2048_8192_SHA256,
-            Some("RS256") => &signature::RSA_PKCS1_2048_8192_SHA256,
+        let algorithm = match header_json["alg"].as_str() {
+            Some("PS256") => webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            Some("RS256") => webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
             _ => {
                 return Err(bad(
                     700027,
@@ -477,12 +480,12 @@ impl Provider {
                 ));
             }
         };
-        let public_key = crate::client_auth::certificate_public_key(&cert).unwrap_or_default();
+        // The certificate's key, found by a full X.509 parser (webpki), checks the signature.
+        let cert = CertificateDer::from(cert);
         let signed = format!("{header}.{claims}");
-        if signature::UnparsedPublicKey::new(algorithm, public_key)
-            .verify(signed.as_bytes(), &signature_bytes)
-            .is_err()
-        {
+        let verified = webpki::EndEntityCert::try_from(&cert)
+            .and_then(|cert| cert.verify_signature(algorithm, signed.as_bytes(), &signature_bytes));
+        if verified.is_err() {
             return Err(bad(700027, "Client assertion failed signature validation."));
         }
         let audience_path = claims_json["aud"]
@@ -531,9 +534,9 @@ impl Provider {
         }
         let body = match self.kind {
             ProviderKind::EntraLike => {
-                let trace = guid(rng);
-                let correlation = guid(rng);
-                let stamp = format!("{}Z", crate::sim::datetime::format_utc(now));
+                let trace = new_guid(rng);
+                let correlation = new_guid(rng);
+                let stamp = format!("{}Z", crate::datetime::format_utc(now));
                 json!({
                     "error": error,
                     "error_description": format!(
@@ -778,10 +781,6 @@ fn opaque(rng: &mut fastrand::Rng, prefix: &str) -> String {
     format!("{prefix}-{hex}")
 }
 
-fn guid(rng: &mut fastrand::Rng) -> String {
-    crate::wire::guid_layout(&super::state::new_sys_id(rng))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,21 +796,60 @@ mod tests {
         assert_eq!(form_decode("%zz"), None);
     }
 
+    const CERT_A: &str = include_str!("../../../tests/oidc/keys/client-a.cert.pem");
+    const KEY_A: &[u8] = include_bytes!("../../../tests/oidc/keys/client-a.key.pem");
+
+    /// Signs client assertions for these tests with the simulator's own few lines (not the
+    /// keeper's signer, which the simulator is there to check).
+    struct TestSigner {
+        key: aws_lc_rs::signature::RsaKeyPair,
+        x5t_s256: String,
+    }
+
+    impl TestSigner {
+        fn client_a() -> TestSigner {
+            use rustls_pki_types::PrivateKeyDer;
+            use rustls_pki_types::pem::PemObject;
+            let Ok(PrivateKeyDer::Pkcs8(der)) = PrivateKeyDer::from_pem_slice(KEY_A) else {
+                panic!("client-a's key is a PKCS#8 PEM");
+            };
+            let cert = CertificateDer::from_pem_slice(CERT_A.as_bytes()).unwrap();
+            TestSigner {
+                key: aws_lc_rs::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap(),
+                x5t_s256: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &cert)),
+            }
+        }
+
+        /// A signed assertion of `client` for the token endpoint `aud`, issued at `now`.
+        fn assertion(&self, alg: &str, client: &str, aud: &str, now: i64, jti: &str) -> String {
+            use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaEncoding};
+            let header = json!({"alg": alg, "typ": "JWT", "x5t#S256": self.x5t_s256});
+            let claims = json!({
+                "aud": aud, "iss": client, "sub": client, "jti": jti,
+                "iat": now, "nbf": now - 30, "exp": now + 300,
+            });
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let encoding: &'static dyn RsaEncoding = match alg {
+                "PS256" => &RSA_PSS_SHA256,
+                _ => &RSA_PKCS1_SHA256,
+            };
+            let mut signature = vec![0; self.key.public_modulus_len()];
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            self.key
+                .sign(encoding, &rng, input.as_bytes(), &mut signature)
+                .unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+        }
+    }
+
     #[test]
     fn client_assertions_are_checked_like_entra_checks_them() {
-        use crate::client_auth::{AssertionKey, JwtAlg};
         use rustls_pki_types::pem::PemObject;
-        let cert_pem = include_str!("../../tests/oidc/keys/client-a.cert.pem");
-        let key_a = |alg| {
-            AssertionKey::from_pem(
-                include_bytes!("../../tests/oidc/keys/client-a.key.pem"),
-                "a.key",
-                cert_pem.as_bytes(),
-                "a.crt",
-                alg,
-            )
-            .unwrap()
-        };
+        let signer = TestSigner::client_a();
         let mut p = Provider::new("t", ProviderKind::EntraLike);
         p.add_client(
             "app",
@@ -819,14 +857,12 @@ mod tests {
                 secret: String::new(),
                 access_lifetime_secs: 3600,
                 expires_in_format: ExpiresInFormat::Number,
-                certificate_der: rustls_pki_types::CertificateDer::from_pem_slice(
-                    cert_pem.as_bytes(),
-                )
-                .ok()
-                .map(|d| d.as_ref().to_vec()),
+                certificate_der: CertificateDer::from_pem_slice(CERT_A.as_bytes())
+                    .ok()
+                    .map(|d| d.as_ref().to_vec()),
             },
         );
-        let now = Timestamp::now();
+        let now = 1_800_000_000;
         let path = "/t/oauth2/v2.0/token";
         let aud = "http://127.0.0.1:1/t/oauth2/v2.0/token";
         let code = |r: Result<String, Failure>| match r {
@@ -834,40 +870,34 @@ mod tests {
             Err(Failure::BadAssertion { code, .. }) => code,
             Err(_) => 1,
         };
-        for alg in [JwtAlg::Ps256, JwtAlg::Rs256] {
-            let jwt = key_a(alg).assertion("app", aud, now).unwrap();
-            let jwt = secrecy::ExposeSecret::expose_secret(&jwt).to_owned();
+        for alg in ["PS256", "RS256"] {
+            let jwt = signer.assertion(alg, "app", aud, now, &format!("{alg}-1"));
+            assert_eq!(code(p.verify_assertion(&jwt, Some("app"), path, now)), 0);
             assert_eq!(
-                code(p.verify_assertion(&jwt, Some("app"), path, now.as_second())),
-                0
-            );
-            assert_eq!(
-                code(p.verify_assertion(&jwt, None, path, now.as_second())),
+                code(p.verify_assertion(&jwt, None, path, now)),
                 50012,
                 "a jti is accepted once"
             );
             // Another assertion's header and claims under this one's signature.
-            let fresh = key_a(alg).assertion("app", aud, now).unwrap();
-            let fresh = secrecy::ExposeSecret::expose_secret(&fresh).to_owned();
+            let fresh = signer.assertion(alg, "app", aud, now, &format!("{alg}-2"));
             let (head, _) = fresh.rsplit_once('.').unwrap();
             let (_, sig) = jwt.rsplit_once('.').unwrap();
             assert_eq!(
-                code(p.verify_assertion(&format!("{head}.{sig}"), None, path, now.as_second())),
+                code(p.verify_assertion(&format!("{head}.{sig}"), None, path, now)),
                 700027
             );
         }
-        let other_aud = key_a(JwtAlg::Ps256)
-            .assertion("app", "http://127.0.0.1:1/other/oauth2/v2.0/token", now)
-            .unwrap();
-        let other_aud = secrecy::ExposeSecret::expose_secret(&other_aud).to_owned();
-        assert_eq!(
-            code(p.verify_assertion(&other_aud, None, path, now.as_second())),
-            50012
+        let other_aud = signer.assertion(
+            "PS256",
+            "app",
+            "http://127.0.0.1:1/other/oauth2/v2.0/token",
+            now,
+            "other-aud",
         );
-        let late = key_a(JwtAlg::Ps256).assertion("app", aud, now).unwrap();
-        let late = secrecy::ExposeSecret::expose_secret(&late).to_owned();
+        assert_eq!(code(p.verify_assertion(&other_aud, None, path, now)), 50012);
+        let late = signer.assertion("PS256", "app", aud, now, "late");
         assert_eq!(
-            code(p.verify_assertion(&late, None, path, now.as_second() + 301)),
+            code(p.verify_assertion(&late, None, path, now + 301)),
             50012,
             "expired after five minutes"
         );

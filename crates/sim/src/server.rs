@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::sim::fault::{self, FaultAction, HIBERNATING_PAGE, TRANSACTION_CANCELLED_ERROR};
-use crate::sim::state::Shared;
-use crate::sim::{RecordedRequest, Target, companion, instance, table_api};
+use crate::fault::{self, FaultAction, HIBERNATING_PAGE, TRANSACTION_CANCELLED_ERROR};
+use crate::state::Shared;
+use crate::{RecordedRequest, Target, companion, instance, table_api};
 
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -254,7 +254,7 @@ pub(crate) fn classify(path: &str, companion_path: &str) -> Target {
     {
         return Target::Companion;
     }
-    if path == crate::sim::INSTANCE_TOKEN_PATH {
+    if path == crate::INSTANCE_TOKEN_PATH {
         return Target::InstanceOAuth;
     }
     if let Some(rest) = path.strip_prefix("/oauth2/")

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::sim::cipher::Cipher;
-use crate::sim::datetime;
-use crate::sim::db::{Db, Row};
-use crate::sim::instance::InstanceSide;
-use crate::sim::provider::{ClientReg, Provider};
-use crate::sim::state::{State, UserAccount, new_sys_id};
+use crate::cipher::Cipher;
+use crate::datetime;
+use crate::db::{Db, Row};
+use crate::instance::InstanceSide;
+use crate::provider::{ClientReg, Provider};
+use crate::state::{State, UserAccount, new_guid, new_sys_id};
 
 /// The sys_id every instance gives its `admin` user.
 pub const ADMIN_SYS_ID: &str = "6816f79cc0a8016401c5a33be04be441";
@@ -419,7 +419,7 @@ pub struct Estate {
 /// The roles the integration user has unless told otherwise.
 pub const DEFAULT_USER_ROLES: &[&str] = &[
     "oauth_admin",
-    crate::sim::companion::COMPANION_ROLE,
+    crate::companion::COMPANION_ROLE,
     "evt_mgmt_integration",
 ];
 
@@ -451,7 +451,7 @@ impl Estate {
             plans: Vec::new(),
             extra_rows: Vec::new(),
             instance: InstanceSide::default(),
-            companion_path: crate::sim::COMPANION_PATH.to_owned(),
+            companion_path: crate::COMPANION_PATH.to_owned(),
         }
     }
 
@@ -592,7 +592,7 @@ impl Estate {
     }
 
     fn guid(&mut self) -> String {
-        crate::wire::guid_layout(&self.sys_id())
+        new_guid(&mut self.rng)
     }
 
     fn token(&mut self, prefix: &str) -> String {

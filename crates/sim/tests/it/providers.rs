@@ -7,7 +7,7 @@ use base64::Engine as _;
 use jiff::SignedDuration;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, ExpiresInFormat, ProviderKind, RegistrySpec, SeededCredential,
     SeededRegistry, Simulator,
 };

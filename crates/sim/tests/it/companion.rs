@@ -4,7 +4,7 @@
 use super::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sn_oauth_keeper::sim::Estate;
+use sn_oauth_keeper_sim::Estate;
 
 #[tokio::test]
 async fn returns_decrypted_secrets_of_refresh_rows_only() {

@@ -3,7 +3,7 @@
 
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
-use sn_oauth_keeper::sim::{Estate, Simulator};
+use sn_oauth_keeper_sim::{Estate, Simulator};
 
 pub async fn start(estate: Estate) -> Simulator {
     Simulator::start("127.0.0.1:0".parse().unwrap(), estate)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::sim::Target;
+use crate::Target;
 
 /// Which part of the simulator a fault applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::support::*;
 use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, Simulator};
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, Simulator};
 
 const UNAUTHENTICATED: &str = r#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#;
 const NOT_FOUND: &str = r#"{"error":{"message":"No Record found","detail":"Record doesn't exist or ACL restricts the record retrieval"},"status":"failure"}"#;

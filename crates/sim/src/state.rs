@@ -5,14 +5,15 @@ use std::sync::{Mutex, MutexGuard, Weak};
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 
-use crate::sim::RecordedRequest;
-use crate::sim::cipher::Cipher;
-use crate::sim::datetime;
-use crate::sim::db::{Db, Row};
-use crate::sim::fault::FaultSlot;
-use crate::sim::instance::InstanceSide;
-use crate::sim::provider::Provider;
-use crate::sim::server::ConnCtl;
+use crate::RecordedRequest;
+use crate::cipher::Cipher;
+use crate::clock;
+use crate::datetime;
+use crate::db::{Db, Row};
+use crate::fault::FaultSlot;
+use crate::instance::InstanceSide;
+use crate::provider::Provider;
+use crate::server::ConnCtl;
 
 /// The integration user's credentials and roles (kept outside `sys_user`, as
 /// `sys_user_has_role` would be).
@@ -43,10 +44,10 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The simulator's time: the wall clock plus the offset tests moved it by.
     pub(crate) fn now(&self) -> Timestamp {
-        Timestamp::now()
-            .checked_add(self.clock_offset)
-            .unwrap_or_else(|_| Timestamp::now())
+        let wall = clock::wall_now();
+        wall.checked_add(self.clock_offset).unwrap_or(wall)
     }
 
     pub(crate) fn now_db(&self) -> String {
@@ -144,6 +145,17 @@ pub(crate) fn bump(row: &mut Row, now: &str, by: &str) {
 /// 32 lowercase hex characters, like a platform GUID.
 pub(crate) fn new_sys_id(rng: &mut fastrand::Rng) -> String {
     format!("{:016x}{:016x}", rng.u64(..), rng.u64(..))
+}
+
+/// A GUID as Microsoft writes its ids (client ids, trace and correlation ids): 32 lowercase hex
+/// characters laid out `8-4-4-4-12`.
+pub(crate) fn new_guid(rng: &mut fastrand::Rng) -> String {
+    let hex = new_sys_id(rng);
+    let (a, rest) = hex.split_at(8);
+    let (b, rest) = rest.split_at(4);
+    let (c, rest) = rest.split_at(4);
+    let (d, e) = rest.split_at(4);
+    format!("{a}-{b}-{c}-{d}-{e}")
 }
 
 /// State plus what the serving side shares but never mutates.

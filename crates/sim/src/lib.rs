@@ -1,7 +1,12 @@
-//! The built-in simulator: an in-process emulation of a ServiceNow instance (Table API plus the
+//! sn-oauth-keeper-sim: an in-process emulation of a ServiceNow instance (Table API plus the
 //! companion Scripted REST API) and of the OAuth token endpoints of several provider kinds,
-//! served over a real socket, with fault injection and a request log. The `demo` and
-//! `simulate` commands run against it, and integration tests use it as their test bed.
+//! served over a real socket, with fault injection and a request log. The keeper's `demo` and
+//! `simulate` commands run against it, its integration tests use it as their test bed, and the
+//! benchmark measures the keeper on it.
+//!
+//! It imports nothing of the keeper (no crate of the workspace): it verifies `private_key_jwt`
+//! client assertions, lays out GUIDs and encrypts password2 values with its own code, so a
+//! misconception of the keeper's cannot pass on both sides.
 //!
 //! It follows the facts in `servicenow.md` §3 and `providers.md` rather than what a client
 //! happens to expect: password2 columns come back as ciphertext, `sysparm_input_display_value`
@@ -12,9 +17,10 @@
 //! `provider` (token endpoints), [`fault`] (injection), `query` (encoded queries), `db` /
 //! `schema` (storage), `datetime`, `cipher` (the stand-in for instance encryption), `instance`
 //! (the runbook's instance-side setup: the companion's ACLs, web-service access, and the
-//! instance's own `/oauth_token.do`).
+//! instance's own `/oauth_token.do`), `clock` (the one place the real clock is read).
 
 mod cipher;
+mod clock;
 mod companion;
 mod datetime;
 mod db;
@@ -45,9 +51,9 @@ pub use estate::{
 pub use fault::{Fault, FaultAction, FaultTarget};
 pub use instance::COMPANION_RECORD_ACLS;
 
-use crate::sim::fault::FaultSlot;
-use crate::sim::server::{ConnAddr, SimListener};
-use crate::sim::state::Shared;
+use crate::fault::FaultSlot;
+use crate::server::{ConnAddr, SimListener};
+use crate::state::Shared;
 
 /// Path of the companion Scripted REST API, as the update set in `migrations-docs/` creates it:
 /// a global-scope API with namespace `snok` and API ID `oauth_keeper`.
@@ -155,7 +161,7 @@ impl Simulator {
         let base_url = format!("http://{local}");
         let (username, password) = estate.user_credentials();
         let companion_path = estate.companion_path().to_owned();
-        let state = estate.materialize(jiff::Timestamp::now(), &base_url);
+        let state = estate.materialize(clock::wall_now(), &base_url);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             base_url,

@@ -6,9 +6,9 @@ use std::cmp::Ordering;
 
 use jiff::{SignedDuration, Timestamp, ToSpan as _, tz::TimeZone};
 
-use crate::sim::datetime;
-use crate::sim::db::{Db, Resolved, Row};
-use crate::sim::schema::{Kind, TableSchema};
+use crate::datetime;
+use crate::db::{Db, Resolved, Row};
+use crate::schema::{Kind, TableSchema};
 
 /// A comparison operator of the encoded-query language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,7 +418,7 @@ fn sort_cmp(kind: Kind, a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::schema;
+    use crate::schema;
 
     fn cred_schema() -> &'static TableSchema {
         schema::table("oauth_credential").unwrap_or(&schema::TABLES[0])

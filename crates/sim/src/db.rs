@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
-use crate::sim::datetime;
-use crate::sim::schema::{self, Kind, TableSchema};
+use crate::datetime;
+use crate::schema::{self, Kind, TableSchema};
 
 /// One stored row: column name → raw database value (references hold the bare sys_id).
 pub(crate) type Row = BTreeMap<String, String>;
