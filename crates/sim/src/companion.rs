@@ -8,9 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::answer::{authenticate, error, instance_headers};
 use crate::server::{Incoming, SimResponse};
 use crate::state::{Shared, State};
-use crate::table_api::{authenticate, error, instance_headers};
 
 /// Role the companion API requires (created by the update set in `migrations-docs/`).
 pub const COMPANION_ROLE: &str = "snok_oauth_keeper";

@@ -13,12 +13,14 @@
 //! shifts date-times into the user's zone, `Link` headers carry the real quirks, providers
 //! rotate (or not) and detect reuse like the services they stand for.
 //!
-//! Map: [`estate`] (what is seeded), `server` (socket, pipeline), `table_api`, `companion`,
+//! Map: [`estate`] (what is seeded), `server` (socket, pipeline), `answer` (authentication,
+//! headers and errors every instance answer shares), `table_api`, `companion`,
 //! `provider` (token endpoints), [`fault`] (injection), `query` (encoded queries), `db` /
 //! `schema` (storage), `datetime`, `cipher` (the stand-in for instance encryption), `instance`
 //! (the runbook's instance-side setup: the companion's ACLs, web-service access, and the
 //! instance's own `/oauth_token.do`), `clock` (the one place the real clock is read).
 
+mod answer;
 mod cipher;
 mod clock;
 mod companion;

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::fault::{self, FaultAction, HIBERNATING_PAGE, TRANSACTION_CANCELLED_ERROR};
 use crate::state::Shared;
-use crate::{RecordedRequest, Target, companion, instance, table_api};
+use crate::{RecordedRequest, Target, answer, companion, instance, table_api};
 
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -463,10 +463,10 @@ fn process(shared: &Shared, req: &Incoming, target: &Target) -> SimResponse {
         }
         Target::Other if req.path.starts_with("/api/") => {
             let mut st = shared.lock();
-            if let Err(resp) = table_api::authenticate(&mut st, req) {
+            if let Err(resp) = answer::authenticate(&mut st, req) {
                 return resp;
             }
-            table_api::error(
+            answer::error(
                 &mut st,
                 400,
                 "Requested URI does not represent any resource",
