@@ -4,10 +4,6 @@
 //! one could not be refreshed or written; 2 bad config or usage; 3 the instance is unreachable
 //! or refuses the service account.
 
-// The benchmark runs the keeper on the simulator: it comes and goes with it.
-#[cfg(feature = "sim")]
-mod bench;
-
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sn_oauth_keeper::config::{self, ConfigError, ProcessEnv, Settings};
@@ -174,19 +170,6 @@ enum Command {
     },
     /// Print the man page (roff) to stdout: `sn-oauth-keeper man | man -l -`.
     Man,
-    /// Measure the keeper against its cost floor (calls and waiting) on the built-in simulator
-    /// and write BENCHMARKS.md with a plot. Needs no config; use a release build.
-    #[cfg(feature = "sim")]
-    Bench(bench::BenchArgs),
-    /// Runs N apply cycles back to back in one process and prints a JSON sample after each:
-    /// the benchmark's idle-cycle and memory probe.
-    #[command(hide = true)]
-    #[cfg(feature = "sim")]
-    BenchCycles {
-        /// How many cycles.
-        #[arg(long)]
-        cycles: usize,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,15 +267,6 @@ async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
         Command::Demo { seed } => demo(seed, terminal).await,
         #[cfg(feature = "sim")]
         Command::Simulate { listen, seed } => simulate(listen, seed).await,
-        #[cfg(feature = "sim")]
-        Command::Bench(args) => Ok(bench::run(args).await?),
-        #[cfg(feature = "sim")]
-        Command::BenchCycles { cycles } => {
-            with_settings(cli.config, |s| async move {
-                Ok(bench::cycles(s, cycles).await?)
-            })
-            .await
-        }
         Command::Once { dry_run } => {
             with_settings(cli.config, |s| once(s, dry_run, terminal)).await
         }

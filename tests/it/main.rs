@@ -1,6 +1,7 @@
 //! One integration-test binary. Every test runs the real keeper (in-process engine or the real
 //! binary as a child process) against the simulator (`sn-oauth-keeper-sim`, `crates/sim/`)
-//! over loopback sockets. The simulator's own contract tests live in `crates/sim/tests/`.
+//! over loopback sockets. The simulator's own contract tests live in `crates/sim/tests/`, the
+//! benchmark's smoke test in `crates/bench/tests/`.
 //!
 //! - `support`: the test bed (simulator + settings + journal) and helpers.
 //! - `refresh`: each credential state ends as it should; what is and is not written.
@@ -22,14 +23,10 @@
 //! - `oidc`: the real binary against a real authorization server (oidc-provider, installed by
 //!   the test itself): every client authentication, rotation with reuse detection, scope
 //!   subsets, dead grants, introspection of every stored token.
-//! - `bench`: `bench --smoke`, the benchmark harness end to end at a small size; every cycle
-//!   at the call floor.
 
 // Helpers shared by tests panic on the unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[cfg(feature = "sim")]
-mod bench;
 mod cli;
 mod daemon;
 mod entra;

@@ -1,6 +1,9 @@
-//! `sn-oauth-keeper bench --smoke`: the benchmark harness runs end to end at a small size, so it
+//! `sn-oauth-keeper-bench --smoke`: the benchmark harness runs end to end at a small size, so it
 //! cannot rot. Calls are behaviour and are checked exactly; time is not (that is what the full
 //! benchmark reports, never asserts).
+
+// A test panics on the unexpected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
 
@@ -25,8 +28,8 @@ const KINDS: &[&str] = &[
 #[tokio::test]
 async fn the_smoke_benchmark_runs_every_cycle_at_the_call_floor() {
     let out = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
-        .args(["bench", "--smoke", "--out"])
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper-bench"))
+        .args(["--smoke", "--out"])
         .arg(out.path())
         .env_remove("SN_OAUTH_KEEPER_CONFIG")
         .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
