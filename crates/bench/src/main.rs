@@ -92,25 +92,14 @@ enum Child {
     },
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.child {
+        None => run(cli.args).await,
+        Some(Child::Once { config }) => child::once(&config).await,
+        Some(Child::Cycles { config, cycles }) => child::cycles(&config, cycles).await,
     };
-    let result = runtime.block_on(async move {
-        match cli.child {
-            None => run(cli.args).await,
-            Some(Child::Once { config }) => child::once(&config).await,
-            Some(Child::Cycles { config, cycles }) => child::cycles(&config, cycles).await,
-        }
-    });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
