@@ -19,7 +19,7 @@ pub(crate) const WRITES_PER_REFRESH: usize = 2;
 /// Single-row reads per refreshed credential: the engine's documented race check reads the
 /// refresh row's version (`sys_mod_count`, `sys_updated_by`) before overwriting it with a rotated
 /// token (`Keeper::safe_to_overwrite_refresh_row`); every bench refresh rotates.
-pub(crate) const RACE_CHECKS_PER_REFRESH: usize = 1;
+const RACE_CHECKS_PER_REFRESH: usize = 1;
 
 /// Calls by kind, as counted in the simulator's request log (or as the floor allows).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,7 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
+    /// Calls of every kind.
     pub(crate) fn total(&self) -> usize {
         self.discovery
             + self.user
@@ -51,6 +52,7 @@ impl Calls {
             + self.other
     }
 
+    /// The calls of a request log, by kind.
     pub(crate) fn count(log: &[RecordedRequest]) -> Calls {
         let mut calls = Calls::default();
         for r in log {
@@ -92,6 +94,7 @@ impl Calls {
         }
     }
 
+    /// Each kind with its count, in the tables' column order.
     pub(crate) fn kinds(&self) -> [(&'static str, usize); 7] {
         [
             ("discovery", self.discovery),
@@ -105,6 +108,7 @@ impl Calls {
     }
 }
 
+/// Discovery pages for `rows` rows (an empty table still takes one).
 pub(crate) fn pages(rows: usize) -> usize {
     rows.div_ceil(PAGE_SIZE).max(1)
 }
@@ -123,6 +127,7 @@ pub(crate) fn wall_floor(size: Size, c: usize, lp: Duration, li: Duration) -> Du
     discovery + li + per_round * rounds
 }
 
+/// `actual / floor`; 1 when both are zero, infinite when only the floor is.
 pub(crate) fn ratio(actual: f64, floor: f64) -> f64 {
     if floor > 0.0 {
         actual / floor

@@ -52,7 +52,7 @@ use crate::keeper::KeeperError;
 use crate::report::{
     Report, check_targets, machine, notes, render_markdown, render_tables, write_outputs,
 };
-use crate::runs::measure;
+use crate::runs::{Measured, measure};
 
 /// Measures sn-oauth-keeper against its cost floor (calls and waiting) on the simulator and
 /// writes BENCHMARKS.md with a plot. Needs no config; use a release build.
@@ -118,7 +118,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 
 /// The benchmark's arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct BenchArgs {
+struct BenchArgs {
     /// A small, fast run (seconds) that CI uses so the harness cannot rot. Writes files only
     /// when --out is given.
     #[arg(long)]
@@ -168,7 +168,7 @@ pub(crate) struct Size {
     pub(crate) due: usize,
 }
 
-pub(crate) fn parse_size(text: &str) -> Result<Size, String> {
+fn parse_size(text: &str) -> Result<Size, String> {
     let (rows, due) = text
         .trim()
         .split_once(':')
@@ -198,7 +198,7 @@ pub(crate) fn parse_size(text: &str) -> Result<Size, String> {
     Ok(size)
 }
 
-pub(crate) fn parse_latency(text: &str) -> Result<Duration, String> {
+fn parse_latency(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
@@ -237,6 +237,7 @@ pub(crate) enum BenchError {
     Engine(#[from] KeeperError),
 }
 
+/// Maps an I/O error to [`BenchError::Io`], saying what was being done.
 pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let what = what.into();
     move |e| BenchError::Io {
@@ -352,6 +353,7 @@ impl Plan {
     }
 }
 
+/// Whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -375,7 +377,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<u8, BenchError> {
     } else {
         drop(scratch);
     }
-    let (runs, skipped, idle, memory) = result?;
+    let Measured {
+        runs,
+        skipped,
+        idle,
+        memory,
+    } = result?;
     let targets = check_targets(&plan, &runs, &idle, &memory);
     let report = Report {
         machine: machine(),
@@ -401,7 +408,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<u8, BenchError> {
 }
 
 /// A scratch directory removed on drop (state directories, configs, keeper output).
-pub(crate) struct Scratch(PathBuf);
+struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -409,7 +416,7 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn tempfile_dir() -> Result<Scratch, BenchError> {
+fn tempfile_dir() -> Result<Scratch, BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "sn-oauth-keeper-bench-{}-{:08x}",
         std::process::id(),

@@ -7,10 +7,10 @@ use crate::{BenchError, io_error};
 
 /// Clock ticks per second of `/proc/*/stat` CPU times: USER_HZ, fixed at 100 by the Linux ABI
 /// on every architecture this program builds for.
-pub(crate) const USER_HZ: u64 = 100;
+const USER_HZ: u64 = 100;
 
 /// Fields of `/proc/<pid>/stat` after the command name, as numbers (0 where not numeric).
-pub(crate) fn stat_fields(path: &str) -> Result<Vec<u64>, BenchError> {
+fn stat_fields(path: &str) -> Result<Vec<u64>, BenchError> {
     let text = std::fs::read_to_string(path).map_err(io_error(format!("reading {path}")))?;
     let after = text
         .rsplit_once(')')
@@ -22,7 +22,7 @@ pub(crate) fn stat_fields(path: &str) -> Result<Vec<u64>, BenchError> {
         .collect())
 }
 
-pub(crate) fn ticks(t: u64) -> Duration {
+fn ticks(t: u64) -> Duration {
     Duration::from_millis(t.saturating_mul(1_000 / USER_HZ))
 }
 

@@ -17,22 +17,22 @@ use crate::{BenchError, Plan, io_error, millis, workspace_root};
 /// Caches (SQLite's page cache, allocator arenas, connection buffers) fill up over the first
 /// cycles and then stay; a leak keeps growing with every cycle, so the second half shows it:
 /// 256 KiB over 500 cycles is half a KiB per cycle.
-pub(crate) const GROWTH_TOLERANCE_KIB: i64 = 256;
+const GROWTH_TOLERANCE_KIB: i64 = 256;
 
 /// The wall-time target's runs: D values …
-pub(crate) const WALL_TARGET_DUE: [usize; 2] = [1_000, 10_000];
+const WALL_TARGET_DUE: [usize; 2] = [1_000, 10_000];
 
 /// … at these concurrencies.
-pub(crate) const WALL_TARGET_CONCURRENCY: [usize; 2] = [8, 32];
+const WALL_TARGET_CONCURRENCY: [usize; 2] = [8, 32];
 
 /// Largest wall-time ratio the target allows.
-pub(crate) const WALL_TARGET_RATIO: f64 = 1.2;
+const WALL_TARGET_RATIO: f64 = 1.2;
 
 /// Largest peak RSS the target allows at R = 50,000, KiB.
-pub(crate) const RSS_TARGET_KIB: u64 = 64 * 1024;
+const RSS_TARGET_KIB: u64 = 64 * 1024;
 
 /// Most CPU an idle cycle at R = 10,000 may take, ms.
-pub(crate) const IDLE_CPU_TARGET_MS: f64 = 50.0;
+const IDLE_CPU_TARGET_MS: f64 = 50.0;
 
 /// One target and whether it was met.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +74,7 @@ pub(crate) fn target_run(due: usize, concurrency: usize) -> bool {
     WALL_TARGET_DUE.contains(&due) && WALL_TARGET_CONCURRENCY.contains(&concurrency)
 }
 
+/// Each target with what was measured and whether it was met.
 pub(crate) fn check_targets(
     plan: &Plan,
     runs: &[RunResult],
@@ -176,7 +177,7 @@ pub(crate) fn group(n: usize) -> String {
     out
 }
 
-pub(crate) fn first_line_value(path: &str, key: &str) -> Option<String> {
+fn first_line_value(path: &str, key: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().and_then(|text| {
         text.lines()
             .find(|l| l.starts_with(key))
@@ -185,6 +186,7 @@ pub(crate) fn first_line_value(path: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The machine, build and commit the numbers come from.
 pub(crate) fn machine() -> Machine {
     let memory = first_line_value("/proc/meminfo", "MemTotal")
         .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
@@ -258,11 +260,11 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A Markdown table of text (left-aligned).
-pub(crate) fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     aligned_table(headers, rows, " --- ")
 }
 
-pub(crate) fn aligned_table(headers: &[&str], rows: &[Vec<String>], rule: &str) -> String {
+fn aligned_table(headers: &[&str], rows: &[Vec<String>], rule: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", headers.join(" | "));
     let _ = writeln!(
@@ -277,7 +279,7 @@ pub(crate) fn aligned_table(headers: &[&str], rows: &[Vec<String>], rule: &str) 
 }
 
 /// The column headers of the run table (the smoke test checks them).
-pub(crate) const RUN_COLUMNS: [&str; 11] = [
+const RUN_COLUMNS: [&str; 11] = [
     "R",
     "D",
     "C",
@@ -292,7 +294,7 @@ pub(crate) const RUN_COLUMNS: [&str; 11] = [
 ];
 
 /// The column headers of the calls-by-kind table.
-pub(crate) const KIND_COLUMNS: [&str; 10] = [
+const KIND_COLUMNS: [&str; 10] = [
     "R",
     "D",
     "C",
@@ -306,7 +308,7 @@ pub(crate) const KIND_COLUMNS: [&str; 10] = [
 ];
 
 /// The column headers of the idle table.
-pub(crate) const IDLE_COLUMNS: [&str; 7] = [
+const IDLE_COLUMNS: [&str; 7] = [
     "R",
     "idle calls / cycle",
     "idle call floor",
@@ -316,7 +318,7 @@ pub(crate) const IDLE_COLUMNS: [&str; 7] = [
     "idle wall floor",
 ];
 
-pub(crate) fn secs(s: f64) -> String {
+fn secs(s: f64) -> String {
     if s < 1.0 {
         format!("{:.0} ms", s * 1_000.0)
     } else {
@@ -324,7 +326,7 @@ pub(crate) fn secs(s: f64) -> String {
     }
 }
 
-pub(crate) fn kind_cell(actual: usize, floor: usize) -> String {
+fn kind_cell(actual: usize, floor: usize) -> String {
     if actual == floor {
         group(actual)
     } else {
@@ -332,6 +334,7 @@ pub(crate) fn kind_cell(actual: usize, floor: usize) -> String {
     }
 }
 
+/// The three result tables (runs, calls by kind, idle cycle), for stdout and the Markdown.
 pub(crate) fn render_tables(report: &Report) -> String {
     let mut out = String::new();
     let runs: Vec<Vec<String>> = report
@@ -395,6 +398,8 @@ pub(crate) fn render_tables(report: &Report) -> String {
     out
 }
 
+/// `BENCHMARKS.md`: how to reproduce, machine, method, results, targets, and the hand-written
+/// analysis (`notes`) when there is one.
 pub(crate) fn render_markdown(report: &Report, notes: Option<&str>) -> String {
     let p = &report.plan;
     let m = &report.machine;
@@ -581,6 +586,8 @@ pub(crate) fn render_markdown(report: &Report, notes: Option<&str>) -> String {
     md
 }
 
+/// Writes `BENCHMARKS.md`, `tests/bench/wall-time.svg` and `tests/bench/results.json` under
+/// `out`.
 pub(crate) fn write_outputs(out: &Path, report: &Report, markdown: &str) -> Result<(), BenchError> {
     let bench_dir = out.join("tests").join("bench");
     std::fs::create_dir_all(&bench_dir)

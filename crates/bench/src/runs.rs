@@ -21,7 +21,7 @@ use crate::report::target_run;
 use crate::{BenchError, Plan, Size, io_error};
 
 /// The provider id (token URL slug) of the bench's registry.
-pub(crate) const PROVIDER: &str = "entra";
+const PROVIDER: &str = "entra";
 
 /// How often a running keeper's `VmHWM` is sampled. It is a high-water mark, so only growth in
 /// the last interval before exit could be missed.
@@ -91,12 +91,13 @@ pub(crate) struct MemoryResult {
     pub(crate) call_floor_per_cycle: usize,
 }
 
+/// KiB as MiB.
 pub(crate) fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
 /// A seeded simulator with latency, a state directory, a journal key and a config file.
-pub(crate) struct Bed {
+struct Bed {
     sim: Simulator,
     config: PathBuf,
     key_hex: String,
@@ -186,7 +187,7 @@ pub(crate) fn estate(size: Size, seed: u64) -> Estate {
     estate
 }
 
-pub(crate) fn inject_latency(sim: &Simulator, lp: Duration, li: Duration) {
+fn inject_latency(sim: &Simulator, lp: Duration, li: Duration) {
     if !li.is_zero() {
         sim.inject(Fault::delay(FaultTarget::TableApi, li));
         sim.inject(Fault::delay(FaultTarget::Companion, li));
@@ -197,7 +198,7 @@ pub(crate) fn inject_latency(sim: &Simulator, lp: Duration, li: Duration) {
 }
 
 /// What a finished child cost.
-pub(crate) struct ChildCost {
+struct ChildCost {
     status: ExitStatus,
     wall: Duration,
     cpu: Duration,
@@ -208,11 +209,7 @@ pub(crate) struct ChildCost {
 
 /// Runs a child to its end, sampling its `VmHWM`; its CPU time is this process's reaped-children
 /// CPU before and after (the children run one at a time).
-pub(crate) async fn run_child(
-    mut cmd: Command,
-    dir: &Path,
-    label: &str,
-) -> Result<ChildCost, BenchError> {
+async fn run_child(mut cmd: Command, dir: &Path, label: &str) -> Result<ChildCost, BenchError> {
     let stdout = dir.join(format!("{label}.stdout"));
     let stderr = dir.join(format!("{label}.stderr"));
     let out = std::fs::File::create(&stdout).map_err(io_error("creating the child's stdout"))?;
@@ -252,13 +249,13 @@ pub(crate) async fn run_child(
     .map_err(|e| BenchError::Unexpected(format!("the child's watcher failed: {e}")))?
 }
 
-pub(crate) fn log_tail(path: &Path) -> String {
+fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-pub(crate) async fn refresh_run(
+async fn refresh_run(
     bed: &Bed,
     size: Size,
     c: usize,
@@ -303,7 +300,7 @@ pub(crate) async fn refresh_run(
 }
 
 /// Runs the hidden `cycles` command and reads its samples.
-pub(crate) async fn cycles_child(
+async fn cycles_child(
     bed: &Bed,
     n: usize,
     label: &str,
@@ -348,13 +345,13 @@ pub(crate) async fn cycles_child(
 
 /// Per cycle over cycles `from+1 ..= last` (cycle `from` and earlier left out as warm-up).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PerCycle {
+struct PerCycle {
     cpu_ms: f64,
     sys_ms: f64,
     wall_ms: f64,
 }
 
-pub(crate) fn per_cycle(samples: &[CycleSample], from: usize) -> PerCycle {
+fn per_cycle(samples: &[CycleSample], from: usize) -> PerCycle {
     let (Some(first), Some(last)) = (samples.get(from - 1), samples.last()) else {
         return PerCycle::default();
     };
@@ -370,7 +367,7 @@ pub(crate) fn per_cycle(samples: &[CycleSample], from: usize) -> PerCycle {
     }
 }
 
-pub(crate) async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, BenchError> {
+async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, BenchError> {
     bed.sim.clear_requests();
     let n = plan.idle_samples;
     let (samples, _) = cycles_child(bed, n, "idle").await?;
@@ -399,7 +396,7 @@ pub(crate) async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleR
 /// The memory check: `idle_cycles` idle cycles over `idle_rows` rows in one keeper process,
 /// without injected latency (memory does not depend on waiting, and 1,000 cycles of paged
 /// discovery at 30 ms a page would take minutes).
-pub(crate) async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchError> {
+async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchError> {
     let size = Size {
         rows: plan.idle_rows,
         due: 0,
@@ -456,8 +453,20 @@ pub(crate) async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResu
     Ok(result)
 }
 
-pub(crate) type Measured = (Vec<RunResult>, Vec<Skipped>, Vec<IdleResult>, MemoryResult);
+/// Everything a plan's runs measured.
+pub(crate) struct Measured {
+    /// The refresh runs.
+    pub(crate) runs: Vec<RunResult>,
+    /// The runs left out for their floor.
+    pub(crate) skipped: Vec<Skipped>,
+    /// Each estate's idle cycles.
+    pub(crate) idle: Vec<IdleResult>,
+    /// The memory check.
+    pub(crate) memory: MemoryResult,
+}
 
+/// Every run of the plan: a refresh run per estate and concurrency (unless skipped), an idle
+/// run per estate, then the memory run.
 pub(crate) async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, BenchError> {
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
@@ -527,5 +536,10 @@ pub(crate) async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, Ben
         }
     }
     let memory = memory_run(plan, scratch).await?;
-    Ok((runs, skipped, idle, memory))
+    Ok(Measured {
+        runs,
+        skipped,
+        idle,
+        memory,
+    })
 }
