@@ -26,8 +26,6 @@
 //! - [`progress`]: the terminal progress bar of a cycle (stderr, terminals only), sharing the
 //!   line with log output.
 //! - [`check`]: the pre-flight checklist.
-//! - [`sim`]: the built-in ServiceNow + OAuth provider simulator used by `demo`, `simulate`
-//!   and the tests.
 //! - [`telemetry`]: structured logging.
 //! - [`wire`]: HTTP details shared by the adapters (capped bodies, `Retry-After`, `Link`).
 #![forbid(unsafe_code)]
@@ -48,7 +46,6 @@ pub mod pacing;
 pub mod progress;
 pub mod report;
 pub mod servicenow;
-pub mod sim;
 pub mod telemetry;
 pub mod transaction;
 pub mod wire;

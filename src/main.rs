@@ -4,34 +4,51 @@
 //! one could not be refreshed or written; 2 bad config or usage; 3 the instance is unreachable
 //! or refuses the service account.
 
-mod bench;
-
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sn_oauth_keeper::clock::{Clock, SystemClock};
-use sn_oauth_keeper::config::{self, ConfigError, JournalKey, ProcessEnv, Settings};
+use sn_oauth_keeper::config::{self, ConfigError, ProcessEnv, Settings};
 use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::observe::Observer;
 use sn_oauth_keeper::progress::Terminal;
-use sn_oauth_keeper::sim::{Estate, Simulator, Target};
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use sn_oauth_keeper::{check, daemon, report};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+// `demo` and `simulate` (feature `sim`, on by default; a production build leaves it out).
+#[cfg(feature = "sim")]
+use {
+    sn_oauth_keeper::config::JournalKey,
+    sn_oauth_keeper_sim::{Estate, Simulator, Target},
+    std::net::SocketAddr,
+};
 
 const EXIT_FAILURES: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_INSTANCE: u8 = 3;
 
+/// The `demo` line of `--help`'s examples, in builds that have the command.
+#[cfg(feature = "sim")]
+macro_rules! demo_example {
+    () => {
+        "  sn-oauth-keeper demo                          see it work against the built-in simulator\n"
+    };
+}
+#[cfg(not(feature = "sim"))]
+macro_rules! demo_example {
+    () => {
+        ""
+    };
+}
+
 /// What `--help` teaches after the options: examples, exit codes, environment, files.
-const LONG_HELP: &str = "\
-Examples:
-  sn-oauth-keeper demo                          see it work against the built-in simulator
-  sn-oauth-keeper check --config keeper.toml    pre-flight: instance, rights, companion, key
+const LONG_HELP: &str = concat!(
+    "Examples:\n",
+    demo_example!(),
+    "  sn-oauth-keeper check --config keeper.toml    pre-flight: instance, rights, companion, key
   sn-oauth-keeper once --dry-run                what would be refreshed, and why (no change)
   sn-oauth-keeper once                          one refresh cycle, then exit (cron, CI)
   sn-oauth-keeper run                           the daemon (systemd, Docker, Kubernetes)
@@ -62,7 +79,16 @@ Signals (run):
                    a second one exits at once
   SIGHUP           read the config again; an invalid one is rejected, the running one stays
 
-Logs go to stderr (JSON unless stdout is a terminal); tables and JSON reports to stdout.";
+Logs go to stderr (JSON unless stdout is a terminal); tables and JSON reports to stdout."
+);
+
+/// The description of a build without `demo`: the doc comment of [`Cli`] less its last sentence.
+#[cfg(not(feature = "sim"))]
+const LONG_ABOUT_WITHOUT_DEMO: &str = "Keeps the OAuth credentials of a ServiceNow instance alive.
+
+Reads oauth_credential through the Table API, refreshes the refresh-token credentials whose access
+token is missing, expired or expiring soon (or idle too long) at the provider's token endpoint, and
+writes the new access token and any rotated refresh token back.";
 
 /// Keeps the OAuth credentials of a ServiceNow instance alive.
 ///
@@ -78,6 +104,7 @@ Logs go to stderr (JSON unless stdout is a terminal); tables and JSON reports to
     after_help = "Run with --help for examples, exit codes, environment variables and signals.",
     after_long_help = LONG_HELP
 )]
+#[cfg_attr(not(feature = "sim"), command(long_about = LONG_ABOUT_WITHOUT_DEMO))]
 struct Cli {
     /// The TOML config file (else $SN_OAUTH_KEEPER_CONFIG).
     #[arg(long, global = true, value_name = "FILE", env = config::CONFIG_ENV)]
@@ -95,6 +122,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the keeper against the built-in simulator and show what it does. Needs no config.
+    #[cfg(feature = "sim")]
     Demo {
         /// Seed of the simulated estate.
         #[arg(long, default_value_t = 1)]
@@ -121,6 +149,7 @@ enum Command {
         format: Format,
     },
     /// Run the simulator alone (a ServiceNow instance with companion and OAuth providers).
+    #[cfg(feature = "sim")]
     Simulate {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -142,17 +171,6 @@ enum Command {
     },
     /// Print the man page (roff) to stdout: `sn-oauth-keeper man | man -l -`.
     Man,
-    /// Measure the keeper against its cost floor (calls and waiting) on the built-in simulator
-    /// and write BENCHMARKS.md with a plot. Needs no config; use a release build.
-    Bench(bench::BenchArgs),
-    /// Runs N apply cycles back to back in one process and prints a JSON sample after each:
-    /// the benchmark's idle-cycle and memory probe.
-    #[command(hide = true)]
-    BenchCycles {
-        /// How many cycles.
-        #[arg(long)]
-        cycles: usize,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +209,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         // The demo's tables already show every failure; its log stays quiet unless asked.
+        #[cfg(feature = "sim")]
         Command::Demo { .. } => LogLevel::Error,
         _ => LogLevel::Info,
     };
@@ -245,15 +264,10 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
     match cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo { seed } => demo(seed, terminal).await,
+        #[cfg(feature = "sim")]
         Command::Simulate { listen, seed } => simulate(listen, seed).await,
-        Command::Bench(args) => Ok(bench::run(args).await?),
-        Command::BenchCycles { cycles } => {
-            with_settings(cli.config, |s| async move {
-                Ok(bench::cycles(s, cycles).await?)
-            })
-            .await
-        }
         Command::Once { dry_run } => {
             with_settings(cli.config, |s| once(s, dry_run, terminal)).await
         }
@@ -514,6 +528,7 @@ async fn journal_rekey(settings: Settings, new_key: config::KeySource) -> anyhow
     Ok(0)
 }
 
+#[cfg(feature = "sim")]
 async fn demo(seed: u64, terminal: Terminal) -> anyhow::Result<u8> {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::demo(seed))
         .await
@@ -539,6 +554,7 @@ async fn demo(seed: u64, terminal: Terminal) -> anyhow::Result<u8> {
     result
 }
 
+#[cfg(feature = "sim")]
 async fn demo_cycle(
     sim: &Simulator,
     settings: Arc<Settings>,
@@ -590,6 +606,7 @@ async fn demo_cycle(
     Ok(0)
 }
 
+#[cfg(feature = "sim")]
 async fn simulate(listen: SocketAddr, seed: u64) -> anyhow::Result<u8> {
     let sim = Simulator::start(listen, Estate::demo(seed))
         .await

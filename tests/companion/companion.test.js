@@ -1,7 +1,7 @@
 'use strict';
 // Runs the companion's resource script (migrations-docs/companion/secrets.js) under Node against
 // the shared contract cases in tests/contract/companion.json: the same cases the keeper's
-// simulator must answer alike (tests/it/companion_contract.rs).
+// simulator must answer alike (crates/sim/tests/it/companion_contract.rs).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');

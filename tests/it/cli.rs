@@ -1,7 +1,7 @@
 //! The binary: commands, exit codes, dry run, and no secret in any output.
 
 use crate::support::Bed;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Target,
 };
 
@@ -393,6 +393,8 @@ async fn check_passes_on_a_prepared_instance_and_names_a_missing_companion() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] companion"));
 }
 
+// `demo` exists in builds with the simulator (feature `sim`, on by default).
+#[cfg(feature = "sim")]
 #[tokio::test]
 async fn demo_runs_and_exits_0() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))

@@ -3,7 +3,7 @@
 
 use crate::support::Bed;
 use serde_json::Value;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Target,
 };
 use std::path::Path;

@@ -9,7 +9,7 @@ use crate::support::Bed;
 use jiff::{SignedDuration, Timestamp};
 use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::domain::time::parse_sn_datetime;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, EntraEndpoint, Estate, Fault, FaultTarget, ProviderKind, RecordedRequest,
     RegistrySpec, SeededCredential, Target,
 };

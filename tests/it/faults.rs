@@ -5,7 +5,7 @@ use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::domain::report::{CycleReport, Outcome, OutcomeKind};
 use sn_oauth_keeper::engine::{Keeper, Mode};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, ExpiresInFormat, Fault, FaultTarget, ProviderKind, RegistrySpec,
     SeededCredential,
 };
@@ -215,7 +215,7 @@ async fn with_provider_fault(
     }
 }
 
-use sn_oauth_keeper::sim::FaultAction;
+use sn_oauth_keeper_sim::FaultAction;
 
 #[tokio::test]
 async fn provider_429_is_retried_after_its_retry_after() {
@@ -390,7 +390,7 @@ async fn per_host_caps_hold_under_concurrency() {
                 .requests()
                 .iter()
                 .filter(|r| {
-                    matches!(r.target, sn_oauth_keeper::sim::Target::Provider(_)) && r.status == 0
+                    matches!(r.target, sn_oauth_keeper_sim::Target::Provider(_)) && r.status == 0
                 })
                 .count();
             peak = peak.max(in_flight);

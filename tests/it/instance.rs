@@ -12,7 +12,7 @@ use sn_oauth_keeper::config::{
 };
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::servicenow::{Instance, RetryPolicy, SnError};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     COMPANION_RECORD_ACLS, COMPANION_ROLE, CredentialSpec, Estate, ProviderKind, RegistrySpec,
     Target,
 };

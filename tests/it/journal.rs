@@ -5,7 +5,7 @@ use crate::support::{Bed, strict_estate};
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::domain::report::Outcome;
 use sn_oauth_keeper::journal::Journal;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
     Target,
 };

@@ -2,7 +2,7 @@
 //! token reaches ServiceNow and works at a provider that consumed the old one.
 
 use crate::support::{Bed, strict_estate};
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
     Target,
 };
@@ -13,7 +13,7 @@ use std::time::Duration;
 async fn kill_at(
     bed: &Bed,
     config: &std::path::Path,
-    point: impl Fn(&sn_oauth_keeper::sim::RecordedRequest) -> bool,
+    point: impl Fn(&sn_oauth_keeper_sim::RecordedRequest) -> bool,
 ) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
         .args(["once", "--config", config.to_str().unwrap()])

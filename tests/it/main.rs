@@ -1,5 +1,7 @@
 //! One integration-test binary. Every test runs the real keeper (in-process engine or the real
-//! binary as a child process) against the built-in simulator over loopback sockets.
+//! binary as a child process) against the simulator (`sn-oauth-keeper-sim`, `crates/sim/`)
+//! over loopback sockets. The simulator's own contract tests live in `crates/sim/tests/`, the
+//! benchmark's smoke test in `crates/bench/tests/`.
 //!
 //! - `support`: the test bed (simulator + settings + journal) and helpers.
 //! - `refresh`: each credential state ends as it should; what is and is not written.
@@ -14,7 +16,6 @@
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
 //! - `reporting`: `[report]` events on the instance, one per state change.
-//! - `sim`: the simulator's own contract tests (Table API, companion, providers, faults).
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
 //! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
@@ -22,21 +23,15 @@
 //! - `oidc`: the real binary against a real authorization server (oidc-provider, installed by
 //!   the test itself): every client authentication, rotation with reuse detection, scope
 //!   subsets, dead grants, introspection of every stored token.
-//! - `companion_contract`: the companion's shared contract cases (also run against the real
-//!   script under Node) against the simulator.
 //! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
 //!   registry's hourly probe) without waiting.
 //! - `transaction`: the refresh transaction as a stateful property — random instance faults and
 //!   a crash after any transition, against the provider's own books.
-//! - `bench`: `bench --smoke`, the benchmark harness end to end at a small size; every cycle
-//!   at the call floor.
 
 // Helpers shared by tests panic on the unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod bench;
 mod cli;
-mod companion_contract;
 mod daemon;
 mod entra;
 mod faults;
@@ -48,7 +43,6 @@ mod ops;
 mod races;
 mod refresh;
 mod reporting;
-mod sim;
 mod support;
 mod time;
 mod transaction;

@@ -17,7 +17,7 @@ use sn_oauth_keeper::config::JournalKey;
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper::journal::{Journal, JournalError};
-use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, SeededCredential};
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, SeededCredential};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

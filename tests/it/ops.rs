@@ -3,7 +3,7 @@
 
 use crate::support::Bed;
 use sn_oauth_keeper::config;
-use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
 use std::collections::HashMap;
 use std::path::Path;
 

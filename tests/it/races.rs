@@ -4,7 +4,7 @@ use crate::support::Bed;
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
 use sn_oauth_keeper::engine::Mode;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Simulator, Target,
 };
 use std::time::Duration;

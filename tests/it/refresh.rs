@@ -4,7 +4,7 @@ use crate::support::Bed;
 use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::domain::classify::FailureClass;
 use sn_oauth_keeper::domain::report::Outcome;
-use sn_oauth_keeper::sim::{Estate, SeededCredential};
+use sn_oauth_keeper_sim::{Estate, SeededCredential};
 
 fn urlencoded(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -3,7 +3,7 @@
 use crate::support::Bed;
 use sn_oauth_keeper::config::ReportSettings;
 use sn_oauth_keeper::engine::Mode;
-use sn_oauth_keeper::sim::Estate;
+use sn_oauth_keeper_sim::Estate;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use sn_oauth_keeper::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
-use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -15,11 +15,11 @@ use sn_oauth_keeper::config::Settings;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::servicenow::RetryPolicy;
-use sn_oauth_keeper::sim::{
+use sn_oauth_keeper::transaction::Transition;
+use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
     Target,
 };
-use sn_oauth_keeper::transaction::Transition;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,9 +86,9 @@ fn sim_fault(kind: InstanceFault, method: &str, times: usize) -> Fault {
         InstanceFault::Refused => Fault::drop_connection(target),
         InstanceFault::LostAnswer => Fault::drop_after_processing(target),
         InstanceFault::Truncated => {
-            Fault::new(target, sn_oauth_keeper::sim::FaultAction::TruncatedJson)
+            Fault::new(target, sn_oauth_keeper_sim::FaultAction::TruncatedJson)
         }
-        InstanceFault::Html => Fault::new(target, sn_oauth_keeper::sim::FaultAction::HtmlPage),
+        InstanceFault::Html => Fault::new(target, sn_oauth_keeper_sim::FaultAction::HtmlPage),
     };
     fault.method(method).times(times)
 }

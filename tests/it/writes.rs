@@ -4,7 +4,7 @@
 use crate::support::Bed;
 use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
 use sn_oauth_keeper::domain::time::{format_sn_utc, parse_sn_datetime};
-use sn_oauth_keeper::sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec};
 
 #[tokio::test]
 async fn tokens_are_only_ever_written_with_the_encryption_flag() {

@@ -1,0 +1,322 @@
+//! The instance-side setup the runbook in `migrations-docs/` creates, and its absence: the ACLs
+//! the update set grants to the keeper's role, whether the companion is installed, the tables'
+//! "Allow access to this table via web services" box, and the instance's own OAuth server
+//! (`POST /oauth_token.do`) for `auth = "oauth"`.
+//!
+//! ACL semantics follow servicenow.md §3.10 and the platform's documented rules where known:
+//! the out-of-box roles (`admin`, `oauth_admin`) see everything; the keeper's role sees a table
+//! only through a table-level ACL of the operation, and a field only through a field-level ACL
+//! (system columns come with the row). Fields a caller may not read are left out of answers;
+//! fields it may not write are dropped from a write without an error (inferred, see
+//! `migrations-docs/README.md`).
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::companion::COMPANION_ROLE;
+use crate::schema::{self, Kind, TableSchema};
+use crate::server::{Incoming, SimResponse};
+use crate::state::{State, new_sys_id};
+
+/// The record ACLs the update set creates, as (name, operation); each grants
+/// [`COMPANION_ROLE`]. `migrations-docs/README.md` lists the same set (a test compares them).
+pub const COMPANION_RECORD_ACLS: &[(&str, &str)] = &[
+    ("oauth_credential", "read"),
+    ("oauth_credential.type", "read"),
+    ("oauth_credential.peer", "read"),
+    ("oauth_credential.oauth_requestor_profile", "read"),
+    ("oauth_credential.user", "read"),
+    ("oauth_credential.scopes", "read"),
+    ("oauth_credential.expires", "read"),
+    ("oauth_credential.name", "read"),
+    ("oauth_entity", "read"),
+    ("oauth_entity.name", "read"),
+    ("oauth_entity.client_id", "read"),
+    ("oauth_entity.token_url", "read"),
+    ("oauth_entity.default_grant_type", "read"),
+    ("oauth_credential", "write"),
+    ("oauth_credential.token_received", "write"),
+    ("oauth_credential.expires", "write"),
+    ("oauth_credential", "create"),
+    ("oauth_credential.type", "create"),
+    ("oauth_credential.peer", "create"),
+    ("oauth_credential.oauth_requestor_profile", "create"),
+    ("oauth_credential.user", "create"),
+    ("oauth_credential.scopes", "create"),
+    ("oauth_credential.name", "create"),
+    ("oauth_credential.token_received", "create"),
+    ("oauth_credential.expires", "create"),
+];
+
+/// The instance's default access-token lifespan for its OAuth clients (1800 s).
+pub const DEFAULT_ACCESS_LIFESPAN_SECS: i64 = 1_800;
+
+/// The instance's default refresh-token lifespan (100 days).
+pub const DEFAULT_REFRESH_LIFESPAN_SECS: i64 = 100 * 86_400;
+
+/// What the caller may do with a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// An out-of-box role: every field.
+    Full,
+    /// The keeper's role through the update set's ACLs: the fields those ACLs name.
+    Granted,
+    /// Nothing.
+    Denied,
+}
+
+/// One token the instance's OAuth server issued.
+#[derive(Clone, Debug)]
+pub(crate) struct Issued {
+    pub token: String,
+    pub expires: i64,
+}
+
+/// The instance's OAuth server (the instance as the authorization server).
+#[derive(Clone, Debug)]
+pub(crate) struct OAuthServer {
+    /// Registered OAuth API endpoints for external clients: (client_id, client_secret).
+    pub clients: Vec<(String, String)>,
+    /// `glide.oauth.inbound.ropc.grant_type.disabled`.
+    pub ropc_disabled: bool,
+    pub access_lifespan_secs: i64,
+    pub refresh_lifespan_secs: i64,
+    pub access: Vec<Issued>,
+    pub refresh: Vec<Issued>,
+    /// `grant_type` of every token request, in order.
+    pub grants: Vec<String>,
+}
+
+impl Default for OAuthServer {
+    fn default() -> Self {
+        OAuthServer {
+            clients: Vec::new(),
+            ropc_disabled: false,
+            access_lifespan_secs: DEFAULT_ACCESS_LIFESPAN_SECS,
+            refresh_lifespan_secs: DEFAULT_REFRESH_LIFESPAN_SECS,
+            access: Vec::new(),
+            refresh: Vec::new(),
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// The instance-side setup.
+#[derive(Clone, Debug)]
+pub(crate) struct InstanceSide {
+    /// The update set's record ACLs still present, as (name, operation).
+    pub acls: BTreeSet<(String, String)>,
+    /// Whether the companion Scripted REST API exists.
+    pub companion_installed: bool,
+    /// Tables whose "Allow access to this table via web services" box is cleared.
+    pub closed_to_web_services: BTreeSet<String>,
+    pub oauth: OAuthServer,
+    /// The companion's audit lines (the system log, source [`crate::companion::AUDIT_SOURCE`]).
+    pub audit: Vec<String>,
+}
+
+impl Default for InstanceSide {
+    fn default() -> Self {
+        InstanceSide {
+            acls: COMPANION_RECORD_ACLS
+                .iter()
+                .map(|(n, o)| ((*n).to_owned(), (*o).to_owned()))
+                .collect(),
+            companion_installed: true,
+            closed_to_web_services: BTreeSet::new(),
+            oauth: OAuthServer::default(),
+            audit: Vec::new(),
+        }
+    }
+}
+
+impl InstanceSide {
+    fn has_acl(&self, name: &str, operation: &str) -> bool {
+        self.acls.iter().any(|(n, o)| n == name && o == operation)
+    }
+}
+
+/// The out-of-box roles that pass a table's ACLs for `operation`.
+fn oob_roles(schema: &TableSchema, operation: &str) -> &'static [&'static str] {
+    if operation == "read" {
+        schema.read_roles
+    } else {
+        schema.write_roles
+    }
+}
+
+/// What the integration user may do with `schema` for `operation` (`read`, `write`, `create`,
+/// `delete`).
+pub(crate) fn table_access(st: &State, schema: &TableSchema, operation: &str) -> Access {
+    if st.has_any_role(oob_roles(schema, operation)) {
+        Access::Full
+    } else if st.has_role(COMPANION_ROLE) && st.instance.has_acl(schema.name, operation) {
+        Access::Granted
+    } else {
+        Access::Denied
+    }
+}
+
+/// Whether the integration user may `operation` the column `column` of `schema`.
+pub(crate) fn column_allowed(
+    st: &State,
+    schema: &TableSchema,
+    column: &str,
+    operation: &str,
+) -> bool {
+    match table_access(st, schema, operation) {
+        Access::Full => true,
+        Access::Denied => false,
+        Access::Granted => {
+            schema::is_system_column(column)
+                || st
+                    .instance
+                    .has_acl(&format!("{}.{column}", schema.name), operation)
+        }
+    }
+}
+
+/// Whether a possibly dot-walked field (`peer.token_url`) is readable: every column on the way,
+/// and every table the walk enters.
+pub(crate) fn path_readable(st: &State, schema: &'static TableSchema, path: &str) -> bool {
+    let mut table = schema;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        if !column_allowed(st, table, segment, "read") {
+            return false;
+        }
+        if segments.peek().is_some() {
+            match table.column(segment) {
+                Some(Kind::Reference(target)) => match schema::table(target) {
+                    Some(next) => table = next,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The access token of a bearer header, if the instance issued it and it has not expired.
+pub(crate) fn bearer_valid(st: &State, token: &str) -> bool {
+    let now = st.now().as_second();
+    st.instance
+        .oauth
+        .access
+        .iter()
+        .any(|t| t.token == token && t.expires > now)
+}
+
+/// `POST /oauth_token.do`: the password and refresh-token grants for the integration user, as
+/// servicenow.md §3.9 describes them (form-encoded only; every refusal is the same 401).
+pub(crate) fn token_endpoint(st: &mut State, req: &Incoming) -> SimResponse {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let grant = field("grant_type").to_owned();
+    st.instance.oauth.grants.push(grant.clone());
+    let form_encoded = req.header("content-type").is_some_and(|c| {
+        c.to_ascii_lowercase()
+            .contains("application/x-www-form-urlencoded")
+    });
+    let client_ok = st
+        .instance
+        .oauth
+        .clients
+        .iter()
+        .any(|(id, secret)| id == field("client_id") && secret == field("client_secret"));
+    if !req.method.eq_ignore_ascii_case("POST") || !form_encoded || !client_ok {
+        return denied();
+    }
+    let now = st.now().as_second();
+    let user_ok = |st: &State| {
+        st.user_row()
+            .is_some_and(|r| r.get("active").map(String::as_str) == Some("true"))
+    };
+    let issue_refresh = match grant.as_str() {
+        "password" => {
+            let accepted = !st.instance.oauth.ropc_disabled
+                && user_ok(st)
+                && field("username") == st.user_name()
+                && field("password") == st.user.password;
+            if !accepted {
+                return denied();
+            }
+            true
+        }
+        "refresh_token" => {
+            let presented = field("refresh_token");
+            let known = st
+                .instance
+                .oauth
+                .refresh
+                .iter()
+                .any(|t| t.token == presented && t.expires > now);
+            if !known || !user_ok(st) {
+                return denied();
+            }
+            false
+        }
+        _ => return denied(),
+    };
+    let access = token(st);
+    let lifespan = st.instance.oauth.access_lifespan_secs;
+    st.instance.oauth.access.push(Issued {
+        token: access.clone(),
+        expires: now + lifespan,
+    });
+    let mut body = json!({
+        "scope": "useraccount",
+        "token_type": "Bearer",
+        "expires_in": lifespan - 1,
+        "access_token": access,
+    });
+    if issue_refresh {
+        let refresh = token(st);
+        let refresh_expires = now + st.instance.oauth.refresh_lifespan_secs;
+        st.instance.oauth.refresh.push(Issued {
+            token: refresh.clone(),
+            expires: refresh_expires,
+        });
+        body["refresh_token"] = json!(refresh);
+    }
+    SimResponse {
+        status: 200,
+        headers: vec![(
+            "Content-Type".to_owned(),
+            "application/json;charset=UTF-8".to_owned(),
+        )],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The one refusal the instance's token endpoint gives for a bad client, user, password, grant
+/// or refresh token (servicenow.md §3.7).
+fn denied() -> SimResponse {
+    SimResponse {
+        status: 401,
+        headers: vec![(
+            "Content-Type".to_owned(),
+            "application/json;charset=UTF-8".to_owned(),
+        )],
+        body: br#"{"error_description":"access_denied","error":"server_error"}"#.to_vec(),
+    }
+}
+
+/// 86 URL-safe characters, the shape of the instance's tokens.
+fn token(st: &mut State) -> String {
+    let mut out = String::new();
+    while out.len() < 86 {
+        out.push_str(&new_sys_id(&mut st.rng));
+    }
+    out.truncate(86);
+    out
+}

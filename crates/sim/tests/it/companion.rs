@@ -1,0 +1,117 @@
+//! The companion Scripted REST API contract.
+#![allow(clippy::unwrap_used)]
+
+use super::support::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sn_oauth_keeper_sim::Estate;
+
+#[tokio::test]
+async fn returns_decrypted_secrets_of_refresh_rows_only() {
+    let estate = Estate::demo(41);
+    let creds = estate.credentials().to_vec();
+    let regs = estate.registries().to_vec();
+    let sim = start(estate).await;
+    let with_access = creds.iter().find(|c| c.access_sys_id.is_some()).unwrap();
+    let wrong = creds
+        .iter()
+        .find(|c| c.label == "wrong client secret")
+        .unwrap();
+    let ids = [
+        creds[0].refresh_sys_id.as_str(),
+        with_access.access_sys_id.as_deref().unwrap(),
+        "0123456789abcdef0123456789abcdef",
+        wrong.refresh_sys_id.as_str(),
+    ];
+    let resp = get(
+        &sim,
+        &format!(
+            "{}/secrets?sys_id={}&include=client_secret",
+            sim.companion_path(),
+            ids.join(",")
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "content-type").unwrap(),
+        "application/json;charset=UTF-8"
+    );
+    let body = json(resp).await;
+    let secret_of = |reg: &str| regs.iter().find(|r| r.sys_id == reg).unwrap();
+    let wrong_reg = secret_of(&wrong.registry);
+    assert_eq!(
+        body,
+        json!({"result": [
+            {"sys_id": creds[0].refresh_sys_id, "refresh_token": creds[0].refresh_token, "client_secret": secret_of(&creds[0].registry).client_secret},
+            {"sys_id": wrong.refresh_sys_id, "refresh_token": wrong.refresh_token, "client_secret": wrong_reg.stored_client_secret.clone().unwrap()},
+        ]})
+    );
+    // Without include=client_secret the secret stays on the instance.
+    let resp = get(
+        &sim,
+        &format!(
+            "{}/secrets?sys_id={}",
+            sim.companion_path(),
+            creds[0].refresh_sys_id
+        ),
+    )
+    .await;
+    assert_eq!(
+        json(resp).await,
+        json!({"result": [{"sys_id": creds[0].refresh_sys_id, "refresh_token": creds[0].refresh_token}]})
+    );
+    // Repeated parameters work too, duplicates collapse.
+    let resp = get(
+        &sim,
+        &format!(
+            "{}/secrets?sys_id={}&sys_id={}",
+            sim.companion_path(),
+            creds[1].refresh_sys_id,
+            creds[1].refresh_sys_id
+        ),
+    )
+    .await;
+    assert_eq!(json(resp).await["result"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn at_most_100_ids_and_a_role() {
+    let estate = Estate::demo(42);
+    let first = estate.credentials()[0].refresh_sys_id.clone();
+    let sim = start(estate).await;
+    let mut ids: Vec<String> = (0..99).map(|i| format!("{i:032x}")).collect();
+    ids.push(first);
+    let resp = get(
+        &sim,
+        &format!("{}/secrets?sys_id={}", sim.companion_path(), ids.join(",")),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await["result"].as_array().unwrap().len(), 1);
+    ids.push(format!("{:032x}", 1000));
+    let resp = get(
+        &sim,
+        &format!("{}/secrets?sys_id={}", sim.companion_path(), ids.join(",")),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = json(resp).await;
+    assert_eq!(body["status"], "failure");
+    assert!(body["error"]["message"].is_string());
+    let resp = get(&sim, &format!("{}/secrets", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = get(&sim, &format!("{}/other", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    sim.set_user_roles(&["oauth_admin"]);
+    let resp = get(&sim, &format!("{}/secrets?sys_id=x", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"{"error":{"message":"Insufficient rights to query records","detail":"The caller lacks role snok_oauth_keeper"},"status":"failure"}"#
+    );
+    let sim = start(Estate::demo(42).with_user_roles(&["admin"])).await;
+    let resp = get(&sim, &format!("{}/secrets?sys_id=x", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -1,0 +1,21 @@
+//! The simulator's own contract tests, over real sockets: it must behave like a real instance
+//! and real providers for the keeper's tests to mean anything.
+//!
+//! - `support`: starting a simulator, an HTTP client, request and answer helpers.
+//! - `table_api`: the Table API's parameters, value shapes, paging, writes and errors.
+//! - `companion`: the companion Scripted REST API (secrets of up to 100 credentials).
+//! - `providers`: the token endpoints of the three provider kinds: rotation, reuse detection,
+//!   client authentication, Entra's v1 and v2 paths.
+//! - `faults`: fault injection (statuses, delays, dropped connections, odd bodies).
+//! - `companion_contract`: the companion's shared contract cases (also run against the real
+//!   script under Node) against the simulator.
+
+// Helpers shared by tests panic on the unexpected, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod companion;
+mod companion_contract;
+mod faults;
+mod providers;
+mod support;
+mod table_api;
