@@ -719,7 +719,7 @@ mod tests {
 
     #[test]
     fn a_changed_key_source_or_listener_needs_a_restart() {
-        let key = crate::config::JournalKey::random().unwrap();
+        let key = crate::journal::JournalKey::random().unwrap();
         let old = Settings::local(
             "http://127.0.0.1:1",
             "u",
@@ -734,7 +734,7 @@ mod tests {
         assert!(restart_only_changes(&old, &same).is_empty());
         let mut new = old.clone();
         new.state.key =
-            crate::config::KeySource::Inline(crate::config::JournalKey::random().unwrap());
+            crate::config::KeySource::Inline(crate::journal::JournalKey::random().unwrap());
         new.server.listen = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
             restart_only_changes(&old, &new),

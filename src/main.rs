@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 // `demo` and `simulate` (feature `sim`, on by default; a production build leaves it out).
 #[cfg(feature = "sim")]
 use {
-    sn_oauth_keeper::config::JournalKey,
+    sn_oauth_keeper::journal::JournalKey,
     sn_oauth_keeper_sim::{Estate, Simulator, Target},
     std::net::SocketAddr,
 };

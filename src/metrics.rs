@@ -450,10 +450,11 @@ impl Observe for Metrics {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{JournalKey, Settings};
+    use crate::config::Settings;
     use crate::domain::classify::FailureClass;
     use crate::domain::plan::{Action, Assessment, Reason};
     use crate::domain::report::CredentialReport;
+    use crate::journal::JournalKey;
     use crate::observe::Peer;
     use std::time::Duration;
 

@@ -17,7 +17,7 @@
 //!   [`is_loopback_host`]);
 //! - `settings`: the validated types the rest of the keeper reads;
 //! - `secrets`: where secrets and the journal key come from ([`Env`], [`KeySource`],
-//!   [`JournalKey`], `${VAR}` in paths).
+//!   [`crate::journal::JournalKey`], `${VAR}` in paths).
 
 mod parse;
 mod raw;
@@ -25,7 +25,7 @@ mod secrets;
 mod settings;
 
 pub use parse::{is_loopback_host, parse_instance_url};
-pub use secrets::{Env, JournalKey, KeySource, ProcessEnv, expand_path};
+pub use secrets::{Env, KeySource, ProcessEnv, expand_path};
 pub use settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
     InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,

@@ -2,9 +2,9 @@
 //! config (never the config itself, never the command line), and `${VAR}` in the paths to them.
 
 use super::ConfigError;
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use crate::journal::JournalKey;
+use secrecy::SecretString;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Where environment variables come from; tests pass a map instead of touching the process
@@ -47,82 +47,6 @@ pub enum KeySource {
 impl Default for KeySource {
     fn default() -> Self {
         KeySource::Env("SN_OAUTH_KEEPER_KEY".into())
-    }
-}
-
-/// A 32-byte journal key.
-pub struct JournalKey(SecretBox<[u8; 32]>);
-
-impl Clone for JournalKey {
-    fn clone(&self) -> Self {
-        JournalKey(SecretBox::new(Box::new(*self.0.expose_secret())))
-    }
-}
-
-/// Compared in constant time: how long two keys share a prefix must not show in how long the
-/// comparison takes.
-impl PartialEq for JournalKey {
-    fn eq(&self, other: &Self) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(self.bytes(), other.bytes()).is_ok()
-    }
-}
-
-impl Eq for JournalKey {}
-
-impl fmt::Debug for JournalKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JournalKey([REDACTED])")
-    }
-}
-
-impl JournalKey {
-    /// A fresh random key (the demo's).
-    pub fn random() -> Result<JournalKey, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(JournalKey(SecretBox::new(Box::new(bytes))))
-    }
-
-    /// Decodes 64 hex characters, base64 (standard or URL-safe, padded or not) of 32 bytes, or,
-    /// from a file, exactly 32 raw bytes. Surrounding whitespace is ignored.
-    pub fn decode(raw: &[u8]) -> Result<JournalKey, String> {
-        use base64::Engine;
-        let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
-        let mut bytes = [0u8; 32];
-        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
-                let pair = std::str::from_utf8(chunk).map_err(|_| "bad hex".to_string())?;
-                bytes[i] = u8::from_str_radix(pair, 16).map_err(|_| "bad hex".to_string())?;
-            }
-            return Ok(JournalKey(SecretBox::new(Box::new(bytes))));
-        }
-        let engines = [
-            base64::engine::general_purpose::STANDARD,
-            base64::engine::general_purpose::STANDARD_NO_PAD,
-            base64::engine::general_purpose::URL_SAFE,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ];
-        for engine in engines {
-            if let Ok(decoded) = engine.decode(text)
-                && decoded.len() == 32
-            {
-                bytes.copy_from_slice(&decoded);
-                return Ok(JournalKey(SecretBox::new(Box::new(bytes))));
-            }
-        }
-        if raw.len() == 32 {
-            bytes.copy_from_slice(raw);
-            return Ok(JournalKey(SecretBox::new(Box::new(bytes))));
-        }
-        Err(
-            "the key must be 32 bytes: 64 hex characters or base64 (e.g. `openssl rand -hex 32`)"
-                .into(),
-        )
-    }
-
-    /// The key bytes.
-    pub fn bytes(&self) -> &[u8; 32] {
-        self.0.expose_secret()
     }
 }
 
@@ -244,7 +168,7 @@ mod tests {
         let key = JournalKey::random().unwrap();
         let mut flipped = *key.bytes();
         flipped[31] ^= 1;
-        let other = JournalKey(SecretBox::new(Box::new(flipped)));
+        let other = JournalKey::decode(&flipped).unwrap();
         assert_eq!(
             KeySource::Inline(key.clone()),
             KeySource::Inline(key.clone())

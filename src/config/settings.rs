@@ -1,9 +1,10 @@
 //! The validated settings: what the rest of the keeper reads, one type per section of the file.
 
 use super::parse::parse_instance_url;
-use super::secrets::{JournalKey, KeySource};
+use super::secrets::KeySource;
 use crate::client_auth::AssertionKey;
 use crate::domain::plan::Policy;
+use crate::journal::JournalKey;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::client_auth::JwtAlg;
+use crate::journal::JournalKey;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -135,7 +135,7 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::JournalKey;
+    use crate::journal::JournalKey;
 
     #[tokio::test]
     async fn outcomes_remember_failures_and_successes() {

@@ -8,7 +8,8 @@
 //!
 //! - [`outbox`]: the refresh transaction's journaled states ([`Intent`], [`Obtained`],
 //!   [`Released`]) and the records behind them.
-//! - [`seal`]: how a record's tokens are encrypted, and the key's identity.
+//! - [`seal`]: the journal key, how a record's tokens are encrypted under it, and the key's
+//!   identity.
 //! - [`history`]: outcomes per credential and parked registries.
 
 pub mod history;
@@ -16,9 +17,9 @@ pub mod outbox;
 pub mod seal;
 
 pub use outbox::{AccessTemplate, Custody, Delivery, Intent, Obtained, Released, Rotated, Summary};
+pub use seal::JournalKey;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::JournalKey;
 use rusqlite::{Connection, OpenFlags};
 use seal::Sealer;
 use std::fmt;

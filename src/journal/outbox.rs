@@ -475,7 +475,7 @@ impl Journal {
 
     /// Re-seals every pending record under `new_key`, in one transaction: either all records
     /// move to the new key or none does. Returns how many were re-sealed.
-    pub fn rekey(&self, new_key: &crate::config::JournalKey) -> Result<usize, JournalError> {
+    pub fn rekey(&self, new_key: &crate::journal::JournalKey) -> Result<usize, JournalError> {
         let pending = self.pending()?;
         let sealer = super::seal::Sealer::new(new_key);
         let mut resealed = Vec::with_capacity(pending.len());
@@ -509,8 +509,8 @@ fn random_id() -> Result<String, getrandom::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JournalKey;
     use crate::journal::DB_FILE;
+    use crate::journal::JournalKey;
     use secrecy::ExposeSecret;
 
     pub(crate) fn delivery(credential: &str) -> Delivery {

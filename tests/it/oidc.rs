@@ -13,9 +13,9 @@
 
 use crate::support::Bed;
 use serde_json::{Value, json};
-use sn_oauth_keeper::config::JournalKey;
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::Mode;
+use sn_oauth_keeper::journal::JournalKey;
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, SeededCredential};
 use std::collections::HashSet;

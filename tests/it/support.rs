@@ -1,9 +1,10 @@
 //! The test bed.
 
-use sn_oauth_keeper::config::{JournalKey, Settings};
+use sn_oauth_keeper::config::Settings;
 use sn_oauth_keeper::domain::report::CycleReport;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
+use sn_oauth_keeper::journal::JournalKey;
 use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, ProviderKind, RecordedRequest, RegistrySpec, SeededCredential,
     Simulator, Target,

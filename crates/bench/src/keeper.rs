@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sn_oauth_keeper::config::{self, JournalKey, ProcessEnv};
+use sn_oauth_keeper::config::{self, ProcessEnv};
 use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
+use sn_oauth_keeper::journal::JournalKey;
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use tokio_util::sync::CancellationToken;
 
