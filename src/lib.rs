@@ -1,33 +1,41 @@
 //! sn-oauth-keeper keeps the third-party OAuth credentials of a ServiceNow instance alive.
 //!
-//! Map of the crate:
-//! - [`config`]: the TOML configuration, validated into [`config::Settings`]; every error names
-//!   the file and the key, all of a file's errors are reported together, and none shows a value
-//!   that could be a secret.
-//! - [`domain`]: the pure, I/O-free core. It pairs `oauth_credential` rows into credentials,
-//!   decides which are due and why ([`domain::plan`]), parses ServiceNow date-times and
-//!   durations ([`domain::time`]) and classifies provider failures ([`domain::classify`]).
-//! - [`servicenow`]: the Table API and companion adapter (paging, writes, error bodies).
-//! - [`oauth`]: the token-endpoint adapter (request building and lenient response parsing).
-//! - [`client_auth`]: `private_key_jwt` client assertions (RFC 7523) signed with the
-//!   registry's certificate key, as Entra certificate credentials need them.
-//! - [`pacing`]: backoff with full jitter, the per-cycle retry budget, per-host caps.
-//! - [`journal`]: the encrypted, durable journal of token answers not yet confirmed by
-//!   ServiceNow, and the per-credential outcome store read by `status`.
-//! - [`engine`]: one refresh cycle — discover, re-deliver, plan, refresh, write back.
-//! - [`events`]: state changes reported on the instance as Event Management events.
-//! - [`report`]: human and JSON renderings of a cycle or of the estate.
-//! - [`daemon`]: the `run` loop: cycles, signals (stop with a grace period, reload on SIGHUP),
-//!   and the admin endpoints `/metrics`, `/healthz` and `/readyz` with their semantics.
-//! - [`metrics`]: the Prometheus metrics (prometheus-client), per credential values computed at
-//!   scrape time.
-//! - [`observe`]: the hooks through which the adapters report HTTP exchanges and the engine its
-//!   progress, to metrics or a progress bar.
-//! - [`progress`]: the terminal progress bar of a cycle (stderr, terminals only), sharing the
-//!   line with log output.
-//! - [`check`]: the pre-flight checklist.
-//! - [`telemetry`]: structured logging.
-//! - [`wire`]: HTTP details shared by the adapters (capped bodies, `Retry-After`, `Link`).
+//! # The house
+//!
+//! A cycle reads `oauth_credential` through the Table API, decides what to refresh, refreshes
+//! at each provider's token endpoint and writes the tokens back — and a rotated refresh token
+//! is in the journal before anything else happens to it and leaves it only when ServiceNow
+//! provably holds it. The code is laid out around that one guarantee:
+//!
+//! - **The pure core decides** — [`domain`]: no network, no disk, no runtime, no clock. It pairs
+//!   rows into credentials, plans a cycle (due, parked, probed, held for re-delivery), settles
+//!   it into a report, a history and notices, classifies provider failures and words the
+//!   guidance for whoever must act.
+//! - **The transaction is typed** — [`transaction`]: `Intent → Obtained → Written → Verified →
+//!   Released`, each state made only by its owner (the journal, the ServiceNow adapter), so the
+//!   compiler holds the order the guarantee needs.
+//! - **The driver does** — [`engine`]: fetch → plan → run each credential's transaction with
+//!   I/O → settle; it only drives and logs.
+//! - **Adapters talk to the world**:
+//!   - [`servicenow`]: the Table API and the companion; every ServiceNow field name and JSON
+//!     shape lives there;
+//!   - [`oauth`] and [`client_auth`]: token endpoints and `private_key_jwt` assertions;
+//!   - [`journal`]: the encrypted, fsynced outbox of answers, their seal and key, and the
+//!     history between cycles;
+//!   - [`events`]: state changes as Event Management events on the instance.
+//! - **Time is injected** — [`clock`]: the one place that reads a clock; `clippy.toml` bans
+//!   every other.
+//! - **Running it** — [`daemon`] (the `run` loop, signals, admin endpoints), [`metrics`],
+//!   [`observe`] (hooks from adapters to metrics and the progress bar), [`progress`],
+//!   [`report`] (tables and JSON), [`check`] (the pre-flight checklist), [`telemetry`] (logs).
+//! - **Shared plumbing** — [`config`] (the TOML file, validated into
+//!   [`config::Settings`]; every error names its key, all at once), [`pacing`] (backoff,
+//!   budgets, per-host caps), [`wire`] (capped bodies, `Retry-After`, `Link`).
+//!
+//! Outside this crate, in the same workspace: the simulator (`crates/sim`, a ServiceNow
+//! instance, companion and OAuth providers that import nothing of the keeper — the `demo` and
+//! `simulate` commands use it through the default `sim` feature), and the benchmark
+//! (`crates/bench`).
 #![forbid(unsafe_code)]
 
 pub mod check;

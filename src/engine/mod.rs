@@ -3,10 +3,10 @@
 //! through its states is fixed by their types ([`crate::transaction`]); this module only does
 //! the I/O in between, and logs.
 //!
-//! - [`refresh`]: the refreshes of a cycle: secrets in companion batches, at most
+//! - `refresh`: the refreshes of a cycle: secrets in companion batches, at most
 //!   `concurrency` in flight, each credential from [`Intent`](crate::transaction::Intent) to
 //!   [`Obtained`](crate::transaction::Obtained) (token request with its retry rules).
-//! - [`deliver`]: from `Obtained` to `Released`: writes, verification, the journal's release;
+//! - `deliver`: from `Obtained` to `Released`: writes, verification, the journal's release;
 //!   and the re-delivery of answers an earlier run left in the journal.
 
 mod deliver;
