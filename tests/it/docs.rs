@@ -1,6 +1,7 @@
 //! The documentation holds together: every relative link in `README.md`, `docs/*.md`,
 //! `migrations-docs/README.md` and `BENCHMARKS.md` names a file of the repository and, with an
-//! `#anchor`, a heading of that file, as GitHub renders it.
+//! `#anchor`, a heading of that file, as GitHub renders it; and the metrics sample and table of
+//! `docs/operations.md` are what `/metrics` serves.
 //!
 //! The scanner is small on purpose and reads the Markdown these pages use: inline links and
 //! images `[text](dest "title")` (`dest` may be `<…>`), reference definitions `[label]: dest`,
@@ -469,4 +470,305 @@ fn a_link_is_resolved_from_its_page_and_must_stay_inside() {
     assert!(resolve(page, "../../elsewhere.md").is_err());
     assert!(is_external("https://example.com") && is_external("mailto:a@b"));
     assert!(!is_external("design.md#how-it-works") && !is_external("#x"));
+}
+
+/// The shape of one sample of an OpenMetrics exposition: its name and its label names, in the
+/// order they are served. Values, label values and timestamps are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Shape {
+    name: String,
+    labels: Vec<String>,
+}
+
+/// Reads a sample line, `name{a="x",b="y"} value`: its shape, or why it is not one (no
+/// number for a value, say). Label values may hold escaped quotes, commas and braces.
+fn sample(line: &str) -> Result<Shape, String> {
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+    let name = line[..name_end].to_string();
+    let mut labels = Vec::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = inner.split_once("=\"").ok_or("a label without =\"")?;
+            labels.push(key.to_string());
+            let mut escaped = false;
+            let close = after
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map(|(i, _)| i)
+                .ok_or("an unterminated label value")?;
+            inner = &after[close + 1..];
+            inner = inner.strip_prefix(',').unwrap_or(inner);
+        }
+    }
+    let value = rest
+        .strip_prefix(' ')
+        .and_then(|v| v.split(' ').next())
+        .ok_or("no value after the name and labels")?;
+    value
+        .parse::<f64>()
+        .map_err(|_| format!("the value {value:?} is not a number"))?;
+    Ok(Shape { name, labels })
+}
+
+/// The family and type a `# TYPE family type` line declares.
+fn type_line(line: &str) -> Option<(&str, &str)> {
+    line.strip_prefix("# TYPE ")?.split_once(' ')
+}
+
+/// Whether a sample name is one of a family's, by the family's `# TYPE`: in OpenMetrics a
+/// counter's samples add `_total`, an info's `_info`, a histogram's `_bucket`, `_count` and
+/// `_sum`; a gauge's are named as the family.
+fn belongs_to(sample_name: &str, family: &str, kind: &str) -> bool {
+    let suffixes: &[&str] = match kind {
+        "counter" => &["_total"],
+        "info" => &["_info"],
+        "histogram" => &["_bucket", "_count", "_sum"],
+        _ => &[""],
+    };
+    suffixes
+        .iter()
+        .any(|suffix| sample_name.strip_prefix(family) == Some(*suffix))
+}
+
+/// What an exposition serves: its `# HELP`/`# TYPE` lines word for word, each family's type, and
+/// the shape of every sample.
+struct Exposition {
+    comments: BTreeSet<String>,
+    types: HashMap<String, String>,
+    shapes: BTreeSet<Shape>,
+}
+
+impl Exposition {
+    /// The pinned exposition of a known cycle, which `metrics::tests::exposition_snapshot`
+    /// holds equal to what `/metrics` renders.
+    fn served() -> Self {
+        let path = root().join("src/snapshots/metrics.txt");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let mut served = Exposition {
+            comments: BTreeSet::new(),
+            types: HashMap::new(),
+            shapes: BTreeSet::new(),
+        };
+        for line in text.lines().filter(|l| !l.is_empty() && *l != "# EOF") {
+            if line.starts_with("# ") {
+                if let Some((family, kind)) = type_line(line) {
+                    served.types.insert(family.to_string(), kind.to_string());
+                }
+                served.comments.insert(line.to_string());
+            } else {
+                let shape = sample(line).unwrap_or_else(|e| panic!("snapshot: {line}: {e}"));
+                served.shapes.insert(shape);
+            }
+        }
+        served
+    }
+
+    /// The family a sample name belongs to, and the family's type.
+    fn family_of(&self, sample_name: &str) -> Option<(&str, &str)> {
+        self.types
+            .iter()
+            .find(|(family, kind)| belongs_to(sample_name, family, kind))
+            .map(|(family, kind)| (family.as_str(), kind.as_str()))
+    }
+
+    /// The label names (without a histogram's `le`) of the samples a metric name of the docs
+    /// stands for: the samples of that name, or of every series of a histogram family.
+    fn label_names_of(&self, metric: &str) -> BTreeSet<Vec<String>> {
+        self.shapes
+            .iter()
+            .filter(|s| {
+                s.name == metric
+                    || (self.types.get(metric).is_some_and(|k| k == "histogram")
+                        && belongs_to(&s.name, metric, "histogram"))
+            })
+            .map(|s| s.labels.iter().filter(|l| *l != "le").cloned().collect())
+            .collect()
+    }
+}
+
+/// The lines of the `### Metrics` section of `docs/operations.md`, numbered from 1 in the file.
+fn metrics_section() -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(root().join("docs/operations.md"))
+        .expect("docs/operations.md is readable");
+    let lines: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .skip_while(|(_, l)| l != "### Metrics")
+        .collect();
+    assert!(!lines.is_empty(), "docs/operations.md has no ### Metrics");
+    let mut in_code = false;
+    lines
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, (_, l))| {
+            if l.starts_with("```") {
+                in_code = !in_code;
+            }
+            let heading = l.starts_with('#') && l.trim_start_matches('#').starts_with(' ');
+            *i == 0 || in_code || !heading
+        })
+        .map(|(_, line)| line)
+        .collect()
+}
+
+/// "Matches" for the sample exposition in the docs: every `# HELP` and `# TYPE` line is served
+/// word for word; every sample follows the `# TYPE` of its family, has the name and the label
+/// names (in order) of a served sample, and a numeric value; the sample ends with `# EOF`. It is
+/// an excerpt: families and samples may be left out, values and label values are one run's.
+#[test]
+fn the_metrics_sample_in_the_docs_is_what_metrics_serves() {
+    let served = Exposition::served();
+    let section = metrics_section();
+    let mut blocks: Vec<Vec<(usize, String)>> = Vec::new();
+    let mut current: Option<Vec<(usize, String)>> = None;
+    for (number, line) in &section {
+        match (&mut current, line.starts_with("```")) {
+            (None, true) => current = Some(Vec::new()),
+            (Some(_), true) => blocks.extend(current.take()),
+            (Some(block), false) => block.push((*number, line.clone())),
+            (None, false) => {}
+        }
+    }
+    let samples: Vec<_> = blocks
+        .into_iter()
+        .filter(|b| b.last().is_some_and(|(_, l)| l == "# EOF"))
+        .collect();
+    assert_eq!(
+        samples.len(),
+        1,
+        "docs/operations.md, ### Metrics: expected one sample exposition ending in # EOF"
+    );
+    let mut problems = Vec::new();
+    let mut family: Option<(String, String)> = None;
+    let mut shown = 0;
+    for (number, line) in &samples[0] {
+        let at = format!("docs/operations.md:{number}: {line}\n    ");
+        if line == "# EOF" {
+            continue;
+        }
+        if line.starts_with('#') {
+            if !served.comments.contains(line) {
+                problems.push(format!(
+                    "{at}is not a # HELP or # TYPE line /metrics serves"
+                ));
+            }
+            if let Some((f, kind)) = type_line(line) {
+                family = Some((f.to_string(), kind.to_string()));
+            }
+            continue;
+        }
+        shown += 1;
+        match sample(line) {
+            Err(why) => problems.push(format!("{at}is not a sample: {why}")),
+            Ok(shape) => {
+                match &family {
+                    Some((f, kind)) if belongs_to(&shape.name, f, kind) => {}
+                    Some((f, kind)) => problems.push(format!(
+                        "{at}stands under # TYPE {f} {kind}, a family it does not belong to"
+                    )),
+                    None => problems.push(format!("{at}stands before any # TYPE line")),
+                }
+                if !served.shapes.contains(&shape) {
+                    problems.push(format!(
+                        "{at}/metrics serves no {} with the labels {:?}",
+                        shape.name, shape.labels
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the metrics sample in the docs differs from what /metrics serves \
+         (src/snapshots/metrics.txt):\n{}",
+        problems.join("\n")
+    );
+    assert!(shown >= 10, "only {shown} samples in the docs' sample");
+}
+
+/// The label names a cell of the metrics table names: its backticked words outside
+/// parentheses (inside them stand the label's values).
+fn table_label_names(cell: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut code: Option<String> = None;
+    for c in cell.chars() {
+        match (c, &mut code) {
+            ('`', None) => code = Some(String::new()),
+            ('`', Some(word)) => {
+                if depth == 0 {
+                    names.push(std::mem::take(word));
+                }
+                code = None;
+            }
+            (c, Some(word)) => word.push(c),
+            ('(', None) => depth += 1,
+            (')', None) => depth -= 1,
+            _ => {}
+        }
+    }
+    names
+}
+
+/// Every metric of the docs' table is served, with the table's type and label names, and every
+/// family served has a row.
+#[test]
+fn the_metrics_table_in_the_docs_names_every_served_metric_and_nothing_else() {
+    let served = Exposition::served();
+    let mut problems = Vec::new();
+    let mut covered = BTreeSet::new();
+    for (number, line) in metrics_section() {
+        if !line.starts_with("| `sn_oauth_keeper_") {
+            continue;
+        }
+        let at = format!("docs/operations.md:{number}: ");
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let [metric, kind, labels, ..] = cells[..] else {
+            problems.push(format!("{at}a row without metric, type and labels"));
+            continue;
+        };
+        let metric = metric.trim_matches('`');
+        // A histogram is named by its family (its series add suffixes); every other metric by
+        // the name its samples carry, the one PromQL queries.
+        let family = match served.types.get_key_value(metric) {
+            Some((f, kind)) if kind == "histogram" => Some((f.as_str(), kind.as_str())),
+            _ => served.family_of(metric),
+        };
+        let label_sets = served.label_names_of(metric);
+        let Some((family, served_kind)) = family.filter(|_| !label_sets.is_empty()) else {
+            problems.push(format!("{at}{metric} is not served"));
+            continue;
+        };
+        covered.insert(family.to_string());
+        if kind != served_kind {
+            problems.push(format!("{at}{metric} is a {served_kind}, not a {kind}"));
+        }
+        let documented: BTreeSet<String> = table_label_names(labels).into_iter().collect();
+        for served_labels in label_sets {
+            let served_labels: BTreeSet<String> = served_labels.into_iter().collect();
+            if served_labels != documented {
+                problems.push(format!(
+                    "{at}{metric} is served with the labels {served_labels:?}, the table says {documented:?}"
+                ));
+            }
+        }
+    }
+    for family in served.types.keys() {
+        if !covered.contains(family) {
+            problems.push(format!(
+                "docs/operations.md: the metrics table has no row for the family {family}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
