@@ -13,7 +13,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::domain::report::CycleReport;
 use crate::engine::{CycleError, Keeper, Mode};
-use crate::journal::Journal;
+use crate::journal::{Journal, WriteOutcome};
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::servicenow::SnError;
@@ -110,9 +110,10 @@ impl Health {
     }
 
     /// `/readyz`: the keeper does its job — the last cycle reached the instance, a cycle
-    /// succeeded recently (within [`Health::staleness_limit`]), the journal is writable, and
-    /// no stop is under way.
-    pub fn readiness(&self, now: Timestamp, journal_writable: bool) -> Verdict {
+    /// succeeded recently (within [`Health::staleness_limit`]), the journal's last real write
+    /// reached the disk (`journal`; `None` before the first), and no stop is under way.
+    pub fn readiness(&self, now: Timestamp, journal: Option<&WriteOutcome>) -> Verdict {
+        let journal_writable = journal.is_none_or(|w| w.error.is_none());
         let mut reasons: Vec<String> = Vec::new();
         if self.stopping {
             reasons.push("shutting down: finishing the refreshes in flight".into());
@@ -143,8 +144,11 @@ impl Health {
                 now.as_second() - self.started.as_second()
             ));
         }
-        if !journal_writable {
-            reasons.push("the journal is not writable".into());
+        if let Some(failed) = journal.filter(|w| w.error.is_some()) {
+            reasons.push(format!(
+                "the journal is not writable: its last write, {} s ago, failed (full disk or I/O error?); no refresh starts until it commits",
+                now.as_second() - failed.at.as_second()
+            ));
         }
         let ok = reasons.is_empty();
         Verdict {
@@ -218,13 +222,11 @@ async fn healthz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
-    let journal = Arc::clone(&state.journal);
-    // A write probe touches the disk: keep it off the async workers.
-    let writable = tokio::task::spawn_blocking(move || journal.writable())
-        .await
-        .unwrap_or(false);
+    // The journal's last real write, not a probe that writes nothing: every cycle writes at
+    // least its heartbeat.
+    let last_write = state.journal.last_write();
     let verdict = match facts(&state) {
-        Some(h) => h.readiness(state.clock.now(), writable),
+        Some(h) => h.readiness(state.clock.now(), last_write.as_ref()),
         None => Verdict {
             ok: false,
             body: json!({"ready": false, "reasons": ["the daemon's state is poisoned"]}),
@@ -571,6 +573,10 @@ impl Daemon {
                     }
                 }
             }
+            // A real write each cycle, so /readyz knows the disk still takes one.
+            if let Err(e) = self.journal.heartbeat().await {
+                tracing::error!(event = "journal.write_failed", error = %e, "the journal's heartbeat write failed");
+            }
             self.observe_journal();
             if control.stop.is_cancelled() {
                 break;
@@ -640,12 +646,12 @@ mod tests {
     #[test]
     fn not_ready_before_the_first_cycle_and_ready_after_a_good_one() {
         let mut h = health();
-        let v = h.readiness(at(5), true);
+        let v = h.readiness(at(5), None);
         assert!(!v.ok);
         assert!(reasons(&v).contains("no cycle has finished yet"), "{v:?}");
         h.last_finished = Some(at(10));
         h.last_success = Some(at(10));
-        let v = h.readiness(at(20), true);
+        let v = h.readiness(at(20), None);
         assert!(v.ok, "{v:?}");
         assert_eq!(v.body["reasons"], json!([]));
         assert_eq!(v.body["last_success_s_ago"], json!(10));
@@ -658,7 +664,7 @@ mod tests {
         h.last_success = Some(at(5));
         h.last_error = Some("cannot reach the instance: connection failed".into());
         h.last_error_instance = true;
-        let v = h.readiness(at(20), true);
+        let v = h.readiness(at(20), None);
         assert!(!v.ok);
         assert!(reasons(&v).contains("did not reach the instance"), "{v:?}");
         assert_eq!(v.body["instance_reachable"], json!(false));
@@ -670,15 +676,15 @@ mod tests {
         h.last_finished = Some(at(0));
         h.last_success = Some(at(0));
         // 3 intervals of 180 s.
-        assert!(h.readiness(at(540), true).ok);
-        let v = h.readiness(at(541), true);
+        assert!(h.readiness(at(540), None).ok);
+        let v = h.readiness(at(541), None);
         assert!(!v.ok);
         assert!(reasons(&v).contains("more than 540 s"), "{v:?}");
         // A keeper that never succeeded is stale once the limit has passed since its start.
         let mut never = health();
         never.last_finished = Some(at(500));
         never.last_error = Some("journal failed".into());
-        let v = never.readiness(at(600), true);
+        let v = never.readiness(at(600), None);
         assert!(reasons(&v).contains("no cycle has succeeded"), "{v:?}");
         assert!(reasons(&v).contains("the last cycle failed"), "{v:?}");
     }
@@ -694,11 +700,24 @@ mod tests {
         let mut h = health();
         h.last_finished = Some(at(10));
         h.last_success = Some(at(10));
-        let v = h.readiness(at(20), false);
+        let failed = WriteOutcome {
+            at: at(15),
+            error: Some("disk full".into()),
+        };
+        let v = h.readiness(at(20), Some(&failed));
         assert!(!v.ok);
         assert!(reasons(&v).contains("journal is not writable"), "{v:?}");
+        assert!(
+            !reasons(&v).contains("disk full"),
+            "no raw error text: {v:?}"
+        );
+        let recovered = WriteOutcome {
+            at: at(18),
+            error: None,
+        };
+        assert!(h.readiness(at(20), Some(&recovered)).ok);
         h.stopping = true;
-        let v = h.readiness(at(20), true);
+        let v = h.readiness(at(20), None);
         assert!(reasons(&v).contains("shutting down"), "{v:?}");
     }
 

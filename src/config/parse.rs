@@ -447,11 +447,13 @@ fn refresh(p: &mut Problems, raw: Option<Field<RawRefresh>>) -> Option<RefreshSe
         d.concurrency,
         |n| count_in(n, 1..=256),
     );
+    // Unset, one host may have every refresh in flight: an estate whose tokens all come from
+    // one host (Entra) then runs at the configured concurrency, not at a per-host fraction.
     let per_host_concurrency = p.optional(
         "refresh.per_host_concurrency",
         r.per_host_concurrency,
         INTEGER,
-        d.per_host_concurrency,
+        concurrency.unwrap_or(d.per_host_concurrency),
         |n| count_in(n, 1..=256),
     );
     Some(RefreshSettings {

@@ -152,7 +152,8 @@ pub struct RefreshSettings {
     pub keepalive: Duration,
     /// Refreshes in flight at once.
     pub concurrency: usize,
-    /// Token requests in flight at once to any one token endpoint host.
+    /// Token requests in flight at once to any one token endpoint host (unset in the file: the
+    /// same as `concurrency`).
     pub per_host_concurrency: usize,
     /// Total deadline of one token request.
     pub timeout: Duration,
@@ -169,7 +170,7 @@ impl Default for RefreshSettings {
             lead_time: Duration::from_secs(10 * 60),
             keepalive: Duration::from_secs(7 * 86_400),
             concurrency: 8,
-            per_host_concurrency: 4,
+            per_host_concurrency: 8,
             timeout: Duration::from_secs(30),
             // Three token attempts at the 30 s deadline, the backoff between them, and the
             // write-back.

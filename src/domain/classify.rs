@@ -24,6 +24,10 @@ pub enum FailureClass {
     Transient,
     /// The instance refused or failed a read or write the keeper needed.
     Instance,
+    /// The instance answered a write but does not store what was written (a field ACL, a data
+    /// policy or a business rule discards the integration user's writes to `token_received`,
+    /// or a created row's references). The answer stays journaled.
+    WriteNotStored,
 }
 
 impl FailureClass {
@@ -36,6 +40,7 @@ impl FailureClass {
             FailureClass::Throttled => "throttled",
             FailureClass::Transient => "transient",
             FailureClass::Instance => "instance",
+            FailureClass::WriteNotStored => "write_not_stored",
         }
     }
 
@@ -48,6 +53,7 @@ impl FailureClass {
             FailureClass::Throttled,
             FailureClass::Transient,
             FailureClass::Instance,
+            FailureClass::WriteNotStored,
         ]
         .into_iter()
         .find(|c| c.label() == label)
@@ -71,6 +77,9 @@ impl FailureClass {
             FailureClass::Configuration => "ServiceNow admin (Application Registry) or IdP admin",
             FailureClass::Throttled | FailureClass::Transient => "nobody yet (the keeper retries)",
             FailureClass::Instance => "ServiceNow admin (integration user rights, instance health)",
+            FailureClass::WriteNotStored => {
+                "ServiceNow admin (field ACLs, data policies and business rules on oauth_credential)"
+            }
         }
     }
 }
@@ -223,7 +232,8 @@ pub fn provider_guidance(e: &ProviderErrorCode, registry: &str) -> String {
             FailureClass::Throttled => {
                 "the provider is throttling requests: the keeper backs off".to_string()
             }
-            FailureClass::Transient | FailureClass::Instance => {
+            // A provider's answer never classifies as an instance write failure.
+            FailureClass::Transient | FailureClass::Instance | FailureClass::WriteNotStored => {
                 "the provider failed temporarily: the keeper retries next cycle".to_string()
             }
         },
@@ -325,6 +335,7 @@ mod tests {
             FailureClass::Throttled,
             FailureClass::Transient,
             FailureClass::Instance,
+            FailureClass::WriteNotStored,
         ] {
             assert_eq!(FailureClass::from_label(c.label()), Some(c));
         }

@@ -74,6 +74,37 @@ pub fn redelivery_failed(error: &str) -> String {
     )
 }
 
+/// The runbook section for writes the instance answers but does not keep.
+pub const WRITE_NOT_STORED_RUNBOOK: &str = "migrations-docs/README.md#writes-that-do-not-stick";
+
+/// ServiceNow answered the writes of an answer but does not store what was written; `why` says
+/// which rows and fields (secret-free).
+pub fn write_not_stored(why: &str) -> String {
+    format!(
+        "ServiceNow answered the writes but does not store what was written ({why}): a field ACL, data policy or business rule discards the integration user's writes to oauth_credential.token_received (or resets the new row's peer, oauth_requestor_profile or user). Check the write ACLs on oauth_credential.token_received, data policies and business rules on oauth_credential (runbook: {WRITE_NOT_STORED_RUNBOOK}). The answer stays in the journal and is delivered again each cycle, with no new token request, until it sticks"
+    )
+}
+
+/// The companion could not say what ServiceNow stores; `error` is the adapter's description.
+pub fn unverifiable(error: &str, missing_endpoint: bool) -> String {
+    if missing_endpoint {
+        format!(
+            "the companion has no /verify endpoint ({error}): update the companion from migrations-docs/ (runbook step 2); the answer stays in the journal until a write can be verified"
+        )
+    } else {
+        format!(
+            "the companion could not confirm what ServiceNow stored ({error}); the answer stays in the journal and is delivered again next cycle"
+        )
+    }
+}
+
+/// A journal record that does not open holds back its credential.
+pub fn unreadable_record(record: &str, error: &str) -> String {
+    format!(
+        "journal record {record} does not open ({error}); its credential is not refreshed until it does — configure the key it was sealed with (state.key_env / state.key_file), then `sn-oauth-keeper journal list` shows it readable. It is never discarded"
+    )
+}
+
 /// How a token request failed, as far as guidance cares.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenFailure<'a> {

@@ -62,6 +62,8 @@ struct CycleContext {
     /// Each credential's failure class before this cycle: a state change is a class that
     /// differs from it.
     previous: HashMap<String, FailureClass>,
+    /// The journal failed to commit this cycle: no further refresh starts.
+    journal_failed: std::sync::atomic::AtomicBool,
 }
 
 impl CycleContext {
@@ -230,6 +232,7 @@ impl Keeper {
                 .iter()
                 .filter_map(|(id, o)| o.class.map(|c| (id.clone(), c)))
                 .collect(),
+            journal_failed: std::sync::atomic::AtomicBool::new(false),
         });
 
         // 1. Answers an earlier run left in the journal go first: their credentials are held
@@ -238,16 +241,11 @@ impl Keeper {
         let mut held: HashSet<String> = HashSet::new();
         match (mode, &self.journal) {
             (Mode::Apply, Some(journal)) => {
-                for obtained in journal.pending()? {
-                    let credential = obtained.credential().to_string();
-                    held.insert(credential.clone());
-                    if stop.is_cancelled() {
-                        continue;
-                    }
-                    let current = by_id.get(credential.as_str()).copied();
-                    let settled = self.redeliver(journal, obtained, current).await;
-                    results.insert(credential, settled);
-                }
+                let (redelivered, waiting) = self
+                    .redeliver_all(journal, journal.pending()?, &by_id, stop)
+                    .await;
+                held.extend(waiting);
+                results.extend(redelivered);
             }
             _ => {
                 let summaries = match &history {

@@ -3,6 +3,7 @@
 //! at most `per_host_concurrency` token requests per host. Each credential runs from its
 //! journaled [`Intent`] to an [`Obtained`] answer, which [`super::deliver`] takes on.
 
+use super::deliver::Origin;
 use super::{CycleContext, Keeper};
 use crate::config::{ClientAuth, RegistrySettings};
 use crate::domain::answer::{AnswerTimes, Lifetimes, expiries};
@@ -11,12 +12,13 @@ use crate::domain::credential::Credential;
 use crate::domain::guidance::{self, CompanionFailure, registry_label};
 use crate::domain::report::{Outcome, Settled};
 use crate::events::StateChange;
-use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Rotated};
+use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Obtained, Rotated};
 use crate::oauth::{RefreshRequest, TokenError, TokenSet};
 use crate::servicenow::{COMPANION_BATCH, CompanionSecrets, SecretRequest, SnError};
 use crate::transaction::Transition;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,22 @@ impl Drop for FlightGuard {
     }
 }
 
+/// How a credential's token request ended.
+enum TokenEnd {
+    /// Nothing to deliver: a failure, a park, a stop.
+    Settled(Settled),
+    /// An answer in custody, with the single flight that holds until it is delivered.
+    Obtained(Box<Obtained>, FlightGuard),
+}
+
+/// A credential not refreshed because the journal cannot commit.
+fn journal_down() -> Outcome {
+    Outcome::Failed {
+        class: FailureClass::Transient,
+        message: guidance::journal_unwritable("an earlier commit failed this cycle"),
+    }
+}
+
 fn instance_failure(message: String) -> Settled {
     Settled::only(Outcome::Failed {
         class: FailureClass::Instance,
@@ -42,8 +60,12 @@ fn instance_failure(message: String) -> Settled {
 }
 
 impl Keeper {
-    /// Refreshes the due credentials with at most `concurrency` in flight (and at most
-    /// `per_host_concurrency` per token endpoint host).
+    /// Refreshes the due credentials: token requests with at most `concurrency` in flight (and
+    /// at most `per_host_concurrency` per token endpoint host), each answer taken into custody;
+    /// then, per companion batch of 100, the answers are delivered together (one batched race
+    /// check, the writes, one batched verification) while the next batch's token requests go
+    /// on. When the journal cannot commit, no further refresh starts this cycle: what is in
+    /// hand is delivered, nothing new is asked for.
     pub(super) async fn refresh_all(
         &self,
         due: &[&Credential],
@@ -67,14 +89,24 @@ impl Keeper {
         };
         let mut pending_batches = batches.into_iter();
         let mut next = pending_batches.next().map(fetch);
-        // Permits are taken before a task is spawned: at most `concurrency` refreshes exist at
-        // once, so memory does not grow with the number of due credentials.
+        // Permits are taken before a task is spawned: at most `concurrency` token requests
+        // exist at once, so memory does not grow with the number of due credentials.
         let semaphore = Arc::new(tokio::sync::Semaphore::new(
             self.settings.refresh.concurrency,
         ));
-        let mut tasks = tokio::task::JoinSet::new();
+        let writes = self.write_limit();
+        // At most two batches wait for their delivery while the next one's tokens are asked.
+        let mut deliveries: tokio::task::JoinSet<Vec<(String, Settled)>> =
+            tokio::task::JoinSet::new();
+        // Owned by the cycle: dropping the cycle (a crash test, a forced stop) aborts them.
+        let mut requests = tokio::task::JoinSet::new();
         self.observer.refreshes_started(due.len());
         for chunk in due.chunks(COMPANION_BATCH) {
+            while deliveries.len() >= 2 {
+                if let Some(joined) = deliveries.join_next().await {
+                    self.collect_batch(joined, &mut results);
+                }
+            }
             let fetched = match next.take() {
                 Some(handle) => handle.await.unwrap_or_else(|e| {
                     Err(SnError::Malformed(format!("companion task failed: {e}")))
@@ -99,8 +131,14 @@ impl Keeper {
                     continue;
                 }
             };
+            let (answers, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
             for c in chunk {
                 let id = c.id().to_string();
+                if context.journal_failed.load(Ordering::SeqCst) {
+                    results.insert(id, Settled::only(journal_down()));
+                    self.observer.refresh_finished();
+                    continue;
+                }
                 let Some(secret) = secrets.remove(&id) else {
                     tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %guidance::NO_REFRESH_TOKEN, "no refresh token");
                     results.insert(id, instance_failure(guidance::NO_REFRESH_TOKEN.to_string()));
@@ -111,43 +149,74 @@ impl Keeper {
                     results.insert(id, Settled::only(Outcome::Deferred));
                     continue;
                 };
-                // Collect what finished meanwhile, so results do not wait in the set.
-                while let Some(joined) = tasks.try_join_next() {
-                    self.collect(joined, &mut results);
-                }
-                let keeper = self.clone();
-                let credential = (*c).clone();
-                let stop = stop.clone();
-                let journal = Arc::clone(&journal);
-                let context = Arc::clone(context);
-                tasks.spawn(async move {
+                let (keeper, credential, stop, journal, context, answers) = (
+                    self.clone(),
+                    (*c).clone(),
+                    stop.clone(),
+                    Arc::clone(&journal),
+                    Arc::clone(context),
+                    answers.clone(),
+                );
+                while requests.try_join_next().is_some() {}
+                requests.spawn(async move {
                     let _permit = permit;
-                    let id = credential.id().to_string();
-                    // Checked only before starting: once the token request is out, the refresh
-                    // runs to its end.
-                    if stop.is_cancelled() {
-                        return (id, Settled::only(Outcome::Deferred));
-                    }
-                    // A registry parked by a credential that failed earlier in this cycle.
-                    let fingerprint = keeper.fingerprint(&credential);
-                    if let Some(blocked) = context.parking().parked_this_cycle(
-                        &credential.refresh.registry.sys_id,
-                        fingerprint.as_deref(),
-                    ) {
-                        return (id, Settled::only(blocked));
-                    }
-                    let result = keeper
-                        .refresh_one(&journal, &credential, secret, &context)
+                    let end = keeper
+                        .start_refresh(&journal, &credential, secret, &stop, &context)
                         .await;
-                    (id, result)
+                    // The receiver lives until every sender is gone.
+                    let _ = answers.send((credential.id().to_string(), end));
                 });
             }
+            drop(answers);
+            let (keeper, journal, writes) =
+                (self.clone(), Arc::clone(&journal), Arc::clone(&writes));
+            deliveries.spawn(async move {
+                let mut settled = Vec::new();
+                let mut obtained = Vec::new();
+                let mut flights = Vec::new();
+                while let Some((id, end)) = arrivals.recv().await {
+                    match end {
+                        TokenEnd::Settled(s) => settled.push((id, s)),
+                        TokenEnd::Obtained(answer, flight) => {
+                            obtained.push(*answer);
+                            flights.push(flight);
+                        }
+                    }
+                }
+                settled.extend(
+                    keeper
+                        .deliver_batch(&journal, obtained, Origin::Fresh, &writes)
+                        .await,
+                );
+                // Single flight holds until the answer is delivered (or kept).
+                drop(flights);
+                settled
+            });
         }
-        while let Some(joined) = tasks.join_next().await {
-            self.collect(joined, &mut results);
+        while requests.join_next().await.is_some() {}
+        while let Some(joined) = deliveries.join_next().await {
+            self.collect_batch(joined, &mut results);
         }
         self.observer.refreshes_ended();
         Ok(results)
+    }
+
+    fn collect_batch(
+        &self,
+        joined: Result<Vec<(String, Settled)>, tokio::task::JoinError>,
+        results: &mut HashMap<String, Settled>,
+    ) {
+        match joined {
+            Ok(batch) => {
+                for (id, settled) in batch {
+                    self.observer.refresh_finished();
+                    results.insert(id, settled);
+                }
+            }
+            Err(e) => {
+                tracing::error!(event = "credential.task_failed", error = %e, "a delivery task ended abnormally; its answers stay in the journal");
+            }
+        }
     }
 
     /// What to ask the companion for a credential: its refresh token, and the registry's client
@@ -164,22 +233,6 @@ impl Keeper {
         }
     }
 
-    fn collect(
-        &self,
-        joined: Result<(String, Settled), tokio::task::JoinError>,
-        results: &mut HashMap<String, Settled>,
-    ) {
-        self.observer.refresh_finished();
-        match joined {
-            Ok((id, result)) => {
-                results.insert(id, result);
-            }
-            Err(e) => {
-                tracing::error!(event = "credential.task_failed", error = %e, "a refresh task ended abnormally");
-            }
-        }
-    }
-
     fn enter_flight(&self, id: &str) -> Option<FlightGuard> {
         let mut set = self.in_flight.lock().ok()?;
         if !set.insert(id.to_string()) {
@@ -191,17 +244,36 @@ impl Keeper {
         })
     }
 
-    /// One credential's refresh: Intent → token request → Obtained → delivery.
-    async fn refresh_one(
+    /// One credential's refresh up to custody: Intent → token request → Obtained. The single
+    /// flight holds on with the answer until it is delivered.
+    async fn start_refresh(
         &self,
         journal: &Journal,
         c: &Credential,
         secrets: CompanionSecrets,
+        stop: &CancellationToken,
         context: &CycleContext,
-    ) -> Settled {
-        let Some(_flight) = self.enter_flight(c.id()) else {
+    ) -> TokenEnd {
+        // Checked only before starting: once the token request is out, the refresh runs to
+        // its end.
+        if stop.is_cancelled() {
+            return TokenEnd::Settled(Settled::only(Outcome::Deferred));
+        }
+        // A registry parked by a credential that failed earlier in this cycle.
+        let fingerprint = self.fingerprint(c);
+        if let Some(blocked) = context
+            .parking()
+            .parked_this_cycle(&c.refresh.registry.sys_id, fingerprint.as_deref())
+        {
+            return TokenEnd::Settled(Settled::only(blocked));
+        }
+        // The journal failed for another credential meanwhile: nothing new is asked for.
+        if context.journal_failed.load(Ordering::SeqCst) {
+            return TokenEnd::Settled(Settled::only(journal_down()));
+        }
+        let Some(flight) = self.enter_flight(c.id()) else {
             tracing::debug!(event = "credential.in_flight", credential = %c.id(), "already being refreshed; skipping");
-            return Settled::only(Outcome::Deferred);
+            return TokenEnd::Settled(Settled::only(Outcome::Deferred));
         };
         let registry = registry_label(c);
         let overrides = self
@@ -218,12 +290,13 @@ impl Keeper {
             Ok(intent) => intent,
             Err(e) => {
                 // Without the intent on disk a crash could leave a consumed token unexplained:
-                // do not send the request.
+                // do not send the request — and start no other this cycle.
+                context.journal_failed.store(true, Ordering::SeqCst);
                 tracing::error!(event = "journal.write_failed", credential = %c.id(), error = %e, "could not journal the refresh intent; not refreshing");
-                return Settled::only(Outcome::Failed {
+                return TokenEnd::Settled(Settled::only(Outcome::Failed {
                     class: FailureClass::Transient,
                     message: guidance::journal_unwritable(&e.to_string()),
-                });
+                }));
             }
         };
         self.reached(c.id(), Transition::Intent).await;
@@ -254,45 +327,24 @@ impl Keeper {
                     if let Err(je) = journal.abandon(intent).await {
                         tracing::warn!(event = "journal.write_failed", credential = %c.id(), error = %je, "could not clear the refresh intent");
                     }
-                    return Settled::only(self.token_failure(c, &e, context).await);
+                    return TokenEnd::Settled(Settled::only(
+                        self.token_failure(c, &e, context).await,
+                    ));
                 }
             }
         };
         let delivery = self.delivery_for(c, set, refresh_token, overrides);
-        let rotated = delivery.rotated.is_some();
         let (obtained, journal_error) = journal.obtain(intent, delivery).await;
         if let Some(e) = journal_error {
-            // The answer exists only in memory now: deliver it anyway rather than drop it.
-            tracing::error!(event = "journal.write_failed", credential = %c.id(), registry = %registry, error = %e, "could not journal a token answer; delivering it without a journal record");
+            // The answer exists only in memory now: it is delivered with its batch rather than
+            // dropped — and no other refresh starts this cycle.
+            context.journal_failed.store(true, Ordering::SeqCst);
+            tracing::error!(event = "journal.write_failed", credential = %c.id(), registry = %registry, error = %e, "could not journal a token answer; delivering it without a journal record and starting no other refresh this cycle");
         }
         self.reached(c.id(), Transition::Obtained).await;
         self.unpark(journal, context, &c.refresh.registry.sys_id)
             .await;
-        match self.deliver(journal, obtained).await {
-            Ok(verified) => {
-                tracing::info!(
-                    event = "credential.refreshed",
-                    credential = %c.id(),
-                    registry = %registry,
-                    rotated,
-                    created_access_row = verified.created_access_row,
-                    access_expires = %crate::domain::time::format_sn_utc(verified.access_expires),
-                    "credential refreshed"
-                );
-                Settled {
-                    outcome: Outcome::Refreshed {
-                        rotated: verified.rotated_stored,
-                        created_access_row: verified.created_access_row,
-                    },
-                    access_expires: Some(verified.access_expires),
-                    refresh_expires: verified.refresh_expires,
-                }
-            }
-            Err(e) => {
-                tracing::error!(event = "credential.write_failed", credential = %c.id(), registry = %registry, class = "instance", error = %e, "write-back failed; answer kept in the journal");
-                instance_failure(guidance::write_failed(&e.to_string()))
-            }
-        }
+        TokenEnd::Obtained(Box::new(obtained), flight)
     }
 
     /// What will be journaled and written from a token answer.

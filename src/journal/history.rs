@@ -24,7 +24,7 @@ impl Journal {
     /// Remembers a cycle's outcomes in one transaction (one fsync for a whole cycle).
     pub async fn record_outcomes(&self, records: Vec<OutcomeRecord>) -> Result<(), JournalError> {
         let now = self.clock.now().as_second();
-        self.blocking(move |c| {
+        self.write(move |c| {
             let tx = c.unchecked_transaction()?;
             for r in &records {
                 let mod_count = i64::try_from(r.refresh_mod_count).unwrap_or(i64::MAX);
@@ -80,7 +80,7 @@ impl Journal {
     /// that failed: it stays parked until that fingerprint changes.
     pub async fn park_registry(&self, park: &RegistryPark) -> Result<(), JournalError> {
         let p = park.clone();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO registry_park (registry, name, class, message, fingerprint, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(registry) DO UPDATE SET name = ?2, class = ?3, message = ?4, fingerprint = ?5, at = ?6",
@@ -94,7 +94,7 @@ impl Journal {
     /// Unparks a registry.
     pub async fn unpark_registry(&self, registry: &str) -> Result<(), JournalError> {
         let registry = registry.to_string();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM registry_park WHERE registry = ?1",
                 params![registry],

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod seal;
 
 pub use outbox::{AccessTemplate, Custody, Delivery, Intent, Obtained, Released, Rotated, Summary};
+pub use outbox::{BadRecord, RecordCheck};
 pub use seal::JournalKey;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -88,6 +89,8 @@ impl From<rusqlite::Error> for JournalError {
 /// The journal of one state directory.
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
+    /// The outcome of the last real write (a commit that reached the disk, or failed).
+    last_write: Arc<Mutex<Option<WriteOutcome>>>,
     sealer: Option<Arc<Sealer>>,
     dir: PathBuf,
     clock: SharedClock,
@@ -115,7 +118,8 @@ CREATE TABLE IF NOT EXISTS pending (
     key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
     sealed BLOB NOT NULL,
-    refresh_mod_count INTEGER NOT NULL DEFAULT 0
+    refresh_mod_count INTEGER NOT NULL DEFAULT 0,
+    created_access_row TEXT
 );
 CREATE INDEX IF NOT EXISTS pending_by_credential ON pending(credential);
 CREATE TABLE IF NOT EXISTS intent (
@@ -129,6 +133,10 @@ CREATE TABLE IF NOT EXISTS registry_park (
     class TEXT NOT NULL,
     message TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
     at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outcome (
@@ -186,9 +194,14 @@ impl Journal {
                 "synchronous is {sync}, expected FULL (2)"
             )));
         }
+        // Overwritten pages are zeroed, so a rekey or a released record leaves no readable
+        // ciphertext behind in the file's free pages.
+        conn.execute_batch("PRAGMA secure_delete=ON;")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let journal = Journal {
             conn: Arc::new(Mutex::new(conn)),
+            last_write: Arc::new(Mutex::new(None)),
             sealer: key.map(|k| Arc::new(Sealer::new(k))),
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
@@ -217,6 +230,7 @@ impl Journal {
         conn.execute_batch("PRAGMA busy_timeout=5000;")?;
         Ok(Some(Journal {
             conn: Arc::new(Mutex::new(conn)),
+            last_write: Arc::new(Mutex::new(None)),
             sealer: None,
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
@@ -276,14 +290,62 @@ impl Journal {
         .map_err(|e| JournalError::Db(format!("journal task failed: {e}")))?
     }
 
-    /// Whether the journal can be written (for `/readyz`).
-    pub fn writable(&self) -> bool {
-        self.with_conn(|c| {
-            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+    /// [`Journal::blocking`] for a write: its outcome is remembered, and `/readyz` reports on
+    /// the last one (a real write, not a probe that writes nothing).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let result = self.blocking(f).await;
+        let outcome = WriteOutcome {
+            at: self.clock.now(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        if let Ok(mut last) = self.last_write.lock() {
+            *last = Some(outcome);
+        }
+        result
+    }
+
+    /// The outcome of the last real write; `None` before the first.
+    pub fn last_write(&self) -> Option<WriteOutcome> {
+        self.last_write.lock().ok().and_then(|last| last.clone())
+    }
+
+    /// A real, fsynced write that changes nothing but its own timestamp: once per cycle, so
+    /// `/readyz` learns of a full disk or a failing device even when no token moved.
+    pub async fn heartbeat(&self) -> Result<(), JournalError> {
+        let now = self.clock.now().as_second();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET at = ?1",
+                rusqlite::params![now],
+            )?;
             Ok(())
         })
-        .is_ok()
+        .await
     }
+}
+
+/// How the journal's last real write went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// When it was attempted.
+    pub at: jiff::Timestamp,
+    /// Why it failed; `None` when it reached the disk.
+    pub error: Option<String>,
+}
+
+/// Brings a journal written by an earlier version up to this schema, without touching its
+/// records.
+fn migrate(conn: &Connection) -> Result<(), JournalError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('pending') WHERE name = 'created_access_row'")?
+        .exists([])?;
+    if !has_column {
+        conn.execute_batch("ALTER TABLE pending ADD COLUMN created_access_row TEXT;")?;
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), JournalError> {

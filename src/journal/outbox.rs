@@ -3,7 +3,7 @@
 //! before anything else happens to it — or, on a crash, read back from disk); only a
 //! [`Verified`] write releases a record. See [`crate::transaction`] for the whole transaction.
 
-use super::seal::Envelope;
+use super::seal::{Envelope, JournalKey, Sealer};
 use super::{Journal, JournalError};
 use crate::servicenow::Verified;
 use jiff::Timestamp;
@@ -178,6 +178,65 @@ impl Released {
     }
 }
 
+/// A pending record that does not open: it holds back its credential (which is never refreshed
+/// meanwhile) and is reported; it is never discarded.
+#[derive(Debug)]
+pub struct BadRecord {
+    /// Record id.
+    pub id: String,
+    /// The refresh row's sys_id.
+    pub credential: String,
+    /// The registry's name.
+    pub registry: String,
+    /// Why it does not open ([`JournalError::WrongKey`] or [`JournalError::Corrupt`]).
+    pub error: JournalError,
+}
+
+/// Whether a key opens one pending record.
+#[derive(Debug)]
+pub struct RecordCheck {
+    /// The record, as `journal list` shows it.
+    pub summary: Summary,
+    /// `Ok` when the key opens it; else why not ([`JournalError::WrongKey`] names the key id
+    /// it was sealed with, [`JournalError::Corrupt`] a record that opens under no key).
+    pub opens: Result<(), JournalError>,
+}
+
+/// A pending row as stored, still sealed.
+struct SealedRecord {
+    id: String,
+    credential: String,
+    registry: String,
+    created_at: Timestamp,
+    attempts: u32,
+    refresh_delivered: bool,
+    key_id: String,
+    nonce: Vec<u8>,
+    sealed: Vec<u8>,
+    refresh_mod_count: u64,
+    created_access_row: Option<String>,
+}
+
+impl SealedRecord {
+    fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            id: &self.id,
+            credential: &self.credential,
+            registry: &self.registry,
+            refresh_mod_count: self.refresh_mod_count,
+        }
+    }
+
+    fn bad(&self, error: JournalError) -> Box<BadRecord> {
+        Box::new(BadRecord {
+            id: self.id.clone(),
+            credential: self.credential.clone(),
+            registry: self.registry.clone(),
+            error,
+        })
+    }
+}
+
 /// What `journal list` shows: never a token.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -216,7 +275,7 @@ impl Journal {
             intent.registry.clone(),
             self.clock.now().as_second(),
         );
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO intent (credential, registry, started_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(credential) DO NOTHING",
@@ -231,7 +290,7 @@ impl Journal {
     /// Ends an intent without an answer: the request failed definitely (nothing to journal).
     pub async fn abandon(&self, intent: Intent) -> Result<(), JournalError> {
         let credential = intent.credential;
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM intent WHERE credential = ?1",
                 params![credential],
@@ -282,7 +341,7 @@ impl Journal {
             id.clone(),
         );
         let mod_count = i64::try_from(delivery.refresh_mod_count).unwrap_or(i64::MAX);
-        self.blocking(move |c| {
+        self.write(move |c| {
             // One transaction: the answer is recorded and the intent cleared together.
             let tx = c.unchecked_transaction()?;
             tx.execute(
@@ -307,10 +366,32 @@ impl Journal {
         let Some(id) = obtained.record().map(str::to_string) else {
             return Ok(());
         };
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE pending SET refresh_delivered = 1 WHERE id = ?1",
                 params![id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Notes the access row a delivery created, so a later attempt updates that row instead of
+    /// creating another (the sys_id is no secret: it is kept beside the sealed record).
+    pub async fn note_access_row_created(
+        &self,
+        obtained: &mut Obtained,
+        sys_id: &str,
+    ) -> Result<(), JournalError> {
+        obtained.delivery.access_row = Some(sys_id.to_string());
+        let Some(id) = obtained.record().map(str::to_string) else {
+            return Ok(());
+        };
+        let row = sys_id.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE pending SET created_access_row = ?2 WHERE id = ?1",
+                params![id, row],
             )?;
             Ok(())
         })
@@ -328,7 +409,7 @@ impl Journal {
             return Ok(());
         };
         let error = error.chars().take(300).collect::<String>();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE pending SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
                 params![id, error],
@@ -342,7 +423,7 @@ impl Journal {
     pub async fn release(&self, verified: Verified) -> Result<Released, JournalError> {
         let record = verified.record().map(str::to_string);
         if let Some(id) = record.clone() {
-            self.blocking(move |c| {
+            self.write(move |c| {
                 c.execute("DELETE FROM pending WHERE id = ?1", params![id])?;
                 Ok(())
             })
@@ -359,42 +440,12 @@ impl Journal {
         })
     }
 
-    /// Every pending answer, decrypted, oldest first: what a restart resumes from.
-    pub fn pending(&self) -> Result<Vec<Obtained>, JournalError> {
-        type Row = (
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            String,
-            Vec<u8>,
-            Vec<u8>,
-            i64,
-        );
-        let rows: Vec<Row> = self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, key_id, nonce, sealed, refresh_mod_count FROM pending ORDER BY created_at, id",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })?;
+    /// Every pending answer, decrypted, oldest first: what a restart resumes from. A record
+    /// that does not open (sealed with another key, corrupted) is returned as a [`BadRecord`]:
+    /// it holds back its own credential, not the others. Fails as a whole only when the
+    /// database cannot be read, or records are pending and no key was configured.
+    pub fn pending(&self) -> Result<Vec<Result<Obtained, Box<BadRecord>>>, JournalError> {
+        let rows = self.sealed_records()?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -402,26 +453,86 @@ impl Journal {
             .sealer
             .as_deref()
             .ok_or(JournalError::KeyMissing(rows.len()))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, credential, registry, created, attempts, delivered, key_id, nonce, sealed, mods) in
-            rows
-        {
-            let envelope = Envelope {
-                id: &id,
-                credential: &credential,
-                registry: &registry,
-                refresh_mod_count: u64::try_from(mods).unwrap_or(0),
-            };
-            let delivery = sealer.open(&envelope, &key_id, &nonce, &sealed)?;
-            out.push(Obtained {
-                custody: Custody::Journaled(id),
-                delivery,
-                refresh_row_written: delivered != 0,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                created_at: timestamp(created),
-            });
+        Ok(rows
+            .into_iter()
+            .map(|record| {
+                let mut delivery = sealer
+                    .open(
+                        &record.envelope(),
+                        &record.key_id,
+                        &record.nonce,
+                        &record.sealed,
+                    )
+                    .map_err(|error| record.bad(error))?;
+                if let Some(row) = record.created_access_row {
+                    // An earlier attempt created the access row: update it, never create a
+                    // second one.
+                    delivery.access_row = Some(row);
+                }
+                Ok(Obtained {
+                    custody: Custody::Journaled(record.id),
+                    delivery,
+                    refresh_row_written: record.refresh_delivered,
+                    attempts: record.attempts,
+                    created_at: record.created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Whether `key` opens each pending record (for `check`, `journal list` and before a
+    /// rekey); needs no lock, so it works beside a running daemon on a read-only journal.
+    pub fn records_open_with(&self, key: &JournalKey) -> Result<Vec<RecordCheck>, JournalError> {
+        let sealer = Sealer::new(key);
+        let summaries: HashMap<String, Summary> = self
+            .summaries()?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let mut checked = Vec::with_capacity(summaries.len());
+        for record in self.sealed_records()? {
+            let opened = sealer
+                .open(
+                    &record.envelope(),
+                    &record.key_id,
+                    &record.nonce,
+                    &record.sealed,
+                )
+                .map(|_| ());
+            if let Some(summary) = summaries.get(&record.id) {
+                checked.push(RecordCheck {
+                    summary: summary.clone(),
+                    opens: opened,
+                });
+            }
         }
-        Ok(out)
+        Ok(checked)
+    }
+
+    fn sealed_records(&self) -> Result<Vec<SealedRecord>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, key_id, nonce, sealed, refresh_mod_count, created_access_row FROM pending ORDER BY created_at, id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SealedRecord {
+                        id: r.get(0)?,
+                        credential: r.get(1)?,
+                        registry: r.get(2)?,
+                        created_at: timestamp(r.get(3)?),
+                        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                        refresh_delivered: r.get::<_, i64>(5)? != 0,
+                        key_id: r.get(6)?,
+                        nonce: r.get(7)?,
+                        sealed: r.get(8)?,
+                        refresh_mod_count: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
+                        created_access_row: r.get(10)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
     }
 
     /// What is pending, without decrypting anything.
@@ -474,10 +585,16 @@ impl Journal {
     }
 
     /// Re-seals every pending record under `new_key`, in one transaction: either all records
-    /// move to the new key or none does. Returns how many were re-sealed.
-    pub fn rekey(&self, new_key: &crate::journal::JournalKey) -> Result<usize, JournalError> {
-        let pending = self.pending()?;
-        let sealer = super::seal::Sealer::new(new_key);
+    /// move to the new key or none does — and a record the configured key cannot open stops
+    /// it, named, before anything changes. Afterwards nothing stays readable under the old key:
+    /// overwritten pages are zeroed (`secure_delete`), the write-ahead log is checkpointed and
+    /// truncated, and the file is vacuumed. Returns how many records were re-sealed.
+    pub fn rekey(&self, new_key: &JournalKey) -> Result<usize, JournalError> {
+        let mut pending = Vec::new();
+        for record in self.pending()? {
+            pending.push(record.map_err(|bad| bad.error)?);
+        }
+        let sealer = Sealer::new(new_key);
         let mut resealed = Vec::with_capacity(pending.len());
         for p in &pending {
             let Some(id) = p.record() else { continue };
@@ -494,6 +611,8 @@ impl Journal {
                 )?;
             }
             tx.commit()?;
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             Ok(())
         })?;
         Ok(resealed.len())
@@ -576,7 +695,7 @@ mod tests {
         let j = Journal::open(dir.path(), Some(&key)).unwrap();
         let pending = j.pending().unwrap();
         assert_eq!(pending.len(), 1);
-        let p = &pending[0];
+        let p = pending[0].as_ref().unwrap();
         assert!(p.refresh_row_written());
         assert_eq!(p.attempts(), 1);
         assert_eq!(
@@ -632,7 +751,57 @@ mod tests {
         ));
         let other = JournalKey::random().unwrap();
         let j = Journal::open(dir.path(), Some(&other)).unwrap();
-        assert!(matches!(j.pending(), Err(JournalError::WrongKey { .. })));
+        let pending = j.pending().unwrap();
+        let bad = pending[0].as_ref().expect_err("sealed with another key");
+        assert!(matches!(bad.error, JournalError::WrongKey { .. }));
+        assert_eq!(bad.credential, "r1");
+        assert!(
+            j.rekey(&other).is_err(),
+            "a rekey cannot strand a record it cannot open"
+        );
+        let checked = j.records_open_with(&key).unwrap();
+        assert!(checked[0].opens.is_ok(), "the right key is told apart");
+        let checked = j.records_open_with(&other).unwrap();
+        assert!(matches!(
+            checked[0].opens,
+            Err(JournalError::WrongKey { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_bad_record_holds_back_only_its_own_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = JournalKey::random().unwrap();
+        let j = Journal::open(dir.path(), Some(&key)).unwrap();
+        journaled(&j, "r1").await;
+        journaled(&j, "r2").await;
+        j.with_conn(|c| {
+            c.execute(
+                "UPDATE pending SET sealed = x'00' WHERE credential = 'r1'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let pending = j.pending().unwrap();
+        let (good, bad): (Vec<_>, Vec<_>) = pending.iter().partition(|r| r.is_ok());
+        assert_eq!(good.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(good[0].as_ref().unwrap().credential(), "r2");
+    }
+
+    #[tokio::test]
+    async fn a_created_access_row_is_remembered_for_the_next_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = JournalKey::random().unwrap();
+        let j = Journal::open(dir.path(), Some(&key)).unwrap();
+        let mut obtained = journaled(&j, "r1").await;
+        j.note_access_row_created(&mut obtained, "a1")
+            .await
+            .unwrap();
+        let pending = j.pending().unwrap();
+        let again = pending[0].as_ref().unwrap();
+        assert_eq!(again.delivery().access_row.as_deref(), Some("a1"));
     }
 
     #[tokio::test]
@@ -658,7 +827,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert!(matches!(j.pending(), Err(JournalError::Corrupt(_))));
+        let pending = j.pending().unwrap();
+        assert!(matches!(
+            pending[0].as_ref().map_err(|bad| &bad.error),
+            Err(JournalError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]

@@ -24,9 +24,10 @@ pub mod verify;
 pub use client::{Instance, RetryPolicy};
 pub use companion::{
     COMPANION_BATCH, COMPANION_INCLUDE, COMPANION_INCLUDE_SECRET, CompanionSecrets, SecretRequest,
+    TokenDigest, VERIFY_BATCH,
 };
 pub use decode::{decode_credential_row, field};
 pub use error::SnError;
-pub use rows::{RefreshRowReceipt, RowReceipt, Zone};
+pub use rows::{RaceVerdict, RefreshRowReceipt, RowReceipt, Zone};
 pub use table::{CREDENTIAL_FIELDS, IntegrationUser, RowVersion};
-pub use verify::{Unverified, Verified, Written};
+pub use verify::{NotProven, Unverified, Verified, Written};

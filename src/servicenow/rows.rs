@@ -4,6 +4,7 @@
 //! the journal may release the answer.
 
 use super::client::Instance;
+use super::companion::TokenDigest;
 use super::error::SnError;
 use crate::domain::time::{format_sn_in_zone, format_sn_utc, parse_sn_datetime};
 use crate::journal::{AccessTemplate, Obtained};
@@ -12,6 +13,7 @@ use jiff::tz::TimeZone;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use url::Url;
 
@@ -39,6 +41,10 @@ pub struct RowReceipt {
     sys_id: String,
     expires: Option<Timestamp>,
     created: bool,
+    /// The digest of the token written, for `/verify`.
+    digest: TokenDigest,
+    /// For a created row: the references it should carry and does not (after a repair).
+    wrong_references: Vec<&'static str>,
 }
 
 impl RowReceipt {
@@ -56,6 +62,30 @@ impl RowReceipt {
     pub fn created(&self) -> bool {
         self.created
     }
+
+    /// The digest of the token written.
+    pub fn digest(&self) -> &TokenDigest {
+        &self.digest
+    }
+
+    /// The references of a created row that still do not hold the sys_ids sent (empty: all
+    /// right).
+    pub fn wrong_references(&self) -> &[&'static str] {
+        &self.wrong_references
+    }
+}
+
+/// The race check's verdict on overwriting one refresh row; made only by
+/// [`Instance::race_check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaceVerdict(Race);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Race {
+    /// Nobody else wrote the row, or only other fields: the rotated token goes in.
+    Overwrite,
+    /// Someone else stored a newer token: theirs is kept.
+    KeepTheirs,
 }
 
 /// What became of the refresh row of an answer.
@@ -119,11 +149,13 @@ impl Instance {
     }
 
     /// Stores the rotated refresh token of `obtained` in its refresh row — unless it did not
-    /// rotate, an earlier attempt stored it already, or someone else wrote a newer token
-    /// meanwhile (the race check).
+    /// rotate, an earlier attempt stored it already, or the race check (`verdict`, from
+    /// [`Instance::race_check`]; `None` when the row could not be read, and is then written)
+    /// found a newer token from someone else.
     pub async fn write_refresh_row(
         &self,
         obtained: &Obtained,
+        verdict: Option<RaceVerdict>,
     ) -> Result<RefreshRowReceipt, SnError> {
         let d = obtained.delivery();
         let Some(rotated) = &d.rotated else {
@@ -132,7 +164,7 @@ impl Instance {
         if obtained.refresh_row_written() {
             return Ok(RefreshRowReceipt(RefreshRow::WrittenEarlier));
         }
-        if !self.safe_to_overwrite_refresh_row(obtained).await? {
+        if verdict == Some(RaceVerdict(Race::KeepTheirs)) {
             return Ok(RefreshRowReceipt(RefreshRow::KeptNewer));
         }
         let receipt = self
@@ -160,38 +192,76 @@ impl Instance {
             .await
     }
 
-    /// The race check before overwriting a refresh row: ServiceNow itself (an integration using
-    /// the credential) or a person re-authorising may have written the row since discovery.
-    /// If the row moved and the last writer is not the keeper, the row's token decides: if it is
-    /// still the one the keeper used, only other fields changed and the rotated token must be
-    /// stored (the old one may be dead at a rotating provider); if it is another token, the
-    /// other writer's token is newer (a re-authorisation or the instance's own refresh) and is
-    /// kept.
-    async fn safe_to_overwrite_refresh_row(&self, obtained: &Obtained) -> Result<bool, SnError> {
-        let d = obtained.delivery();
-        let version = self.credential_version(&d.credential).await?;
-        let ours = version.updated_by == self.username;
-        if version.mod_count == d.refresh_mod_count || ours {
-            return Ok(true);
+    /// The race check before overwriting refresh rows: ServiceNow itself (an integration using
+    /// the credential) or a person re-authorising may have written a row since discovery. One
+    /// batched read of the rows' versions (100 a call); where a row moved and its last writer is
+    /// not the keeper, the row's token decides (one batched companion call): if it is still the
+    /// one the keeper used, only other fields changed and the rotated token must be stored (the
+    /// old one may be dead at a rotating provider); if it is another token, the other writer's
+    /// is newer (a re-authorisation or the instance's own refresh) and is kept. Answers that
+    /// need no check (not rotated, or written by an earlier attempt) are left out.
+    pub async fn race_check(
+        &self,
+        batch: &[&Obtained],
+    ) -> Result<HashMap<String, RaceVerdict>, SnError> {
+        let pending: Vec<&Obtained> = batch
+            .iter()
+            .copied()
+            .filter(|o| o.delivery().rotated.is_some() && !o.refresh_row_written())
+            .collect();
+        let mut verdicts = HashMap::with_capacity(pending.len());
+        if pending.is_empty() {
+            return Ok(verdicts);
         }
-        let mut current = self
-            .fetch_secrets(std::slice::from_ref(&d.credential))
-            .await?;
-        let row_token = current.remove(&d.credential).map(|s| s.refresh_token);
-        let unchanged = match (&row_token, &d.previous_refresh_token) {
-            (Some(row), Some(used)) => row.expose_secret() == used.expose_secret(),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        tracing::warn!(
-            event = "credential.concurrent_writer",
-            credential = %d.credential,
-            registry = %d.registry,
-            writer = %version.updated_by,
-            kept = if unchanged { "ours" } else { "theirs" },
-            "the refresh row was written by someone else since the keeper read it"
-        );
-        Ok(unchanged)
+        let ids: Vec<&str> = pending.iter().map(|o| o.credential()).collect();
+        let versions = self.credential_versions(&ids).await?;
+        let mut moved = Vec::new();
+        for o in &pending {
+            let d = o.delivery();
+            match versions.get(&d.credential) {
+                Some(v) if v.mod_count != d.refresh_mod_count && v.updated_by != self.username => {
+                    moved.push(*o);
+                }
+                // Unchanged, or only the keeper wrote it since (an earlier attempt).
+                Some(_) => {
+                    verdicts.insert(d.credential.clone(), RaceVerdict(Race::Overwrite));
+                }
+                // Unreadable now: the write will tell (a deleted row answers 404).
+                None => {}
+            }
+        }
+        if moved.is_empty() {
+            return Ok(verdicts);
+        }
+        let moved_ids: Vec<String> = moved.iter().map(|o| o.credential().to_string()).collect();
+        let mut current = self.fetch_secrets(&moved_ids).await?;
+        for o in moved {
+            let d = o.delivery();
+            let row_token = current.remove(&d.credential).map(|s| s.refresh_token);
+            let unchanged = match (&row_token, &d.previous_refresh_token) {
+                (Some(row), Some(used)) => row.expose_secret() == used.expose_secret(),
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            let writer = versions
+                .get(&d.credential)
+                .map_or("", |v| v.updated_by.as_str());
+            tracing::warn!(
+                event = "credential.concurrent_writer",
+                credential = %d.credential,
+                registry = %d.registry,
+                writer = %writer,
+                kept = if unchanged { "ours" } else { "theirs" },
+                "the refresh row was written by someone else since the keeper read it"
+            );
+            let race = if unchanged {
+                Race::Overwrite
+            } else {
+                Race::KeepTheirs
+            };
+            verdicts.insert(d.credential.clone(), RaceVerdict(race));
+        }
+        Ok(verdicts)
     }
 
     /// PATCHes (`row = Some`) or creates (`template = Some`) a token row, then makes sure
@@ -234,10 +304,16 @@ impl Instance {
             return Err(SnError::Malformed("created row without sys_id".into()));
         }
         let stored = stored_expires(&record);
+        let wrong_references = match template {
+            Some(t) => self.check_references(&sys_id, &record, t).await?,
+            None => Vec::new(),
+        };
         let mut receipt = RowReceipt {
+            digest: TokenDigest::of(&sys_id, token),
             sys_id,
             expires: stored,
             created: row.is_none(),
+            wrong_references,
         };
         if stored != Some(expires) {
             if !self.zone_warned.swap(true, Ordering::Relaxed) {
@@ -254,6 +330,41 @@ impl Instance {
             receipt.expires = stored_expires(&fixed);
         }
         Ok(receipt)
+    }
+
+    /// The references of a row just created, from the POST's own answer: `peer`,
+    /// `oauth_requestor_profile` and `user` must hold the sys_ids sent (a business rule, a data
+    /// policy or display-value input may have stored others, or nothing). Wrong ones are
+    /// repaired with one PATCH of just those fields as database values; what is still wrong
+    /// after it is returned, to be reported.
+    async fn check_references(
+        &self,
+        sys_id: &str,
+        record: &Map<String, Value>,
+        template: &AccessTemplate,
+    ) -> Result<Vec<&'static str>, SnError> {
+        let wrong = |record: &Map<String, Value>| -> Vec<(&'static str, String)> {
+            references(template)
+                .into_iter()
+                .filter(|(column, sent)| {
+                    super::decode::field(&Value::Object(record.clone()), column) != *sent
+                })
+                .collect()
+        };
+        let to_repair = wrong(record);
+        if to_repair.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns: Vec<&str> = to_repair.iter().map(|(c, _)| *c).collect();
+        tracing::warn!(event = "credential.reference_repaired", row = %sys_id, columns = %columns.join(","), "a created access row does not hold the references sent; writing them again as database values");
+        let mut fix = Map::new();
+        for (column, sent) in to_repair {
+            fix.insert(column.into(), Value::from(sent));
+        }
+        let repaired = self
+            .patch_credential_fields(sys_id, fix, false, REFERENCE_FIELDS)
+            .await?;
+        Ok(wrong(&repaired).into_iter().map(|(c, _)| c).collect())
     }
 
     /// A write that changes nothing, to prove the integration user may write `sys_id` (used by
@@ -275,8 +386,20 @@ impl Instance {
         fields: Map<String, Value>,
         display_values: bool,
     ) -> Result<Map<String, Value>, SnError> {
+        self.patch_credential_fields(sys_id, fields, display_values, WRITE_FIELDS)
+            .await
+    }
+
+    /// [`Instance::patch_credential`], answered with the columns `answer_fields`.
+    async fn patch_credential_fields(
+        &self,
+        sys_id: &str,
+        fields: Map<String, Value>,
+        display_values: bool,
+        answer_fields: &str,
+    ) -> Result<Map<String, Value>, SnError> {
         let mut url = self.table_url("oauth_credential", Some(sys_id));
-        write_params(&mut url, display_values);
+        write_params(&mut url, display_values, answer_fields);
         let answer = self
             .call(Method::PATCH, url, Some(Value::Object(fields)), true)
             .await?;
@@ -290,7 +413,8 @@ impl Instance {
         fields: Map<String, Value>,
     ) -> Result<Map<String, Value>, SnError> {
         let mut url = self.table_url("oauth_credential", None);
-        write_params(&mut url, true);
+        // A created row's answer shows its references, so they are checked without a read.
+        write_params(&mut url, true, CREATE_FIELDS);
         let answer = self
             .call(Method::POST, url, Some(Value::Object(fields)), false)
             .await?;
@@ -306,7 +430,24 @@ fn stored_expires(record: &Map<String, Value>) -> Option<Timestamp> {
         .and_then(|v| parse_sn_datetime(v).ok().flatten())
 }
 
-fn write_params(url: &mut Url, display_values: bool) {
+/// The columns a write is answered with.
+const WRITE_FIELDS: &str = "sys_id,type,expires,sys_mod_count,sys_updated_on";
+/// The columns a create is answered with: the write's, and the references.
+const CREATE_FIELDS: &str =
+    "sys_id,type,expires,sys_mod_count,sys_updated_on,peer,oauth_requestor_profile,user";
+/// The columns a reference repair is answered with.
+const REFERENCE_FIELDS: &str = "sys_id,peer,oauth_requestor_profile,user";
+
+/// The references a created access row carries, with the sys_ids sent.
+fn references(t: &AccessTemplate) -> [(&'static str, String); 3] {
+    [
+        ("peer", t.peer.clone()),
+        ("oauth_requestor_profile", t.requestor_profile.clone()),
+        ("user", t.user.clone()),
+    ]
+}
+
+fn write_params(url: &mut Url, display_values: bool, answer_fields: &str) {
     url.query_pairs_mut()
         .append_pair(
             "sysparm_input_display_value",
@@ -314,10 +455,7 @@ fn write_params(url: &mut Url, display_values: bool) {
         )
         .append_pair("sysparm_display_value", "false")
         .append_pair("sysparm_exclude_reference_link", "true")
-        .append_pair(
-            "sysparm_fields",
-            "sys_id,type,expires,sys_mod_count,sys_updated_on",
-        );
+        .append_pair("sysparm_fields", answer_fields);
 }
 
 pub(super) fn record_of(body: Value) -> Result<Map<String, Value>, SnError> {

@@ -4,14 +4,18 @@
 use super::client::{Decode, Instance};
 use super::decode::{decode_credential_row, field};
 use super::error::SnError;
-use super::rows::record_of;
 use crate::domain::credential::CredentialRow;
 use reqwest::Method;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use url::Url;
 
 /// The columns discovery reads: the row itself and its registry, dot-walked through `peer`.
 pub const CREDENTIAL_FIELDS: &str = "sys_id,type,peer,oauth_requestor_profile,user,scopes,expires,name,sys_updated_on,sys_mod_count,peer.name,peer.client_id,peer.token_url,peer.default_grant_type,peer.sys_updated_on";
+
+/// Most rows one version read asks for (the length of a `sys_idIN` list stays far below URL
+/// limits at 100 sys_ids).
+pub const VERSION_BATCH: usize = 100;
 
 /// Most rows discovery reserves room for up front, whatever `X-Total-Count` says.
 const MAX_RESERVED_ROWS: usize = 1_000_000;
@@ -151,23 +155,43 @@ impl Instance {
         })
     }
 
-    /// Reads what the race check needs of one `oauth_credential` row: who wrote it last and how
-    /// often it was written.
-    pub async fn credential_version(&self, sys_id: &str) -> Result<RowVersion, SnError> {
-        let mut url = self.table_url("oauth_credential", Some(sys_id));
-        url.query_pairs_mut()
-            .append_pair(
-                "sysparm_fields",
-                "sys_id,sys_mod_count,sys_updated_by,sys_updated_on",
-            )
-            .append_pair("sysparm_display_value", "false");
-        let answer = self.call(Method::GET, url, None, true).await?;
-        let record = record_of(answer.body)?;
-        let record = Value::Object(record);
-        Ok(RowVersion {
-            mod_count: field(&record, "sys_mod_count").trim().parse().unwrap_or(0),
-            updated_by: field(&record, "sys_updated_by"),
-        })
+    /// Reads what the race check needs of `oauth_credential` rows — who wrote each last and how
+    /// often it was written — at most 100 rows a call (`sys_idIN…`). Rows the integration user
+    /// cannot read (or that were deleted) are absent from the map.
+    pub async fn credential_versions(
+        &self,
+        sys_ids: &[&str],
+    ) -> Result<HashMap<String, RowVersion>, SnError> {
+        let mut versions = HashMap::with_capacity(sys_ids.len());
+        for batch in sys_ids.chunks(VERSION_BATCH) {
+            let mut url = self.table_url("oauth_credential", None);
+            url.query_pairs_mut()
+                .append_pair("sysparm_query", &format!("sys_idIN{}", batch.join(",")))
+                .append_pair("sysparm_fields", "sys_id,sys_mod_count,sys_updated_by")
+                .append_pair("sysparm_display_value", "false")
+                .append_pair("sysparm_exclude_reference_link", "true")
+                .append_pair("sysparm_limit", &VERSION_BATCH.to_string());
+            let answer = self.call(Method::GET, url, None, true).await?;
+            let Some(Value::Array(rows)) = answer.body.get("result") else {
+                return Err(SnError::Malformed(
+                    "list answer without a result array".into(),
+                ));
+            };
+            for row in rows {
+                let sys_id = field(row, "sys_id");
+                if !batch.contains(&sys_id.as_str()) {
+                    continue;
+                }
+                versions.insert(
+                    sys_id,
+                    RowVersion {
+                        mod_count: field(row, "sys_mod_count").trim().parse().unwrap_or(0),
+                        updated_by: field(row, "sys_updated_by"),
+                    },
+                );
+            }
+        }
+        Ok(versions)
     }
 
     /// Reads up to `limit` rows of a table with the given fields (used by `check`).

@@ -1,12 +1,17 @@
 //! Verification: the step between "the instance answered the writes" and "the journal may let
-//! the answer go". A [`Verified`] is made only here, from a [`Written`] whose receipts show that
-//! every row the answer needs holds what was sent; the journal releases a record only for a
-//! `Verified`.
+//! the answer go". A 200 is not proof: a field ACL, a data policy or a business rule can discard
+//! a write to `token_received` and the instance still answers 200. So every row an answer wrote
+//! is checked through the companion's `/verify` (the SHA-256 of what the row decrypts to, never
+//! the token), batched across credentials. A [`Verified`] is made only here, when every row the
+//! answer needs holds what was sent; the journal releases a record only for a `Verified`.
 
 use super::client::Instance;
+use super::companion::TokenDigest;
+use super::error::SnError;
 use super::rows::{RefreshRow, RefreshRowReceipt, RowReceipt};
 use crate::journal::{Custody, Obtained};
 use jiff::Timestamp;
+use std::collections::HashMap;
 use std::fmt;
 
 /// The third state: the writes of an answer were answered by the instance.
@@ -40,6 +45,63 @@ impl Written {
     pub fn obtained(&self) -> &Obtained {
         &self.obtained
     }
+
+    /// The rows whose stored token must match what was written: the access row, and the
+    /// refresh row when it holds the rotated token (written now or by an earlier attempt).
+    fn digests(&self) -> Vec<TokenDigest> {
+        let d = self.obtained.delivery();
+        let mut rows = vec![self.access.digest().clone()];
+        match (self.refresh.state(), &d.rotated) {
+            (RefreshRow::Written(receipt), _) => rows.push(receipt.digest().clone()),
+            (RefreshRow::WrittenEarlier, Some(rotated)) => {
+                rows.push(TokenDigest::of(&d.credential, &rotated.token));
+            }
+            _ => {}
+        }
+        rows
+    }
+
+    /// What the receipts themselves show is wrong (rows other than the answer's, expiries the
+    /// instance did not store, references a created row does not hold): empty when they fit.
+    fn receipt_mismatches(&self) -> Vec<String> {
+        let d = self.obtained.delivery();
+        let access = &self.access;
+        let mut mismatch = Vec::new();
+        if access.sys_id().is_empty()
+            || (!access.created() && d.access_row.as_deref() != Some(access.sys_id()))
+        {
+            mismatch.push(format!(
+                "the access-token write answered for row {:?}, not the credential's",
+                access.sys_id()
+            ));
+        }
+        if access.expires() != Some(d.access_expires) {
+            mismatch.push("the access row's expires is not what was written".to_string());
+        }
+        if !access.wrong_references().is_empty() {
+            mismatch.push(format!(
+                "the created access row does not hold the {} sent, even after a repair",
+                access.wrong_references().join(", ")
+            ));
+        }
+        match (self.refresh.state(), &d.rotated) {
+            (RefreshRow::NotRotated, None) | (RefreshRow::KeptNewer, Some(_)) => {}
+            (RefreshRow::WrittenEarlier, Some(_)) if self.obtained.refresh_row_written() => {}
+            (RefreshRow::Written(receipt), Some(r)) => {
+                if receipt.sys_id() != d.credential {
+                    mismatch.push("the refresh-token write answered for another row".to_string());
+                }
+                if receipt.expires() != Some(r.expires) {
+                    mismatch.push("the refresh row's expires is not what was written".to_string());
+                }
+            }
+            (state, rotated) => mismatch.push(format!(
+                "the refresh row's receipt ({state:?}) does not fit the answer (rotated: {})",
+                rotated.is_some()
+            )),
+        }
+        mismatch
+    }
 }
 
 /// The fourth state: ServiceNow provably holds the answer. What the cycle reports of it.
@@ -47,6 +109,7 @@ impl Written {
 pub struct Verified {
     custody: Custody,
     credential: String,
+    registry: String,
     /// The refresh row holds the rotated token (now or from an earlier attempt).
     pub rotated_stored: bool,
     /// The access row was created by this delivery.
@@ -70,77 +133,109 @@ impl Verified {
     pub fn credential(&self) -> &str {
         &self.credential
     }
+
+    /// The registry's name.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+}
+
+/// Why an answer is not proven stored.
+#[derive(Debug, Clone)]
+pub enum NotProven {
+    /// The instance answered, and what it stores is not what was written: a field ACL, data
+    /// policy or business rule discards the integration user's writes (secret-free details).
+    NotStored(String),
+    /// The proof could not be asked for (the companion failed or lacks `/verify`).
+    Unconfirmed(SnError),
+}
+
+impl fmt::Display for NotProven {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotProven::NotStored(why) => {
+                write!(f, "ServiceNow did not store what was written: {why}")
+            }
+            NotProven::Unconfirmed(e) => write!(
+                f,
+                "the companion could not confirm what ServiceNow stored ({e})"
+            ),
+        }
+    }
 }
 
 /// A write that does not prove the answer stored: the answer stays in custody.
 #[derive(Debug)]
 pub struct Unverified {
     /// The answer, back to its keeper.
-    pub obtained: Obtained,
-    /// What did not match, secret-free.
-    pub reason: String,
+    pub obtained: Box<Obtained>,
+    /// Why.
+    pub reason: NotProven,
 }
 
 impl Instance {
-    /// Checks the receipts of an answer's writes against the answer: the access row was written
-    /// (or created) with the access token's expiry, and the refresh row holds the rotated token
-    /// with its expiry — unless the answer did not rotate, or a newer token from someone else
-    /// is kept. Receipts of other rows than the answer's prove nothing.
-    pub async fn verify(&self, written: Written) -> Result<Verified, Unverified> {
-        let Written {
-            obtained,
-            refresh,
-            access,
-        } = written;
-        let d = obtained.delivery();
-        let mut mismatch = Vec::new();
-        let expected_access = d.access_row.as_deref();
-        if access.sys_id().is_empty()
-            || (!access.created() && expected_access != Some(access.sys_id()))
-        {
-            mismatch.push(format!(
-                "the access-token write answered for row {:?}, not the credential's",
-                access.sys_id()
-            ));
-        }
-        if access.expires() != Some(d.access_expires) {
-            mismatch.push("the access row's expires is not what was written".to_string());
-        }
-        let refresh_expires = match (refresh.state(), &d.rotated) {
-            (RefreshRow::NotRotated, None) | (RefreshRow::KeptNewer, Some(_)) => None,
-            (RefreshRow::WrittenEarlier, Some(r)) if obtained.refresh_row_written() => {
-                Some(r.expires)
-            }
-            (RefreshRow::Written(receipt), Some(r)) => {
-                if receipt.sys_id() != d.credential {
-                    mismatch.push("the refresh-token write answered for another row".to_string());
-                }
-                if receipt.expires() != Some(r.expires) {
-                    mismatch.push("the refresh row's expires is not what was written".to_string());
-                }
-                Some(r.expires)
-            }
-            (state, rotated) => {
-                mismatch.push(format!(
-                    "the refresh row's receipt ({state:?}) does not fit the answer (rotated: {})",
-                    rotated.is_some()
-                ));
-                None
-            }
+    /// Verifies a batch of answers: their receipts must fit them, and every row they wrote must
+    /// decrypt to what was written (`/verify`, 100 rows a call across the batch). One result
+    /// per answer, in order.
+    pub async fn verify(&self, batch: Vec<Written>) -> Vec<Result<Verified, Unverified>> {
+        let digests: Vec<TokenDigest> = batch.iter().flat_map(Written::digests).collect();
+        let matches = if digests.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.verify_tokens(&digests).await
         };
-        if !mismatch.is_empty() {
-            return Err(Unverified {
-                obtained,
-                reason: mismatch.join("; "),
-            });
-        }
-        Ok(Verified {
-            custody: obtained.custody().clone(),
-            credential: d.credential.clone(),
-            rotated_stored: refresh.holds_rotated(),
-            created_access_row: access.created(),
-            access_expires: d.access_expires,
-            refresh_expires,
-        })
+        batch
+            .into_iter()
+            .map(|written| match &matches {
+                Ok(matches) => judge(written, matches),
+                Err(e) => Err(Unverified {
+                    obtained: Box::new(written.obtained),
+                    reason: NotProven::Unconfirmed(e.clone()),
+                }),
+            })
+            .collect()
     }
+}
+
+/// One answer's verdict, from its receipts and the companion's matches.
+fn judge(written: Written, matches: &HashMap<String, bool>) -> Result<Verified, Unverified> {
+    let mut mismatch = written.receipt_mismatches();
+    for digest in written.digests() {
+        match matches.get(&digest.sys_id) {
+            Some(true) => {}
+            Some(false) => mismatch.push(format!(
+                "row {} does not hold the token written (token_received)",
+                digest.sys_id
+            )),
+            None => mismatch.push(format!(
+                "row {} is not there to hold the token written",
+                digest.sys_id
+            )),
+        }
+    }
+    let Written {
+        obtained,
+        refresh,
+        access,
+    } = written;
+    if !mismatch.is_empty() {
+        return Err(Unverified {
+            obtained: Box::new(obtained),
+            reason: NotProven::NotStored(mismatch.join("; ")),
+        });
+    }
+    let d = obtained.delivery();
+    Ok(Verified {
+        custody: obtained.custody().clone(),
+        credential: d.credential.clone(),
+        registry: d.registry.clone(),
+        rotated_stored: refresh.holds_rotated(),
+        created_access_row: access.created(),
+        access_expires: d.access_expires,
+        refresh_expires: d
+            .rotated
+            .as_ref()
+            .filter(|_| refresh.holds_rotated())
+            .map(|r| r.expires),
+    })
 }

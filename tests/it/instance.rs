@@ -137,7 +137,7 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
         bed.sim
             .requests()
             .into_iter()
-            .filter(|r| r.target == Target::Companion)
+            .filter(|r| r.target == Target::Companion && r.path.ends_with("/secrets"))
             .map(|r| r.query)
             .collect()
     };

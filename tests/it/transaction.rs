@@ -206,6 +206,7 @@ impl World {
             .pending()
             .expect("the journal opens")
             .iter()
+            .map(|record| record.as_ref().expect("every record opens"))
             .filter_map(|o| {
                 let rotated = o.delivery().rotated.as_ref()?;
                 Some((

@@ -151,7 +151,11 @@ async fn short_pages_miss_nothing() {
         .sim
         .requests()
         .into_iter()
-        .filter(|r| r.method == "GET" && r.path.ends_with("/table/oauth_credential"))
+        .filter(|r| {
+            r.method == "GET"
+                && r.path.ends_with("/table/oauth_credential")
+                && r.query.contains("typeIN")
+        })
         .count();
     assert_eq!(
         pages,
