@@ -104,6 +104,7 @@ pub struct Obtained {
     custody: Custody,
     delivery: Delivery,
     refresh_row_written: bool,
+    access_row_created: bool,
     attempts: u32,
     created_at: Timestamp,
 }
@@ -143,9 +144,17 @@ impl Obtained {
         &self.delivery.credential
     }
 
-    /// Whether an earlier attempt already stored the rotated refresh token in its row.
+    /// Whether an earlier attempt's write of the rotated refresh token was answered (for
+    /// `journal list`: only a verification proves the row holds it, so a re-delivery writes it
+    /// again).
     pub fn refresh_row_written(&self) -> bool {
         self.refresh_row_written
+    }
+
+    /// Whether the access row the delivery targets was created by an earlier attempt of this
+    /// answer (so its references are the keeper's to check).
+    pub fn access_row_created(&self) -> bool {
+        self.access_row_created
     }
 
     /// Delivery attempts so far.
@@ -319,6 +328,7 @@ impl Journal {
             custody,
             delivery,
             refresh_row_written: false,
+            access_row_created: false,
             attempts: 0,
             created_at,
         };
@@ -356,8 +366,8 @@ impl Journal {
         Ok(id)
     }
 
-    /// Notes that the refresh row now holds the rotated token, so a later attempt does not
-    /// write it again.
+    /// Notes that the instance answered the write of the rotated token to the refresh row (what
+    /// `journal list` shows; it proves nothing until verified).
     pub async fn note_refresh_row_written(
         &self,
         obtained: &mut Obtained,
@@ -384,6 +394,7 @@ impl Journal {
         sys_id: &str,
     ) -> Result<(), JournalError> {
         obtained.delivery.access_row = Some(sys_id.to_string());
+        obtained.access_row_created = true;
         let Some(id) = obtained.record().map(str::to_string) else {
             return Ok(());
         };
@@ -464,6 +475,7 @@ impl Journal {
                         &record.sealed,
                     )
                     .map_err(|error| record.bad(error))?;
+                let access_row_created = record.created_access_row.is_some();
                 if let Some(row) = record.created_access_row {
                     // An earlier attempt created the access row: update it, never create a
                     // second one.
@@ -473,6 +485,7 @@ impl Journal {
                     custody: Custody::Journaled(record.id),
                     delivery,
                     refresh_row_written: record.refresh_delivered,
+                    access_row_created,
                     attempts: record.attempts,
                     created_at: record.created_at,
                 })

@@ -98,17 +98,15 @@ pub(super) enum RefreshRow {
     NotRotated,
     /// The rotated token was written now.
     Written(RowReceipt),
-    /// An earlier attempt wrote it (the journal says so).
-    WrittenEarlier,
     /// Someone else wrote a newer token meanwhile (a re-authorisation, the instance's own
     /// refresh): theirs is kept, ours is not written.
     KeptNewer,
 }
 
 impl RefreshRowReceipt {
-    /// Whether the row holds the rotated token (now or from an earlier attempt).
+    /// Whether the rotated token was written to the row.
     pub fn holds_rotated(&self) -> bool {
-        matches!(self.0, RefreshRow::Written(_) | RefreshRow::WrittenEarlier)
+        matches!(self.0, RefreshRow::Written(_))
     }
 
     /// Whether this attempt wrote the row.
@@ -149,9 +147,10 @@ impl Instance {
     }
 
     /// Stores the rotated refresh token of `obtained` in its refresh row — unless it did not
-    /// rotate, an earlier attempt stored it already, or the race check (`verdict`, from
-    /// [`Instance::race_check`]; `None` when the row could not be read, and is then written)
-    /// found a newer token from someone else.
+    /// rotate, or the race check (`verdict`, from [`Instance::race_check`]; `None` when the row
+    /// could not be read, and is then written) found a newer token from someone else. An
+    /// earlier attempt's write is no reason to skip it: only a verification proves a write, and
+    /// writing the same token again changes nothing.
     pub async fn write_refresh_row(
         &self,
         obtained: &Obtained,
@@ -161,9 +160,6 @@ impl Instance {
         let Some(rotated) = &d.rotated else {
             return Ok(RefreshRowReceipt(RefreshRow::NotRotated));
         };
-        if obtained.refresh_row_written() {
-            return Ok(RefreshRowReceipt(RefreshRow::WrittenEarlier));
-        }
         if verdict == Some(RaceVerdict(Race::KeepTheirs)) {
             return Ok(RefreshRowReceipt(RefreshRow::KeptNewer));
         }
@@ -174,12 +170,15 @@ impl Instance {
     }
 
     /// Stores the access token of `obtained`: in its access row, or in a new one when it has
-    /// none (or the instance's cleanup job deleted it meanwhile).
+    /// none (or the instance's cleanup job deleted it meanwhile). A row an earlier attempt of
+    /// this answer created has its references checked again (and repaired): it carries them
+    /// only because the keeper put them there.
     pub async fn write_access_row(&self, obtained: &Obtained) -> Result<RowReceipt, SnError> {
         let d = obtained.delivery();
         if let Some(row) = &d.access_row {
+            let ours = obtained.access_row_created().then_some(&d.template);
             match self
-                .write_token(Some(row), &d.access_token, d.access_expires, None)
+                .write_token(Some(row), &d.access_token, d.access_expires, ours)
                 .await
             {
                 Ok(receipt) => return Ok(receipt),
@@ -199,7 +198,7 @@ impl Instance {
     /// one the keeper used, only other fields changed and the rotated token must be stored (the
     /// old one may be dead at a rotating provider); if it is another token, the other writer's
     /// is newer (a re-authorisation or the instance's own refresh) and is kept. Answers that
-    /// need no check (not rotated, or written by an earlier attempt) are left out.
+    /// did not rotate need no check and are left out.
     pub async fn race_check(
         &self,
         batch: &[&Obtained],
@@ -207,7 +206,7 @@ impl Instance {
         let pending: Vec<&Obtained> = batch
             .iter()
             .copied()
-            .filter(|o| o.delivery().rotated.is_some() && !o.refresh_row_written())
+            .filter(|o| o.delivery().rotated.is_some())
             .collect();
         let mut verdicts = HashMap::with_capacity(pending.len());
         if pending.is_empty() {
@@ -264,9 +263,10 @@ impl Instance {
         Ok(verdicts)
     }
 
-    /// PATCHes (`row = Some`) or creates (`template = Some`) a token row, then makes sure
-    /// `expires` landed right in UTC whatever the integration user's time zone: a mismatch
-    /// costs one corrective PATCH without display-value input.
+    /// PATCHes (`row = Some`) or creates (`row = None`, from `template`) a token row, then
+    /// makes sure `expires` landed right in UTC whatever the integration user's time zone (a
+    /// mismatch costs one corrective PATCH without display-value input). With a `template`, the
+    /// row's references are checked against it too.
     async fn write_token(
         &self,
         row: Option<&str>,
@@ -276,7 +276,7 @@ impl Instance {
     ) -> Result<RowReceipt, SnError> {
         let zone = self.zone().await;
         let mut fields = Map::new();
-        if let Some(t) = template {
+        if let (None, Some(t)) = (row, template) {
             fields.insert("type".into(), Value::from("access_token"));
             fields.insert("peer".into(), Value::from(t.peer.clone()));
             fields.insert(
@@ -292,9 +292,14 @@ impl Instance {
             "expires".into(),
             Value::from(format_sn_in_zone(expires, &zone.tz)),
         );
-        let record = match row {
-            Some(id) => self.patch_credential(id, fields, true).await?,
-            None => self.insert_credential(fields).await?,
+        let record = match (row, template) {
+            (Some(id), None) => self.patch_credential(id, fields, true).await?,
+            // The answer shows the references, so they are checked without a read.
+            (Some(id), Some(_)) => {
+                self.patch_credential_fields(id, fields, true, CREATE_FIELDS)
+                    .await?
+            }
+            (None, _) => self.insert_credential(fields).await?,
         };
         let sys_id = match row {
             Some(id) => id.to_string(),

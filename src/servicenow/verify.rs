@@ -47,16 +47,11 @@ impl Written {
     }
 
     /// The rows whose stored token must match what was written: the access row, and the
-    /// refresh row when it holds the rotated token (written now or by an earlier attempt).
+    /// refresh row when the rotated token was written to it.
     fn digests(&self) -> Vec<TokenDigest> {
-        let d = self.obtained.delivery();
         let mut rows = vec![self.access.digest().clone()];
-        match (self.refresh.state(), &d.rotated) {
-            (RefreshRow::Written(receipt), _) => rows.push(receipt.digest().clone()),
-            (RefreshRow::WrittenEarlier, Some(rotated)) => {
-                rows.push(TokenDigest::of(&d.credential, &rotated.token));
-            }
-            _ => {}
+        if let RefreshRow::Written(receipt) = self.refresh.state() {
+            rows.push(receipt.digest().clone());
         }
         rows
     }
@@ -86,7 +81,6 @@ impl Written {
         }
         match (self.refresh.state(), &d.rotated) {
             (RefreshRow::NotRotated, None) | (RefreshRow::KeptNewer, Some(_)) => {}
-            (RefreshRow::WrittenEarlier, Some(_)) if self.obtained.refresh_row_written() => {}
             (RefreshRow::Written(receipt), Some(r)) => {
                 if receipt.sys_id() != d.credential {
                     mismatch.push("the refresh-token write answered for another row".to_string());
@@ -110,7 +104,7 @@ pub struct Verified {
     custody: Custody,
     credential: String,
     registry: String,
-    /// The refresh row holds the rotated token (now or from an earlier attempt).
+    /// The refresh row holds the rotated token.
     pub rotated_stored: bool,
     /// The access row was created by this delivery.
     pub created_access_row: bool,

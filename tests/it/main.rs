@@ -49,4 +49,5 @@ mod reporting;
 mod support;
 mod time;
 mod transaction;
+mod verified;
 mod writes;

@@ -1,6 +1,7 @@
 //! The refresh transaction as a stateful property: random instance faults (errors, throttling,
 //! refused connections, answers lost after the instance processed the write, cut bodies, HTML
-//! pages) and a crash after any transition of any credential, step after step, each step a new
+//! pages, writes whose `token_received` a business rule throws away while the instance answers
+//! 200) and a crash after any transition of any credential, step after step, each step a new
 //! keeper on the same journal — replayed against the provider's own books.
 //!
 //! Invariants after every step: every refresh token the (strict, rotating, reuse-detecting)
@@ -43,6 +44,9 @@ enum InstanceFault {
     Truncated,
     /// A maintenance page.
     Html,
+    /// Processed without its `token_received` (a data policy or business rule throws it away),
+    /// answered 200.
+    DiscardsToken,
 }
 
 /// One process run: faults for its cycle, and perhaps a crash.
@@ -61,6 +65,7 @@ fn step() -> impl Strategy<Value = Step> {
             Just(InstanceFault::LostAnswer),
             Just(InstanceFault::Truncated),
             Just(InstanceFault::Html),
+            Just(InstanceFault::DiscardsToken),
         ],
         prop_oneof![Just("PATCH"), Just("POST"), Just("GET")],
         1usize..3,
@@ -89,6 +94,7 @@ fn sim_fault(kind: InstanceFault, method: &str, times: usize) -> Fault {
             Fault::new(target, sn_oauth_keeper_sim::FaultAction::TruncatedJson)
         }
         InstanceFault::Html => Fault::new(target, sn_oauth_keeper_sim::FaultAction::HtmlPage),
+        InstanceFault::DiscardsToken => Fault::discard_fields(target, &["token_received"]),
     };
     fault.method(method).times(times)
 }

@@ -32,6 +32,10 @@ pub enum FaultAction {
     },
     /// Wait, then serve normally.
     Delay(Duration),
+    /// Process the request without these fields of its JSON body, and answer as usual: a data
+    /// policy or business rule that discards what the caller wrote, while the instance still
+    /// answers 200.
+    DiscardFields(Vec<String>),
     /// Close the connection without answering; the request is not processed.
     DropConnection,
     /// Process the request fully (state changes happen), then close the connection without
@@ -114,6 +118,15 @@ impl Fault {
                 body: body.to_owned(),
                 headers: Vec::new(),
             },
+        )
+    }
+
+    /// Processes matching requests without `fields` of their JSON bodies and answers as usual:
+    /// what a data policy or business rule that throws a field away looks like to a client.
+    pub fn discard_fields(target: FaultTarget, fields: &[&str]) -> Fault {
+        Fault::new(
+            target,
+            FaultAction::DiscardFields(fields.iter().map(|f| (*f).to_owned()).collect()),
         )
     }
 

@@ -110,6 +110,9 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Which part of the simulator it went to.
     pub target: Target,
+    /// When it arrived (the real clock, not shifted by [`Simulator::advance_time`]): tests read
+    /// the waits between retries from these.
+    pub at: jiff::Timestamp,
 }
 
 impl RecordedRequest {

@@ -343,6 +343,11 @@ async fn handle(
             resp.headers.extend(headers);
             Outcome::Respond(resp)
         }
+        Some(FaultAction::DiscardFields(fields)) => Outcome::Respond(process(
+            &shared,
+            &without_fields(incoming, &fields),
+            &target,
+        )),
         Some(FaultAction::DropConnection) => Outcome::Drop,
         Some(FaultAction::DropAfterProcessing) => {
             let _ = process(&shared, &incoming, &target);
@@ -383,6 +388,20 @@ async fn handle(
     }
 }
 
+/// The request as a data policy or business rule that throws `fields` of a JSON body away
+/// leaves it: the rest is processed as sent.
+fn without_fields(mut req: Incoming, fields: &[String]) -> Incoming {
+    if let Ok(serde_json::Value::Object(mut body)) =
+        serde_json::from_slice::<serde_json::Value>(&req.body)
+    {
+        for field in fields {
+            body.remove(field);
+        }
+        req.body = serde_json::Value::Object(body).to_string().into_bytes();
+    }
+    req
+}
+
 /// Records the request, counts token POSTs and picks the fault (all under one lock, so the
 /// log order is the arrival order).
 fn arrive(shared: &Shared, req: &Incoming, target: &Target) -> (u64, Option<FaultAction>) {
@@ -421,6 +440,7 @@ fn arrive(shared: &Shared, req: &Incoming, target: &Target) -> (u64, Option<Faul
             },
             status: 0,
             target: target.clone(),
+            at: crate::clock::wall_now(),
         },
     ));
     if let Target::Provider(id) = target
