@@ -5,6 +5,7 @@
 //! have changed nothing.
 
 use crate::config::{Env, InstanceAuthSettings, Settings};
+use crate::journal::Journal;
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -152,6 +153,7 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
         )),
     }
     steps.push(state_dir_step(settings));
+    steps.push(pending_records_step(settings, env));
 
     let instance = match Instance::new(
         &settings.instance,
@@ -338,6 +340,11 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
         decrypt_step(&instance, rows.as_deref()).await
     } else {
         skipped("companion decrypts", "the companion does not answer")
+    });
+    steps.push(if companion_ok {
+        verify_endpoint_step(&instance).await
+    } else {
+        skipped("companion verifies", "the companion does not answer")
     });
     match &user {
         Some(user) => {
@@ -648,6 +655,88 @@ async fn decrypt_step(instance: &Instance, rows: Option<&[Map<String, Value>]>) 
             ),
         },
         Err(e) => step(name, Verdict::Fail, e.to_string(), None, Some(runbook::UPDATE_SET)),
+    }
+}
+
+/// The keeper releases an answer only when the companion's `/verify` proves it stored: without
+/// the endpoint (an older companion) every refreshed answer would stay in the journal.
+async fn verify_endpoint_step(instance: &Instance) -> Step {
+    let name = "companion verifies";
+    match instance.probe_verify().await {
+        Ok(()) => pass(name, "POST /verify answers: writes can be proven"),
+        Err(e @ (SnError::NotFound(_) | SnError::Status { status: 405, .. })) => step(
+            name,
+            Verdict::Fail,
+            format!("the companion has no /verify endpoint: {e}"),
+            Some("update the companion from migrations-docs/ (import the current update set): without /verify no write can be proven, and every refreshed answer stays in the journal".into()),
+            Some(runbook::UPDATE_SET),
+        ),
+        Err(e) => step(name, Verdict::Fail, e.to_string(), None, Some(runbook::UPDATE_SET)),
+    }
+}
+
+/// Whether the configured key opens every answer waiting in the journal: a record sealed with
+/// another key holds back its credential until the right key is configured.
+fn pending_records_step(settings: &Settings, env: &dyn Env) -> Step {
+    let name = "journal records";
+    let journal = match Journal::open_read_only(&settings.state.dir) {
+        Ok(Some(journal)) => journal,
+        Ok(None) => return pass(name, "no journal yet"),
+        Err(e) => {
+            return step(
+                name,
+                Verdict::Fail,
+                e.to_string(),
+                None,
+                Some(runbook::CONFIG),
+            );
+        }
+    };
+    let Ok(key) = settings.state.key.resolve(&settings.source, env) else {
+        return skipped(name, "the journal key is not readable");
+    };
+    match journal.records_open_with(&key) {
+        Ok(records) if records.is_empty() => pass(name, "nothing pending"),
+        Ok(records) => {
+            let unreadable: Vec<String> = records
+                .iter()
+                .filter_map(|r| {
+                    r.opens
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("{} ({}): {e}", r.summary.id, r.summary.credential))
+                })
+                .collect();
+            if unreadable.is_empty() {
+                pass(
+                    name,
+                    format!(
+                        "the configured key opens all {} pending record(s)",
+                        records.len()
+                    ),
+                )
+            } else {
+                step(
+                    name,
+                    Verdict::Fail,
+                    format!(
+                        "{} of {} pending record(s) do not open with the configured key: {}",
+                        unreadable.len(),
+                        records.len(),
+                        unreadable.join("; ")
+                    ),
+                    Some("configure the key these records were sealed with (their key id is shown); records are never discarded, and their credentials are not refreshed until they open".into()),
+                    Some(runbook::CONFIG),
+                )
+            }
+        }
+        Err(e) => step(
+            name,
+            Verdict::Fail,
+            e.to_string(),
+            None,
+            Some(runbook::CONFIG),
+        ),
     }
 }
 

@@ -451,26 +451,71 @@ async fn check_cmd(settings: Settings, format: Format) -> anyhow::Result<u8> {
     Ok(u8::try_from(checklist.exit_code()).unwrap_or(EXIT_FAILURES))
 }
 
+/// One line of `journal list`: a pending record, and whether the configured key opens it.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    summary: sn_oauth_keeper::journal::Summary,
+    /// `None` when no key is configured (the list needs none).
+    opens: Option<bool>,
+    /// Why it does not open.
+    problem: Option<String>,
+}
+
 async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> {
-    let summaries = match Journal::open_read_only(&settings.state.dir) {
-        Ok(Some(j)) => j.summaries()?,
-        Ok(None) => Vec::new(),
+    let journal = match Journal::open_read_only(&settings.state.dir) {
+        Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(EXIT_FAILURES);
         }
     };
+    let key = settings
+        .state
+        .key
+        .resolve(&settings.source, &ProcessEnv)
+        .ok();
+    let mut listed = Vec::new();
+    if let Some(journal) = &journal {
+        match key.map(|k| journal.records_open_with(&k)) {
+            Some(checked) => {
+                for record in checked? {
+                    listed.push(Listed {
+                        summary: record.summary,
+                        opens: Some(record.opens.is_ok()),
+                        problem: record.opens.err().map(|e| e.to_string()),
+                    });
+                }
+            }
+            None => {
+                for summary in journal.summaries()? {
+                    listed.push(Listed {
+                        summary,
+                        opens: None,
+                        problem: None,
+                    });
+                }
+            }
+        }
+    }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summaries)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
         Format::Table => {
-            if summaries.is_empty() {
+            if listed.is_empty() {
                 println!("the journal is empty: every token answer reached ServiceNow");
             } else {
                 let now = SystemClock.now();
-                let rows: Vec<Vec<String>> = summaries
+                let rows: Vec<Vec<String>> = listed
                     .iter()
-                    .map(|s| {
+                    .map(|l| {
+                        let s = &l.summary;
                         let age = sn_oauth_keeper::domain::time::relative(now, s.created_at);
+                        let opens = match (l.opens, &l.problem) {
+                            (Some(true), _) => "yes".to_string(),
+                            (Some(false), Some(problem)) => format!("NO: {problem}"),
+                            (Some(false), None) => "NO".to_string(),
+                            (None, _) => "? (no key)".to_string(),
+                        };
                         vec![
                             s.id.clone(),
                             s.credential.clone(),
@@ -478,6 +523,7 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
                             age,
                             s.attempts.to_string(),
                             if s.refresh_delivered { "yes" } else { "no" }.to_string(),
+                            opens,
                             s.last_error.clone().unwrap_or_default(),
                         ]
                     })
@@ -492,6 +538,7 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
                             "JOURNALED",
                             "ATTEMPTS",
                             "REFRESH ROW WRITTEN",
+                            "OPENS",
                             "LAST ERROR"
                         ],
                         &rows

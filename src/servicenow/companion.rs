@@ -123,6 +123,17 @@ impl Instance {
         Ok(matches)
     }
 
+    /// Proves the companion's `/verify` is there without touching a real row: an id that cannot
+    /// exist must come back as an empty result.
+    pub async fn probe_verify(&self) -> Result<(), SnError> {
+        self.verify_batch(&[TokenDigest {
+            sys_id: "00000000000000000000000000000000".into(),
+            sha256: "0".repeat(64),
+        }])
+        .await
+        .map(|_| ())
+    }
+
     /// Asks the companion for the refresh tokens of refresh rows, never for a client secret.
     pub async fn fetch_secrets(
         &self,

@@ -215,7 +215,7 @@ async fn with_provider_fault(
     }
 }
 
-use sn_oauth_keeper_sim::FaultAction;
+use sn_oauth_keeper_sim::{FaultAction, Target};
 
 #[tokio::test]
 async fn provider_429_is_retried_after_its_retry_after() {
@@ -229,6 +229,65 @@ async fn provider_429_is_retried_after_its_retry_after() {
             matches!(outcome(&report, c), Outcome::Refreshed { .. }),
             "{}",
             c.name
+        );
+    }
+    // Each throttled request's retry came no sooner than its Retry-After (1 s), by the
+    // simulator's own arrival stamps.
+    let attempts: Vec<_> = bed
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == Target::Provider("okta".into()))
+        .collect();
+    let throttled = attempts.iter().filter(|r| r.status == 429).count();
+    assert_eq!(throttled, 2);
+    for (i, request) in attempts.iter().enumerate().filter(|(_, r)| r.status == 429) {
+        let retry = attempts[i + 1..]
+            .iter()
+            .find(|r| r.body == request.body)
+            .expect("the same request again");
+        let waited = retry.at.duration_since(request.at);
+        assert!(
+            waited >= jiff::SignedDuration::from_secs(1),
+            "retried {waited} after Retry-After: 1"
+        );
+    }
+    nothing_lost(&bed, &seeded).await;
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_retried_with_bounded_full_jitter_backoff() {
+    let (estate, seeded) = estate(84);
+    let bed = Bed::start(estate).await;
+    bed.sim
+        .inject(Fault::status(FaultTarget::Provider("okta".into()), 503).times(2));
+    let mut settings = bed.settings();
+    settings.refresh.concurrency = 1;
+    let report = bed.cycle_with(settings).await;
+    for c in &seeded {
+        assert!(
+            matches!(outcome(&report, c), Outcome::Refreshed { .. }),
+            "{}",
+            c.name
+        );
+    }
+    let attempts: Vec<_> = bed
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == Target::Provider("okta".into()))
+        .collect();
+    // The first request failed twice: its waits stay under the backoff ceilings (250 ms, then
+    // 500 ms: full jitter draws in [0, ceiling]); a little slack for scheduling.
+    let first = &attempts[0];
+    let same: Vec<_> = attempts.iter().filter(|r| r.body == first.body).collect();
+    assert_eq!(same.len(), 3, "two failures, then the answer");
+    let ceilings = [250, 500];
+    for (pair, ceiling) in same.windows(2).zip(ceilings) {
+        let waited = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            waited <= jiff::SignedDuration::from_millis(ceiling + 200),
+            "waited {waited}, more than the {ceiling} ms ceiling"
         );
     }
     nothing_lost(&bed, &seeded).await;

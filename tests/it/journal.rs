@@ -153,13 +153,19 @@ async fn instance_throttling_is_waited_out() {
         "{:?}",
         outcome(&report)
     );
-    let gets = bed
+    let gets: Vec<_> = bed
         .sim
         .requests()
         .into_iter()
         .filter(|r| r.target == Target::TableApi && r.method == "GET")
-        .count();
-    assert!(gets >= 2);
+        .collect();
+    assert!(gets.len() >= 2);
+    assert_eq!(gets[0].status, 429);
+    let waited = gets[1].at.duration_since(gets[0].at);
+    assert!(
+        waited >= jiff::SignedDuration::from_secs(1),
+        "the retry came {waited} after a Retry-After: 1"
+    );
 }
 
 #[tokio::test]
@@ -269,4 +275,169 @@ async fn a_missing_key_with_pending_records_is_a_hard_error() {
     assert_eq!(no_key.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_key.stderr).contains("state.key_env"));
     assert_eq!(pending(&bed), 1, "nothing discarded");
+}
+
+/// A second connection to the journal's database, as a failing disk or a full one would look to
+/// the keeper: every insert of `tables` fails.
+fn refuse_inserts(bed: &Bed, tables: &[&str]) {
+    let db =
+        rusqlite::Connection::open(bed.dir.path().join("state").join("journal.sqlite3")).unwrap();
+    for table in tables {
+        db.execute_batch(&format!(
+            "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;"
+        ))
+        .unwrap();
+    }
+}
+
+fn accept_inserts(bed: &Bed, tables: &[&str]) {
+    let db =
+        rusqlite::Connection::open(bed.dir.path().join("state").join("journal.sqlite3")).unwrap();
+    for table in tables {
+        db.execute_batch(&format!("DROP TRIGGER refuse_{table};"))
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_commit_starts_no_new_refresh_and_delivers_what_is_in_hand() {
+    let mut estate = Estate::empty(37).with_user_time_zone("UTC");
+    let reg = estate.add_registry(
+        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
+    );
+    let seeded: Vec<SeededCredential> = (0..3)
+        .map(|i| estate.add_credential(CredentialSpec::new(&reg, format!("c{i}")).access_missing()))
+        .collect();
+    let bed = Bed::start(estate).await;
+    let mut settings = bed.settings();
+    settings.refresh.concurrency = 1;
+    let keeper = bed.keeper_with(settings);
+    refuse_inserts(&bed, &["pending", "outcome"]);
+    let report = keeper
+        .cycle(
+            sn_oauth_keeper::engine::Mode::Apply,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.token_requests().len(),
+        1,
+        "after the first commit failed, no other token was asked for"
+    );
+    let refreshed: Vec<_> = report
+        .credentials
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Refreshed { .. }))
+        .collect();
+    assert_eq!(
+        refreshed.len(),
+        1,
+        "the answer in hand was delivered: {report:?}"
+    );
+    let delivered = seeded
+        .iter()
+        .find(|c| c.refresh_sys_id == refreshed[0].sys_id)
+        .unwrap();
+    let stored = bed
+        .sim
+        .decrypted(
+            "oauth_credential",
+            &delivered.refresh_sys_id,
+            "token_received",
+        )
+        .unwrap();
+    assert!(bed.sim.provider_valid("okta", &stored), "and it works");
+    for line in report
+        .credentials
+        .iter()
+        .filter(|c| c.sys_id != delivered.refresh_sys_id)
+    {
+        assert!(
+            matches!(&line.outcome, Outcome::Failed { message, .. } if message.contains("journal is not writable")),
+            "{:?}",
+            line.outcome
+        );
+    }
+    let journal = keeper.journal().unwrap();
+    assert!(
+        journal.last_write().unwrap().error.is_some(),
+        "readiness sees the last real write fail"
+    );
+
+    accept_inserts(&bed, &["pending", "outcome"]);
+    let again = keeper
+        .cycle(
+            sn_oauth_keeper::engine::Mode::Apply,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.failures(), 0, "{again:?}");
+    assert!(journal.last_write().unwrap().error.is_none());
+}
+
+#[tokio::test]
+async fn one_unreadable_record_holds_back_only_its_own_credential() {
+    let mut estate = Estate::empty(38).with_user_time_zone("UTC");
+    let reg = estate.add_registry(
+        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
+    );
+    let a = estate.add_credential(CredentialSpec::new(&reg, "a").access_missing());
+    let b = estate.add_credential(CredentialSpec::new(&reg, "b").access_missing());
+    let bed = Bed::start(estate).await;
+    bed.sim
+        .inject(Fault::status(FaultTarget::TableApi, 403).method("POST"));
+    bed.cycle().await;
+    assert_eq!(pending(&bed), 2, "both answers wait");
+    let db =
+        rusqlite::Connection::open(bed.dir.path().join("state").join("journal.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE pending SET sealed = x'00' WHERE credential = ?1",
+        [&b.refresh_sys_id],
+    )
+    .unwrap();
+    drop(db);
+    bed.sim.clear_faults();
+    bed.sim.clear_requests();
+    let report = bed.cycle().await;
+    let line = |id: &str| report.credentials.iter().find(|c| c.sys_id == id).unwrap();
+    assert_eq!(line(&a.refresh_sys_id).outcome, Outcome::Redelivered);
+    assert!(
+        matches!(&line(&b.refresh_sys_id).outcome, Outcome::Failed { message, .. } if message.contains("does not open")),
+        "{:?}",
+        line(&b.refresh_sys_id).outcome
+    );
+    assert!(
+        bed.token_requests().is_empty(),
+        "b is held back, not refreshed again"
+    );
+    assert_eq!(pending(&bed), 1, "b's record is kept, never discarded");
+
+    let config = bed.config_file("");
+    let list = bed
+        .run_binary(&["journal", "list", "--config", config.to_str().unwrap()])
+        .await;
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains(&b.refresh_sys_id) && listed.contains("NO:"),
+        "{listed}"
+    );
+    let check = bed
+        .run_binary(&[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .await;
+    let doc: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "journal records")
+        .unwrap();
+    assert_eq!(step["verdict"], "fail", "{step}");
 }
