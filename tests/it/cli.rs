@@ -410,3 +410,28 @@ async fn demo_runs_and_exits_0() {
     );
     assert!(stdout.contains("access row created"), "{stdout}");
 }
+
+#[cfg(feature = "sim")]
+#[tokio::test]
+async fn simulate_says_where_it_listens_and_who_signs_in_first() {
+    let simulate = crate::support::Simulate::start(1).await;
+    assert!(
+        simulate.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        simulate.url
+    );
+    assert_eq!(simulate.username, "svc_oauth_keeper");
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/api/now/table/sys_user?sysparm_limit=1",
+            simulate.url
+        ))
+        .basic_auth(&simulate.username, Some(&simulate.password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}

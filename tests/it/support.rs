@@ -134,3 +134,65 @@ pub fn strict_estate(seed: u64, access_missing: bool) -> (Estate, SeededCredenti
     let seeded = estate.add_credential(spec);
     (estate, seeded)
 }
+
+/// The real binary's `simulate` on a free loopback port, killed on drop.
+#[cfg(feature = "sim")]
+pub struct Simulate {
+    /// Held so the process dies with this value (`kill_on_drop`).
+    _child: tokio::process::Child,
+    pub url: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[cfg(feature = "sim")]
+impl Simulate {
+    /// Starts `simulate --seed SEED` and reads its first two lines, which say where it listens
+    /// and who the integration user is (scripts and tests depend on both).
+    pub async fn start(seed: u64) -> Simulate {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("simulate starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut next = async || {
+            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("simulate prints within 30 s")
+                .expect("stdout readable")
+                .expect("a line")
+        };
+        let first = next().await;
+        let url = first
+            .strip_prefix("simulated ServiceNow instance listening on ")
+            .unwrap_or_else(|| panic!("first line names the URL: {first:?}"))
+            .to_owned();
+        let second = next().await;
+        let (username, password) = second
+            .strip_prefix("integration user: ")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|rest| rest.split_once(" (password: "))
+            .unwrap_or_else(|| panic!("second line names the user: {second:?}"));
+        let (username, password) = (username.to_owned(), password.to_owned());
+        // The rest of stdout is not read: drain it so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Simulate {
+            _child: child,
+            url,
+            username,
+            password,
+        }
+    }
+}

@@ -114,6 +114,10 @@ pub(crate) struct InstanceSide {
     pub oauth: OAuthServer,
     /// The companion's audit lines (the system log, source [`crate::companion::AUDIT_SOURCE`]).
     pub audit: Vec<String>,
+    /// Fields the integration user may not write, as (table, column), whatever its roles: a
+    /// field-level write ACL that denies it (tests set these through
+    /// [`crate::Simulator::deny_field_write`]).
+    pub denied_field_writes: BTreeSet<(String, String)>,
 }
 
 impl Default for InstanceSide {
@@ -127,6 +131,7 @@ impl Default for InstanceSide {
             closed_to_web_services: BTreeSet::new(),
             oauth: OAuthServer::default(),
             audit: Vec::new(),
+            denied_field_writes: BTreeSet::new(),
         }
     }
 }
@@ -134,6 +139,15 @@ impl Default for InstanceSide {
 impl InstanceSide {
     fn has_acl(&self, name: &str, operation: &str) -> bool {
         self.acls.iter().any(|(n, o)| n == name && o == operation)
+    }
+
+    /// Whether a field-level ACL denies writing `column` of `table` (on update and on insert).
+    fn field_write_denied(&self, table: &str, column: &str, operation: &str) -> bool {
+        matches!(operation, "write" | "create")
+            && self
+                .denied_field_writes
+                .iter()
+                .any(|(t, c)| t == table && c == column)
     }
 }
 
@@ -165,6 +179,12 @@ pub(crate) fn column_allowed(
     column: &str,
     operation: &str,
 ) -> bool {
+    if st
+        .instance
+        .field_write_denied(schema.name, column, operation)
+    {
+        return false;
+    }
     match table_access(st, schema, operation) {
         Access::Full => true,
         Access::Denied => false,

@@ -13,6 +13,18 @@
 //! shifts date-times into the user's zone, `Link` headers carry the real quirks, providers
 //! rotate (or not) and detect reuse like the services they stand for.
 //!
+//! Writes follow what the platform does rather than what would be convenient to test:
+//! - a field the integration user may not write (a field-level write ACL, or
+//!   [`Simulator::deny_field_write`]) is skipped silently; the other fields are stored and the
+//!   answer is still 200 (201 for a POST) with the record as stored — a write's status never
+//!   proves a field landed;
+//! - under `sysparm_input_display_value=true` a reference field takes the display value of the
+//!   referenced row (its display field) and stores that row's sys_id (documented); a sys_id of
+//!   an existing row is kept as is (believed, not documented: `check --round-trip` proves it on
+//!   a real instance); anything else is stored empty;
+//! - `sysparm_suppress_pagination_header=true` drops `Link` only: `X-Total-Count` stays, as
+//!   PySNC, which pages by it, needs.
+//!
 //! Map: [`estate`] (what is seeded), `server` (socket, pipeline), `answer` (authentication,
 //! headers and errors every instance answer shares), `table_api`, `companion`,
 //! `provider` (token endpoints), [`fault`] (injection), `query` (encoded queries), `db` /
@@ -318,6 +330,26 @@ impl Simulator {
         let mut st = self.shared().lock();
         let user = st.user.sys_id.clone();
         st.write_field("sys_user", &user, "time_zone", tz.to_owned());
+    }
+
+    /// Denies the integration user writing `column` of `table`, whatever its roles, as a
+    /// field-level write ACL does: PATCH, PUT and POST skip the field silently, store the other
+    /// fields and answer 200 (201) with the record as stored.
+    pub fn deny_field_write(&self, table: &str, column: &str) {
+        self.shared()
+            .lock()
+            .instance
+            .denied_field_writes
+            .insert((table.to_owned(), column.to_owned()));
+    }
+
+    /// Lifts a [`Simulator::deny_field_write`].
+    pub fn allow_field_write(&self, table: &str, column: &str) {
+        self.shared()
+            .lock()
+            .instance
+            .denied_field_writes
+            .remove(&(table.to_owned(), column.to_owned()));
     }
 
     /// Replaces the integration user's roles.

@@ -58,11 +58,12 @@ fn input_string(value: &Value) -> Option<String> {
     }
 }
 
-/// Converts body fields to stored values. `sys_*` and unknown fields are ignored. With
+/// Converts body fields to stored values. `sys_*` and unknown fields are ignored, and so are
+/// fields a field-level ACL denies writing (silently: the request still succeeds). With
 /// `sysparm_input_display_value=true` password2 values are encrypted, date-times are read in
-/// the user's zone and format, and choice/reference values may be display values; without it
-/// values are stored as given. An unparsable date-time is stored empty (the platform drops
-/// values it cannot parse rather than rejecting the request).
+/// the user's zone and format, and choice/reference values may be display values (see
+/// [`reference_input`]); without it values are stored as given. An unparsable date-time is
+/// stored empty (the platform drops values it cannot parse rather than rejecting the request).
 fn convert_inputs(
     st: &mut State,
     schema: &TableSchema,
@@ -109,10 +110,8 @@ fn convert_inputs(
                 .iter()
                 .find(|(_, label)| *label == input)
                 .map_or(input, |(value, _)| (*value).to_owned()),
-            Kind::Reference(target)
-                if input_display && !input.is_empty() && st.db.get(target, &input).is_none() =>
-            {
-                st.db.find_by_display(target, &input).unwrap_or(input)
+            Kind::Reference(target) if input_display && !input.is_empty() => {
+                reference_input(st, target, input)
             }
             Kind::Password2 | Kind::Choice(_) | Kind::Reference(_) | Kind::Text | Kind::SysId => {
                 input
@@ -121,6 +120,23 @@ fn convert_inputs(
         out.push((name.clone(), stored));
     }
     out
+}
+
+/// A reference value sent with `sysparm_input_display_value=true`, as the platform's
+/// `setDisplayValue()` of a reference treats it: the display value of a row of `target` (its
+/// display field, e.g. an `oauth_entity`'s `name`) is stored as that row's sys_id, as the Table
+/// API FAQ (KB0534905) documents. A sys_id of an existing row is kept as is: that is believed,
+/// not documented (the platform falls back to a sys_id when no display value matches), and
+/// every keeper write of `peer`, `oauth_requestor_profile` and `user` depends on it —
+/// `check --round-trip` proves it on a real instance. The simulator takes the sys_id before
+/// looking for a display value, which differs only if some row's display value is another
+/// row's sys_id. A value that matches neither is stored empty (believed: the platform does not
+/// store a reference it cannot resolve from a display value).
+fn reference_input(st: &State, target: &str, input: String) -> String {
+    if st.db.get(target, &input).is_some() {
+        return input;
+    }
+    st.db.find_by_display(target, &input).unwrap_or_default()
 }
 
 pub(super) fn create(st: &mut State, ctx: &Ctx, req: &Incoming) -> Outcome {

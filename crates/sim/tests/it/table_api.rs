@@ -953,3 +953,161 @@ async fn head_and_method_override() {
     .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+/// A write of `fields` through `method` (with display-value input); the status and the record
+/// answered.
+async fn write(
+    sim: &Simulator,
+    method: Method,
+    path: &str,
+    fields: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let resp = req(
+        sim,
+        method,
+        &format!("{path}?sysparm_input_display_value=true&sysparm_exclude_reference_link=true"),
+    )
+    .json(&fields)
+    .send()
+    .await
+    .unwrap();
+    let status = resp.status();
+    (status, json(resp).await["result"].clone())
+}
+
+#[tokio::test]
+async fn a_field_write_acl_skips_the_field_silently() {
+    let (estate, reg) = estate_with(1);
+    let cred = estate.credentials()[0].clone();
+    let sim = start(estate).await;
+    sim.deny_field_write("oauth_credential", "token_received");
+    let row = format!("/api/now/table/oauth_credential/{}", cred.refresh_sys_id);
+    let before = sim.row("oauth_credential", &cred.refresh_sys_id).unwrap();
+
+    for (method, scopes) in [(Method::PATCH, "patched"), (Method::PUT, "put")] {
+        let (status, record) = write(
+            &sim,
+            method.clone(),
+            &row,
+            json!({"token_received": "rt-denied", "scopes": scopes}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{method}");
+        assert_eq!(
+            record["scopes"], scopes,
+            "{method}: the other field is written"
+        );
+        assert_eq!(
+            record["token_received"], before["token_received"],
+            "{method}: the answer shows the record as stored"
+        );
+        assert_eq!(
+            sim.decrypted("oauth_credential", &cred.refresh_sys_id, "token_received")
+                .as_deref(),
+            Some(cred.refresh_token.as_str()),
+            "{method}"
+        );
+    }
+
+    let (status, created) = write(
+        &sim,
+        Method::POST,
+        "/api/now/table/oauth_credential",
+        json!({"type": "access_token", "peer": reg, "name": "denied", "token_received": "at-denied"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["sys_id"].as_str().unwrap().to_owned();
+    let stored = sim.row("oauth_credential", &id).unwrap();
+    assert_eq!(
+        (stored["name"].as_str(), stored["peer"].as_str()),
+        ("denied", reg.as_str())
+    );
+    assert_eq!(stored["token_received"], "");
+
+    // Lifting the denial restores the write.
+    sim.allow_field_write("oauth_credential", "token_received");
+    let (status, _) = write(
+        &sim,
+        Method::PATCH,
+        &row,
+        json!({"token_received": "rt-allowed"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        sim.decrypted("oauth_credential", &cred.refresh_sys_id, "token_received")
+            .as_deref(),
+        Some("rt-allowed")
+    );
+    // A field denied for writing stays readable.
+    sim.deny_field_write("oauth_credential", "scopes");
+    let resp = get(&sim, &format!("{row}?sysparm_fields=scopes")).await;
+    assert_eq!(json(resp).await["result"]["scopes"], "put");
+}
+
+#[tokio::test]
+async fn reference_input_takes_display_values_and_sys_ids() {
+    let (estate, reg) = estate_with(1);
+    let cred = estate.credentials()[0].clone();
+    let user = estate.user_sys_id().to_owned();
+    let sim = start(estate).await;
+    let create = |fields: serde_json::Value| {
+        let sim = sim.clone();
+        async move {
+            let (status, record) = write(
+                &sim,
+                Method::POST,
+                "/api/now/table/oauth_credential",
+                fields,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+            let id = record["sys_id"].as_str().unwrap().to_owned();
+            sim.row("oauth_credential", &id).unwrap()
+        }
+    };
+    // Display values (the referenced rows' display fields) are stored as their sys_ids.
+    let by_display = create(json!({
+        "peer": "Entra", "oauth_requestor_profile": cred.requestor_id, "user": "OAuth Keeper Service",
+    }))
+    .await;
+    assert_eq!(by_display["peer"], reg);
+    assert_eq!(
+        by_display["oauth_requestor_profile"],
+        cred.requestor_profile
+    );
+    assert_eq!(by_display["user"], user);
+    // Sys_ids of existing rows are kept.
+    let by_id = create(json!({
+        "peer": reg, "oauth_requestor_profile": cred.requestor_profile, "user": user,
+    }))
+    .await;
+    assert_eq!(
+        (
+            by_id["peer"].as_str(),
+            by_id["oauth_requestor_profile"].as_str(),
+            by_id["user"].as_str()
+        ),
+        (reg.as_str(), cred.requestor_profile.as_str(), user.as_str())
+    );
+    // A value that resolves to no row is stored empty (`user` displays as sys_user.name, not
+    // user_name); without display-value input it is stored as sent.
+    let unknown =
+        create(json!({"peer": "ffffffffffffffffffffffffffffffff", "user": "svc_oauth_keeper"}))
+            .await;
+    assert_eq!(
+        (unknown["peer"].as_str(), unknown["user"].as_str()),
+        ("", "")
+    );
+    let resp = req(&sim, Method::POST, "/api/now/table/oauth_credential")
+        .json(&json!({"peer": "Entra"}))
+        .send()
+        .await
+        .unwrap();
+    let raw = json(resp).await["result"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(sim.row("oauth_credential", &raw).unwrap()["peer"], "Entra");
+}
