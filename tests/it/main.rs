@@ -23,6 +23,9 @@
 //! - `oidc`: the real binary against a real authorization server (oidc-provider, installed by
 //!   the test itself): every client authentication, rotation with reuse detection, scope
 //!   subsets, dead grants, introspection of every stored token.
+//! - `pysnc`: ServiceNow's own Python client (PySNC, installed by the test itself) against the
+//!   real `simulate` binary: paging, encoded queries, dot-walks, display values, `get()`, a
+//!   401 and writes, each compared with what the simulator's raw API says.
 //! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
 //!   registry's hourly probe) without waiting.
 //! - `transaction`: the refresh transaction as a stateful property — random instance faults and
@@ -40,6 +43,8 @@ mod journal;
 mod kill;
 mod oidc;
 mod ops;
+#[cfg(feature = "sim")]
+mod pysnc;
 mod races;
 mod refresh;
 mod reporting;
