@@ -5,10 +5,12 @@
 //! have changed nothing.
 
 use crate::config::{Env, InstanceAuthSettings, Settings};
+use crate::servicenow::transcript::Recorder;
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The role the update set creates and the integration user must hold.
 pub const KEEPER_ROLE: &str = "snok_oauth_keeper";
@@ -135,8 +137,20 @@ fn skipped(name: &'static str, because: &str) -> Step {
     )
 }
 
+/// How `check` runs beyond the config.
+#[derive(Debug, Default)]
+pub struct CheckOptions {
+    /// Records every exchange with the instance (`check --record DIR`).
+    pub recorder: Option<Arc<Recorder>>,
+}
+
 /// Runs every step against the live instance.
 pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
+    run_with(settings, env, &CheckOptions::default()).await
+}
+
+/// [`run`], as `options` say.
+pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions) -> Checklist {
     let mut steps = vec![pass("config", format!("{} is valid", settings.source))];
     match settings.state.key.resolve(&settings.source, env) {
         Ok(_) => steps.push(pass(
@@ -160,7 +174,12 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
             ..RetryPolicy::default()
         },
     ) {
-        Ok(i) => i,
+        Ok(mut i) => {
+            if let Some(recorder) = &options.recorder {
+                i.set_recorder(Arc::clone(recorder));
+            }
+            i
+        }
         Err(e) => {
             steps.push(step(
                 "reachability",

@@ -11,6 +11,8 @@
 //! - [`verify`]: whether the receipts prove an answer stored ([`Written`] → [`Verified`]).
 //! - [`decode`]: decoding rows from answers.
 //! - [`error`]: [`SnError`] and how an answer becomes JSON or an error.
+//! - [`transcript`]: recordings of what the instance answered (`--record`), secrets replaced,
+//!   and what the keeper's decoders make of them (replayed by the tests).
 
 pub mod auth;
 pub mod client;
@@ -19,6 +21,7 @@ pub mod decode;
 pub mod error;
 pub mod rows;
 pub mod table;
+pub mod transcript;
 pub mod verify;
 
 pub use client::{Instance, RetryPolicy};

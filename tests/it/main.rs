@@ -28,6 +28,8 @@
 //!   401 and writes, each compared with what the simulator's raw API says.
 //! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
 //!   registry's hourly probe) without waiting.
+//! - `transcripts`: `--record` hides every secret; committed transcripts replay against the
+//!   keeper's decoders and a simulator seeded from them.
 //! - `transaction`: the refresh transaction as a stateful property — random instance faults and
 //!   a crash after any transition, against the provider's own books.
 
@@ -51,4 +53,5 @@ mod reporting;
 mod support;
 mod time;
 mod transaction;
+mod transcripts;
 mod writes;
