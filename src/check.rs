@@ -105,6 +105,8 @@ mod runbook {
     pub const WEB_SERVICES: u8 = 5;
     /// Configure the keeper.
     pub const CONFIG: u8 = 6;
+    /// The first run, which starts with `check --round-trip`.
+    pub const FIRST_RUN: u8 = 8;
 }
 
 fn step(
@@ -137,11 +139,16 @@ fn skipped(name: &'static str, because: &str) -> Step {
     )
 }
 
+pub mod round_trip;
+
 /// How `check` runs beyond the config.
 #[derive(Debug, Default)]
 pub struct CheckOptions {
     /// Records every exchange with the instance (`check --record DIR`).
     pub recorder: Option<Arc<Recorder>>,
+    /// Runs the round trip on a scratch credential under the registry of this name
+    /// (`check --round-trip`); `None` lists the round trip's beliefs as unproven.
+    pub round_trip: Option<String>,
 }
 
 /// Runs every step against the live instance.
@@ -367,6 +374,18 @@ pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions
             steps.push(skipped("time zone", "the user record is not readable"));
             steps.push(skipped("date format", "the user record is not readable"));
         }
+    }
+    match (&options.round_trip, &user) {
+        (None, _) => steps.push(round_trip::unproven()),
+        (Some(registry), Some(user)) => {
+            steps.extend(round_trip::run(&instance, registry, &text(user, "sys_id")).await);
+        }
+        (Some(_), None) => steps.extend(round_trip::ROUND_TRIP_STEPS.iter().map(|name| {
+            skipped(
+                name,
+                "the integration user's record (its sys_id) is not readable",
+            )
+        })),
     }
     Checklist {
         steps,

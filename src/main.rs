@@ -12,6 +12,7 @@ use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::observe::Observer;
 use sn_oauth_keeper::progress::Terminal;
+use sn_oauth_keeper::servicenow::scratch::SCRATCH_REGISTRY;
 use sn_oauth_keeper::servicenow::transcript::Recorder;
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use sn_oauth_keeper::{check, daemon, report};
@@ -156,6 +157,13 @@ enum Command {
         /// user name and the instance's host replaced by placeholders (safe for a bug report).
         #[arg(long, value_name = "DIR")]
         record: Option<PathBuf>,
+        /// Prove the whole write path on a scratch credential of the keeper's own (created,
+        /// read back, verified through the companion, deleted). Run it before the first refresh.
+        #[arg(long)]
+        round_trip: bool,
+        /// The registry scratch rows go under (one that is never refreshed).
+        #[arg(long, value_name = "NAME", requires = "round_trip", default_value = SCRATCH_REGISTRY)]
+        round_trip_registry: String,
     },
     /// Run the simulator alone (a ServiceNow instance with companion and OAuth providers).
     #[cfg(feature = "sim")]
@@ -287,8 +295,14 @@ async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
             with_settings(cli.config, |s| run(s, path)).await
         }
         Command::Status { format } => with_settings(cli.config, |s| status(s, format)).await,
-        Command::Check { format, record } => {
-            with_settings(cli.config, |s| check_cmd(s, format, record)).await
+        Command::Check {
+            format,
+            record,
+            round_trip,
+            round_trip_registry,
+        } => {
+            let round_trip = round_trip.then_some(round_trip_registry);
+            with_settings(cli.config, |s| check_cmd(s, format, record, round_trip)).await
         }
         Command::Journal {
             action: JournalCommand::List { format },
@@ -488,13 +502,21 @@ async fn check_cmd(
     settings: Settings,
     format: Format,
     record: Option<PathBuf>,
+    round_trip: Option<String>,
 ) -> anyhow::Result<u8> {
     let recorder = match recorder(&settings, record) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let checklist =
-        check::run_with(&settings, &ProcessEnv, &check::CheckOptions { recorder }).await;
+    let checklist = check::run_with(
+        &settings,
+        &ProcessEnv,
+        &check::CheckOptions {
+            recorder,
+            round_trip,
+        },
+    )
+    .await;
     match format {
         Format::Table => print!("{}", checklist.render()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&checklist)?),

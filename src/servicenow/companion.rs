@@ -3,7 +3,7 @@
 use super::client::Instance;
 use super::error::SnError;
 use reqwest::Method;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -40,7 +40,89 @@ impl fmt::Debug for CompanionSecrets {
     }
 }
 
+/// Most tokens one `/verify` call checks.
+pub const VERIFY_BATCH: usize = 100;
+
+/// A row's token as the keeper wrote it: the row and the SHA-256 of the token's UTF-8 bytes
+/// (lowercase hex). What `/verify` compares with what the instance stores — the token itself
+/// never travels for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenDigest {
+    /// The `oauth_credential` row.
+    pub sys_id: String,
+    /// SHA-256 of the token as written, 64 lowercase hex characters.
+    pub sha256: String,
+}
+
+impl TokenDigest {
+    /// The digest of `token` as written to `sys_id`.
+    pub fn of(sys_id: &str, token: &SecretString) -> TokenDigest {
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose_secret().as_bytes());
+        TokenDigest {
+            sys_id: sys_id.to_string(),
+            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
 impl Instance {
+    /// Asks the companion whether each row's decrypted `token_received` is the token the keeper
+    /// wrote (`POST {companion_path}/verify`, at most [`VERIFY_BATCH`] rows a call). Rows the
+    /// answer leaves out do not exist (or the companion cannot read them): they are absent from
+    /// the map, which is as good as a mismatch. Never sends or receives a token.
+    pub async fn verify_tokens(
+        &self,
+        digests: &[TokenDigest],
+    ) -> Result<HashMap<String, bool>, SnError> {
+        // The calls of one batch go out together: their latency is paid once.
+        let mut calls = tokio::task::JoinSet::new();
+        for batch in digests.chunks(VERIFY_BATCH) {
+            let (instance, batch) = (self.clone(), batch.to_vec());
+            calls.spawn(async move { instance.verify_batch(&batch).await });
+        }
+        let mut matches = HashMap::with_capacity(digests.len());
+        while let Some(joined) = calls.join_next().await {
+            let answered =
+                joined.map_err(|e| SnError::Malformed(format!("verify task failed: {e}")))??;
+            matches.extend(answered);
+        }
+        Ok(matches)
+    }
+
+    /// One `/verify` call of at most [`VERIFY_BATCH`] rows.
+    async fn verify_batch(&self, batch: &[TokenDigest]) -> Result<HashMap<String, bool>, SnError> {
+        let url = self.url(&format!("{}/verify", self.companion_path));
+        let tokens: Vec<Value> = batch
+            .iter()
+            .map(|d| serde_json::json!({ "sys_id": d.sys_id, "sha256": d.sha256 }))
+            .collect();
+        let body = serde_json::json!({ "tokens": tokens });
+        // Verifying changes nothing: safe to send again.
+        let answer = self.call(Method::POST, url, Some(body), true).await?;
+        let Some(Value::Array(items)) = answer.body.get("result") else {
+            return Err(SnError::Malformed(
+                "verify answer without a result array".into(),
+            ));
+        };
+        let mut matches = HashMap::with_capacity(batch.len());
+        for item in items {
+            let (Some(sys_id), Some(matched)) = (
+                item.get("sys_id").and_then(Value::as_str),
+                item.get("match").and_then(Value::as_bool),
+            ) else {
+                return Err(SnError::Malformed(
+                    "verify answer entry without sys_id and match".into(),
+                ));
+            };
+            // Only what was asked counts; an answer naming another row proves nothing.
+            if batch.iter().any(|d| d.sys_id == sys_id) {
+                matches.insert(sys_id.to_string(), matched);
+            }
+        }
+        Ok(matches)
+    }
+
     /// Asks the companion for the refresh tokens of refresh rows, never for a client secret.
     pub async fn fetch_secrets(
         &self,

@@ -8,6 +8,7 @@
 //!   events).
 //! - [`companion`]: the companion Scripted REST API (decrypted secrets).
 //! - [`rows`]: writes of `oauth_credential` rows, each answered with a receipt.
+//! - [`scratch`]: the scratch credential `check --round-trip` writes, reads back and deletes.
 //! - [`verify`]: whether the receipts prove an answer stored ([`Written`] → [`Verified`]).
 //! - [`decode`]: decoding rows from answers.
 //! - [`error`]: [`SnError`] and how an answer becomes JSON or an error.
@@ -20,6 +21,7 @@ pub mod companion;
 pub mod decode;
 pub mod error;
 pub mod rows;
+pub mod scratch;
 pub mod table;
 pub mod transcript;
 pub mod verify;
@@ -27,6 +29,7 @@ pub mod verify;
 pub use client::{Instance, RetryPolicy};
 pub use companion::{
     COMPANION_BATCH, COMPANION_INCLUDE, COMPANION_INCLUDE_SECRET, CompanionSecrets, SecretRequest,
+    TokenDigest, VERIFY_BATCH,
 };
 pub use decode::{decode_credential_row, field};
 pub use error::SnError;

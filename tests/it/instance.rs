@@ -103,7 +103,8 @@ async fn the_role_alone_runs_a_cycle_and_check_then_passes_without_changing_anyt
     bed.sim.clear_requests();
     let list = check_with(&bed.settings()).await;
     assert_eq!(list.exit_code(), 0, "{}", list.render());
-    for step in &list.steps {
+    // Everything passes but the round trip, which only `check --round-trip` runs.
+    for step in list.steps.iter().filter(|s| s.name != "round trip") {
         assert_eq!(step.verdict, Verdict::Pass, "{}", list.render());
     }
     assert_eq!(

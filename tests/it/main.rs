@@ -17,6 +17,8 @@
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
+//! - `round_trip`: `check --round-trip` passes on the simulator, and each wrong belief about
+//!   writes (a simulator quirk) fails its own step with its fix; nothing is left behind.
 //! - `reporting`: `[report]` events on the instance, one per state change.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
@@ -53,6 +55,7 @@ mod pysnc;
 mod races;
 mod refresh;
 mod reporting;
+mod round_trip;
 mod support;
 mod time;
 mod transaction;

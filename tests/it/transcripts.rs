@@ -64,36 +64,27 @@ async fn recordings_hold_no_secret_the_simulator_knows() {
     let config = config.to_str().unwrap();
     let record = bed.dir.path().join("recordings");
     let (check_dir, once_dir) = (record.join("check"), record.join("once"));
-    let out = bed
-        .run_binary(&[
-            "check",
+    let record_with = |command: &'static str, dir: &Path| {
+        let args = [
+            command,
             "--config",
             config,
             "--record",
-            check_dir.to_str().unwrap(),
-        ])
-        .await;
+            dir.to_str().unwrap(),
+        ]
+        .map(str::to_owned);
+        let bed = &bed;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bed.run_binary(&args).await
+        }
+    };
+    let out = record_with("check", &check_dir).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let out = bed
-        .run_binary(&[
-            "once",
-            "--config",
-            config,
-            "--record",
-            once_dir.to_str().unwrap(),
-        ])
-        .await;
+    let out = record_with("once", &once_dir).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // A folder that already holds a recording is refused before anything is sent.
-    let out = bed
-        .run_binary(&[
-            "check",
-            "--config",
-            config,
-            "--record",
-            check_dir.to_str().unwrap(),
-        ])
-        .await;
+    let out = record_with("check", &check_dir).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
 
