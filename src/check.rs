@@ -6,10 +6,12 @@
 
 use crate::config::{Env, InstanceAuthSettings, Settings};
 use crate::journal::Journal;
+use crate::servicenow::transcript::Recorder;
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The role the update set creates and the integration user must hold.
 pub const KEEPER_ROLE: &str = "snok_oauth_keeper";
@@ -104,6 +106,8 @@ mod runbook {
     pub const WEB_SERVICES: u8 = 5;
     /// Configure the keeper.
     pub const CONFIG: u8 = 6;
+    /// The first run, which starts with `check --round-trip`.
+    pub const FIRST_RUN: u8 = 8;
 }
 
 fn step(
@@ -136,8 +140,25 @@ fn skipped(name: &'static str, because: &str) -> Step {
     )
 }
 
+pub mod round_trip;
+
+/// How `check` runs beyond the config.
+#[derive(Debug, Default)]
+pub struct CheckOptions {
+    /// Records every exchange with the instance (`check --record DIR`).
+    pub recorder: Option<Arc<Recorder>>,
+    /// Runs the round trip on a scratch credential under the registry of this name
+    /// (`check --round-trip`); `None` lists the round trip's beliefs as unproven.
+    pub round_trip: Option<String>,
+}
+
 /// Runs every step against the live instance.
 pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
+    run_with(settings, env, &CheckOptions::default()).await
+}
+
+/// [`run`], as `options` say.
+pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions) -> Checklist {
     let mut steps = vec![pass("config", format!("{} is valid", settings.source))];
     match settings.state.key.resolve(&settings.source, env) {
         Ok(_) => steps.push(pass(
@@ -162,7 +183,12 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
             ..RetryPolicy::default()
         },
     ) {
-        Ok(i) => i,
+        Ok(mut i) => {
+            if let Some(recorder) = &options.recorder {
+                i.set_recorder(Arc::clone(recorder));
+            }
+            i
+        }
         Err(e) => {
             steps.push(step(
                 "reachability",
@@ -355,6 +381,18 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
             steps.push(skipped("time zone", "the user record is not readable"));
             steps.push(skipped("date format", "the user record is not readable"));
         }
+    }
+    match (&options.round_trip, &user) {
+        (None, _) => steps.push(round_trip::unproven()),
+        (Some(registry), Some(user)) => {
+            steps.extend(round_trip::run(&instance, registry, &text(user, "sys_id")).await);
+        }
+        (Some(_), None) => steps.extend(round_trip::ROUND_TRIP_STEPS.iter().map(|name| {
+            skipped(
+                name,
+                "the integration user's record (its sys_id) is not readable",
+            )
+        })),
     }
     Checklist {
         steps,

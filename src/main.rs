@@ -12,6 +12,8 @@ use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::observe::Observer;
 use sn_oauth_keeper::progress::Terminal;
+use sn_oauth_keeper::servicenow::scratch::SCRATCH_REGISTRY;
+use sn_oauth_keeper::servicenow::transcript::Recorder;
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use sn_oauth_keeper::{check, daemon, report};
 use std::path::PathBuf;
@@ -133,6 +135,10 @@ enum Command {
         /// No token request and no write: print what would be refreshed and why.
         #[arg(long)]
         dry_run: bool,
+        /// Record what the instance answered into this new or empty folder, every secret,
+        /// user name and the instance's host replaced by placeholders (safe for a bug report).
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
     },
     /// The daemon: a cycle every refresh.interval, /metrics /healthz /readyz on server.listen.
     Run,
@@ -147,6 +153,17 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Record what the instance answered into this new or empty folder, every secret,
+        /// user name and the instance's host replaced by placeholders (safe for a bug report).
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+        /// Prove the whole write path on a scratch credential of the keeper's own (created,
+        /// read back, verified through the companion, deleted). Run it before the first refresh.
+        #[arg(long)]
+        round_trip: bool,
+        /// The registry scratch rows go under (one that is never refreshed).
+        #[arg(long, value_name = "NAME", requires = "round_trip", default_value = SCRATCH_REGISTRY)]
+        round_trip_registry: String,
     },
     /// Run the simulator alone (a ServiceNow instance with companion and OAuth providers).
     #[cfg(feature = "sim")]
@@ -268,8 +285,8 @@ async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
         Command::Demo { seed } => demo(seed, terminal).await,
         #[cfg(feature = "sim")]
         Command::Simulate { listen, seed } => simulate(listen, seed).await,
-        Command::Once { dry_run } => {
-            with_settings(cli.config, |s| once(s, dry_run, terminal)).await
+        Command::Once { dry_run, record } => {
+            with_settings(cli.config, |s| once(s, dry_run, record, terminal)).await
         }
         // Handled in `main`, before logging starts.
         Command::Completions { .. } | Command::Man => Ok(0),
@@ -278,7 +295,15 @@ async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
             with_settings(cli.config, |s| run(s, path)).await
         }
         Command::Status { format } => with_settings(cli.config, |s| status(s, format)).await,
-        Command::Check { format } => with_settings(cli.config, |s| check_cmd(s, format)).await,
+        Command::Check {
+            format,
+            record,
+            round_trip,
+            round_trip_registry,
+        } => {
+            let round_trip = round_trip.then_some(round_trip_registry);
+            with_settings(cli.config, |s| check_cmd(s, format, record, round_trip)).await
+        }
         Command::Journal {
             action: JournalCommand::List { format },
         } => with_settings(cli.config, |s| journal_list(s, format)).await,
@@ -350,7 +375,35 @@ fn cycle_exit(e: &CycleError) -> u8 {
     }
 }
 
-async fn once(settings: Settings, dry_run: bool, terminal: Terminal) -> anyhow::Result<u8> {
+/// Starts the recording `--record DIR` asks for; a folder that cannot hold it is bad usage.
+fn recorder(settings: &Settings, dir: Option<PathBuf>) -> Result<Option<Arc<Recorder>>, u8> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    match Recorder::create(
+        &dir,
+        &settings.instance.url,
+        &settings.instance.username,
+        &settings.instance.password,
+    ) {
+        Ok(r) => Ok(Some(Arc::new(r))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn once(
+    settings: Settings,
+    dry_run: bool,
+    record: Option<PathBuf>,
+    terminal: Terminal,
+) -> anyhow::Result<u8> {
+    let recorder = match recorder(&settings, record) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
     let settings = Arc::new(settings);
     let journal = if dry_run {
         None
@@ -360,9 +413,12 @@ async fn once(settings: Settings, dry_run: bool, terminal: Terminal) -> anyhow::
             Err(code) => return Ok(code),
         }
     };
-    let keeper = Keeper::new(Arc::clone(&settings), journal)
+    let mut keeper = Keeper::new(Arc::clone(&settings), journal)
         .context("building the HTTP clients")?
         .with_observer(Observer::new(Arc::new(terminal)));
+    if let Some(recorder) = recorder {
+        keeper = keeper.with_recorder(recorder);
+    }
     let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
@@ -442,8 +498,25 @@ async fn status(settings: Settings, format: Format) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn check_cmd(settings: Settings, format: Format) -> anyhow::Result<u8> {
-    let checklist = check::run(&settings, &ProcessEnv).await;
+async fn check_cmd(
+    settings: Settings,
+    format: Format,
+    record: Option<PathBuf>,
+    round_trip: Option<String>,
+) -> anyhow::Result<u8> {
+    let recorder = match recorder(&settings, record) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let checklist = check::run_with(
+        &settings,
+        &ProcessEnv,
+        &check::CheckOptions {
+            recorder,
+            round_trip,
+        },
+    )
+    .await;
     match format {
         Format::Table => print!("{}", checklist.render()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&checklist)?),

@@ -150,6 +150,16 @@ impl Keeper {
         self
     }
 
+    /// Records every exchange with the instance into `recorder` (`once --record DIR`).
+    pub fn with_recorder(
+        mut self,
+        recorder: Arc<crate::servicenow::transcript::Recorder>,
+    ) -> Keeper {
+        self.instance.set_recorder(recorder);
+        self.rewire_events();
+        self
+    }
+
     /// Retries calls to the instance as `retry` says (the default waits up to 20 s between
     /// attempts; fault-injection tests and benchmarks want milliseconds).
     pub fn with_instance_retry(mut self, retry: RetryPolicy) -> Keeper {

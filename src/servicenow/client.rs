@@ -4,6 +4,7 @@
 use super::auth::TokenSource;
 use super::decode::credential_page;
 use super::error::{SnError, interpret};
+use super::transcript::Recorder;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
 use crate::domain::credential::CredentialRow;
@@ -97,6 +98,8 @@ pub struct Instance {
     pub(super) zone_warned: Arc<std::sync::atomic::AtomicBool>,
     /// Where `Retry-After` dates are measured from.
     clock: SharedClock,
+    /// Where every exchange is recorded (`--record`); `None`, the usual case, costs one check.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl fmt::Debug for Instance {
@@ -139,7 +142,13 @@ impl Instance {
             zone: Arc::new(tokio::sync::OnceCell::new()),
             zone_warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             clock: SystemClock::shared(),
+            recorder: None,
         })
+    }
+
+    /// Records every exchange with the instance from now on (`--record DIR`).
+    pub fn set_recorder(&mut self, recorder: Arc<Recorder>) {
+        self.recorder = Some(recorder);
     }
 
     /// Retries calls as `retry` says from now on.
@@ -286,6 +295,10 @@ impl Instance {
         let mut probe = self
             .observer
             .probe(Peer::Instance, endpoint, method.as_str());
+        let recorded = self
+            .recorder
+            .as_ref()
+            .map(|_| (method.clone(), url.clone()));
         let mut request = self
             .http
             .request(method, url)
@@ -296,8 +309,8 @@ impl Instance {
             }
             Authorization::Bearer(token) => request.bearer_auth(token.expose_secret()),
         };
-        if let Some(body) = body {
-            request = request.json(&body);
+        if let Some(body) = &body {
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
@@ -309,12 +322,22 @@ impl Instance {
         let status = response.status();
         probe.status(status.as_u16());
         let headers = response.headers().clone();
-        let body = wire::read_capped(response).await.map_err(|e| match e {
+        let body_bytes = wire::read_capped(response).await.map_err(|e| match e {
             BodyError::Transport(t) => SnError::NoAnswer(t),
             BodyError::TooLarge => {
                 SnError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
             }
         })?;
+        if let (Some(recorder), Some((method, url))) = (&self.recorder, &recorded) {
+            recorder.record(
+                method.as_str(),
+                url,
+                body.as_ref(),
+                status,
+                &headers,
+                &body_bytes,
+            );
+        }
         let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
@@ -322,12 +345,15 @@ impl Instance {
             .to_ascii_lowercase();
         let retry_after = wire::retry_after(&headers, status.as_u16(), self.clock.now());
         let fast = match decode {
-            Decode::CredentialPage => credential_page(status, &content_type, &body),
+            Decode::CredentialPage => credential_page(status, &content_type, &body_bytes),
             Decode::Json => None,
         };
         let (body, rows) = match fast {
             Some(rows) => (Value::Null, Some(rows)),
-            None => (interpret(status, &content_type, &body, retry_after)?, None),
+            None => (
+                interpret(status, &content_type, &body_bytes, retry_after)?,
+                None,
+            ),
         };
         let total_count = headers
             .get("x-total-count")

@@ -121,6 +121,10 @@ pub(super) fn interpret(
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> Result<Value, SnError> {
+    // A DELETE's answer: no body at all, by design.
+    if status == StatusCode::NO_CONTENT {
+        return Ok(Value::Object(serde_json::Map::new()));
+    }
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim_start();
     let looks_html =

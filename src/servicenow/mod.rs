@@ -8,9 +8,12 @@
 //!   events).
 //! - [`companion`]: the companion Scripted REST API (decrypted secrets).
 //! - [`rows`]: writes of `oauth_credential` rows, each answered with a receipt.
+//! - [`scratch`]: the scratch credential `check --round-trip` writes, reads back and deletes.
 //! - [`verify`]: whether the receipts prove an answer stored ([`Written`] → [`Verified`]).
 //! - [`decode`]: decoding rows from answers.
 //! - [`error`]: [`SnError`] and how an answer becomes JSON or an error.
+//! - [`transcript`]: recordings of what the instance answered (`--record`), secrets replaced,
+//!   and what the keeper's decoders make of them (replayed by the tests).
 
 pub mod auth;
 pub mod client;
@@ -18,7 +21,9 @@ pub mod companion;
 pub mod decode;
 pub mod error;
 pub mod rows;
+pub mod scratch;
 pub mod table;
+pub mod transcript;
 pub mod verify;
 
 pub use client::{Instance, RetryPolicy};

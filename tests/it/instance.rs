@@ -103,7 +103,8 @@ async fn the_role_alone_runs_a_cycle_and_check_then_passes_without_changing_anyt
     bed.sim.clear_requests();
     let list = check_with(&bed.settings()).await;
     assert_eq!(list.exit_code(), 0, "{}", list.render());
-    for step in &list.steps {
+    // Everything passes but the round trip, which only `check --round-trip` runs.
+    for step in list.steps.iter().filter(|s| s.name != "round trip") {
         assert_eq!(step.verdict, Verdict::Pass, "{}", list.render());
     }
     assert_eq!(
@@ -111,11 +112,12 @@ async fn the_role_alone_runs_a_cycle_and_check_then_passes_without_changing_anyt
         before,
         "check changed a credential row"
     );
+    // `/verify` is a POST that reads: the probe of an id that cannot exist changes nothing.
     let writes: Vec<_> = bed
         .sim
         .requests()
         .into_iter()
-        .filter(|r| r.method != "GET")
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/verify"))
         .collect();
     assert_eq!(
         writes.len(),

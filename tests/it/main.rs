@@ -17,6 +17,8 @@
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
+//! - `round_trip`: `check --round-trip` passes on the simulator, and each wrong belief about
+//!   writes (a simulator quirk) fails its own step with its fix; nothing is left behind.
 //! - `reporting`: `[report]` events on the instance, one per state change.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
@@ -25,8 +27,13 @@
 //! - `oidc`: the real binary against a real authorization server (oidc-provider, installed by
 //!   the test itself): every client authentication, rotation with reuse detection, scope
 //!   subsets, dead grants, introspection of every stored token.
+//! - `pysnc`: ServiceNow's own Python client (PySNC, installed by the test itself) against the
+//!   real `simulate` binary: paging, encoded queries, dot-walks, display values, `get()`, a
+//!   401 and writes, each compared with what the simulator's raw API says.
 //! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
 //!   registry's hourly probe) without waiting.
+//! - `transcripts`: `--record` hides every secret; committed transcripts replay against the
+//!   keeper's decoders and a simulator seeded from them.
 //! - `transaction`: the refresh transaction as a stateful property — random instance faults and
 //!   a crash after any transition, against the provider's own books.
 
@@ -43,11 +50,15 @@ mod journal;
 mod kill;
 mod oidc;
 mod ops;
+#[cfg(feature = "sim")]
+mod pysnc;
 mod races;
 mod refresh;
 mod reporting;
+mod round_trip;
 mod support;
 mod time;
 mod transaction;
+mod transcripts;
 mod verified;
 mod writes;

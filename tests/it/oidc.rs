@@ -11,7 +11,7 @@
 //! concurrent test processes. Without Node.js 20+ and npm, or when the install fails, these tests
 //! fail with a message that says so; they are never skipped.
 
-use crate::support::Bed;
+use crate::support::{Bed, install_once};
 use serde_json::{Value, json};
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::Mode;
@@ -41,13 +41,6 @@ fn manifest() -> &'static Path {
 
 fn keys() -> PathBuf {
     manifest().join("tests/oidc/keys")
-}
-
-/// FNV-1a: names the cache folder after the exact lockfile, so a changed lockfile installs anew.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The `node_modules` folder holding oidc-provider: installed on first use, then reused.
@@ -87,55 +80,45 @@ fn install() -> Result<PathBuf, String> {
         .map_err(|e| format!("tests/oidc/package.json: {e}"))?;
     let mut both = lock.clone();
     both.extend_from_slice(&package);
-    let cache =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oidc-provider-{:016x}", fnv(&both)));
-    let modules = cache.join("node_modules");
-    let done = cache.join(".installed");
-    if done.exists() {
-        return Ok(modules);
-    }
-    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
-    // Several test processes may start at once: one installs, the others wait for it.
-    let lock_file = std::fs::File::create(cache.with_extension("lock"))
-        .map_err(|e| format!("lock file: {e}"))?;
-    lock_file.lock().map_err(|e| format!("lock: {e}"))?;
-    if done.exists() {
-        return Ok(modules);
-    }
-    std::fs::write(cache.join("package.json"), &package).map_err(|e| e.to_string())?;
-    std::fs::write(cache.join("package-lock.json"), &lock).map_err(|e| e.to_string())?;
-    let npm = std::process::Command::new("npm")
-        .args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--loglevel=error",
-        ])
-        .current_dir(&cache)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            format!(
-                "the oidc-provider tests need npm on PATH to install tests/oidc/package-lock.json, and `npm` cannot be run ({e})"
-            )
-        })?;
-    if !npm.status.success() {
-        return Err(format!(
-            "`npm ci` of tests/oidc/package-lock.json into {} failed ({}); the oidc-provider tests cannot run without it:\n{}",
-            cache.display(),
-            npm.status,
-            String::from_utf8_lossy(&npm.stderr)
-        ));
-    }
-    if !modules.join("oidc-provider/package.json").exists() {
-        return Err(format!(
-            "`npm ci` finished but {} holds no oidc-provider",
-            modules.display()
-        ));
-    }
-    std::fs::write(&done, b"").map_err(|e| e.to_string())?;
-    Ok(modules)
+    let cache = install_once("oidc-provider", &both, |cache| {
+        std::fs::write(cache.join("package.json"), &package).map_err(|e| e.to_string())?;
+        std::fs::write(cache.join("package-lock.json"), &lock).map_err(|e| e.to_string())?;
+        let npm = std::process::Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--loglevel=error",
+            ])
+            .current_dir(cache)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!(
+                    "the oidc-provider tests need npm on PATH to install tests/oidc/package-lock.json, and `npm` cannot be run ({e})"
+                )
+            })?;
+        if !npm.status.success() {
+            return Err(format!(
+                "`npm ci` of tests/oidc/package-lock.json into {} failed ({}); the oidc-provider tests cannot run without it:\n{}",
+                cache.display(),
+                npm.status,
+                String::from_utf8_lossy(&npm.stderr)
+            ));
+        }
+        if !cache
+            .join("node_modules/oidc-provider/package.json")
+            .exists()
+        {
+            return Err(format!(
+                "`npm ci` finished but {} holds no oidc-provider",
+                cache.join("node_modules").display()
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(cache.join("node_modules"))
 }
 
 /// A client registered at the server.

@@ -196,3 +196,38 @@ impl Simulate {
         }
     }
 }
+
+/// FNV-1a: names a cache folder after the exact inputs of an install, so changed inputs install
+/// anew.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A tool installed for the tests under the target directory, once per version of its inputs:
+/// `install` fills the folder `CARGO_TARGET_TMPDIR/{name}-{hash of inputs}`, under a file lock so
+/// concurrent test processes install it once (the others wait, then reuse it). Returns the
+/// folder; a failed install leaves no marker, so the next run tries again.
+pub fn install_once(
+    name: &str,
+    inputs: &[u8],
+    install: impl FnOnce(&std::path::Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{:016x}", fnv(inputs)));
+    let done = cache.join(".installed");
+    if done.exists() {
+        return Ok(cache);
+    }
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let lock_file = std::fs::File::create(cache.with_extension("lock"))
+        .map_err(|e| format!("lock file: {e}"))?;
+    lock_file.lock().map_err(|e| format!("lock: {e}"))?;
+    if done.exists() {
+        return Ok(cache);
+    }
+    install(&cache)?;
+    std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+    Ok(cache)
+}

@@ -220,6 +220,15 @@ impl Estate {
         self
     }
 
+    /// Gives the integration user this sys_id and `user_name` (a replayed transcript names its
+    /// user by a placeholder).
+    #[must_use]
+    pub fn with_user_identity(mut self, sys_id: &str, user_name: &str) -> Estate {
+        sys_id.clone_into(&mut self.user.sys_id);
+        user_name.clone_into(&mut self.user.user_name);
+        self
+    }
+
     /// Sets the integration user's password.
     #[must_use]
     pub fn with_user_password(mut self, password: &str) -> Estate {

@@ -118,6 +118,9 @@ pub(crate) struct InstanceSide {
     /// field-level write ACL that denies it (tests set these through
     /// [`crate::Simulator::deny_field_write`]).
     pub denied_field_writes: BTreeSet<(String, String)>,
+    /// How this instance differs from what the keeper believes (`check --round-trip`'s
+    /// counter-examples), in the order set.
+    pub quirks: Vec<crate::InstanceQuirk>,
 }
 
 impl Default for InstanceSide {
@@ -132,6 +135,7 @@ impl Default for InstanceSide {
             oauth: OAuthServer::default(),
             audit: Vec::new(),
             denied_field_writes: BTreeSet::new(),
+            quirks: Vec::new(),
         }
     }
 }

@@ -77,6 +77,20 @@ pub const COMPANION_PATH: &str = "/api/snok/oauth_keeper";
 /// Path of the instance's own OAuth token endpoint.
 pub const INSTANCE_TOKEN_PATH: &str = "/oauth_token.do";
 
+/// A way a real instance might differ from what the keeper believes about writes with
+/// `sysparm_input_display_value=true` (the inferred facts of `migrations-docs/README.md`):
+/// switched on with [`Simulator::add_quirk`], each one is a counter-example that
+/// `check --round-trip` must catch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceQuirk {
+    /// A reference sent as a sys_id is stored empty (only display values resolve).
+    ReferencesStoredEmpty,
+    /// A password2 value is stored as sent, unencrypted.
+    TokensStoredUnencrypted,
+    /// Date-times are read in this zone (IANA name), not the integration user's.
+    DatesReadInZone(String),
+}
+
 /// Which part of the simulator served a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -354,6 +368,11 @@ impl Simulator {
             .instance
             .denied_field_writes
             .remove(&(table.to_owned(), column.to_owned()));
+    }
+
+    /// Makes this instance differ from the keeper's beliefs as `quirk` says, from now on.
+    pub fn add_quirk(&self, quirk: InstanceQuirk) {
+        self.shared().lock().instance.quirks.push(quirk);
     }
 
     /// Replaces the integration user's roles.

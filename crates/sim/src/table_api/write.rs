@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::render::render;
 use super::{Ctx, Outcome, not_found, read_one, respond};
+use crate::InstanceQuirk;
 use crate::answer::{error, instance_headers};
 use crate::datetime;
 use crate::db::Row;
@@ -71,7 +72,15 @@ fn convert_inputs(
     input_display: bool,
     operation: &str,
 ) -> Vec<(String, String)> {
-    let tz = st.user_tz();
+    let quirks = st.instance.quirks.clone();
+    let quirk = |q: &InstanceQuirk| quirks.contains(q);
+    let tz = quirks
+        .iter()
+        .find_map(|q| match q {
+            InstanceQuirk::DatesReadInZone(zone) => Some(datetime::resolve_tz(zone, "UTC")),
+            _ => None,
+        })
+        .unwrap_or_else(|| st.user_tz());
     let date_format = st.user_date_format();
     let mut out = Vec::new();
     for (name, value) in body {
@@ -89,7 +98,13 @@ fn convert_inputs(
             continue;
         };
         let stored = match kind {
-            Kind::Password2 if input_display && !input.is_empty() => st.encrypt(&input),
+            Kind::Password2
+                if input_display
+                    && !input.is_empty()
+                    && !quirk(&InstanceQuirk::TokensStoredUnencrypted) =>
+            {
+                st.encrypt(&input)
+            }
             Kind::DateTime if input.trim().is_empty() => String::new(),
             Kind::DateTime if input_display => datetime::from_display(&input, &tz, &date_format)
                 .map(datetime::format_utc)
@@ -110,9 +125,12 @@ fn convert_inputs(
                 .iter()
                 .find(|(_, label)| *label == input)
                 .map_or(input, |(value, _)| (*value).to_owned()),
-            Kind::Reference(target) if input_display && !input.is_empty() => {
-                reference_input(st, target, input)
-            }
+            Kind::Reference(target) if input_display && !input.is_empty() => reference_input(
+                st,
+                target,
+                input,
+                quirk(&InstanceQuirk::ReferencesStoredEmpty),
+            ),
             Kind::Password2 | Kind::Choice(_) | Kind::Reference(_) | Kind::Text | Kind::SysId => {
                 input
             }
@@ -132,8 +150,9 @@ fn convert_inputs(
 /// looking for a display value, which differs only if some row's display value is another
 /// row's sys_id. A value that matches neither is stored empty (believed: the platform does not
 /// store a reference it cannot resolve from a display value).
-fn reference_input(st: &State, target: &str, input: String) -> String {
-    if st.db.get(target, &input).is_some() {
+/// [`InstanceQuirk::ReferencesStoredEmpty`] (`ids_unresolved`) takes display values only.
+fn reference_input(st: &State, target: &str, input: String, ids_unresolved: bool) -> String {
+    if !ids_unresolved && st.db.get(target, &input).is_some() {
         return input;
     }
     st.db.find_by_display(target, &input).unwrap_or_default()
