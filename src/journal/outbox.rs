@@ -860,4 +860,26 @@ mod tests {
         let j = Journal::open(dir.path(), Some(&new)).unwrap();
         assert_eq!(j.pending().unwrap().len(), 2);
     }
+
+    #[tokio::test]
+    async fn nothing_stays_readable_under_the_old_key_after_a_rekey() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (JournalKey::random().unwrap(), JournalKey::random().unwrap());
+        let j = Journal::open(dir.path(), Some(&old)).unwrap();
+        journaled(&j, "r1").await;
+        let sealed: Vec<u8> = j
+            .with_conn(|c| Ok(c.query_row("SELECT sealed FROM pending", [], |r| r.get(0))?))
+            .unwrap();
+        j.rekey(&new).unwrap();
+        // Still open, as a daemon's would be: nothing may wait for a checkpoint at close.
+        let needle = &sealed[..32];
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the old ciphertext is still in the files"
+            );
+        }
+        drop(j);
+    }
 }

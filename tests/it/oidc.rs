@@ -976,3 +976,44 @@ async fn entra_v1_asks_by_resource_and_v2_by_scope_at_a_real_server() {
     assert_eq!(answers[0]["aud"], API, "{}", answers[0]);
     assert_eq!(answers[0]["scope"], "api:read api:write", "{}", answers[0]);
 }
+
+/// Verified write-back at a real server with rotation and reuse detection: while the instance
+/// discards the keeper's writes of `token_received` (a field-level write ACL), the rotated tokens
+/// wait in the journal and nothing is spent again; once the writes stick, the journal delivers
+/// them, and the server's own books show no token presented twice and the stored ones live.
+#[tokio::test]
+async fn a_discarded_token_write_spends_nothing_and_is_delivered_once_it_sticks() {
+    let server = Server::start(&[post_client()], true).await;
+    let (estate, seeded) = rotating_estate(&server, 2, 74).await;
+    let bed = Bed::start(estate).await;
+    let config = bed.config_file(EVERY_CYCLE);
+    let args = ["once", "--config", config.to_str().unwrap()];
+    let once = || bed.run_binary(&args);
+    bed.sim
+        .deny_field_write("oauth_credential", "token_received");
+    for run in 1..=2 {
+        let out = once().await;
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "run {run}: {shown}");
+        assert!(shown.contains("write_not_stored"), "run {run}: {shown}");
+    }
+    assert_eq!(
+        grants(&server.log().await).len(),
+        2,
+        "one refresh per credential; the second run spent no token"
+    );
+    bed.sim
+        .allow_field_write("oauth_credential", "token_received");
+    let out = once().await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = server.log().await;
+    assert_eq!(
+        grants(&log).len(),
+        2,
+        "delivered from the journal, not refreshed"
+    );
+    assert_no_reuse(&log);
+    let pairs: Vec<(&SeededCredential, &str)> =
+        seeded.iter().map(|(c, _, _)| (c, "keeper-post")).collect();
+    assert_all_live(&bed, &server, &pairs).await;
+}
