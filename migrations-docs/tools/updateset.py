@@ -4,15 +4,17 @@
     python3 migrations-docs/tools/updateset.py build   # rewrite the update set XML from sources
     python3 migrations-docs/tools/updateset.py check   # what CI runs; exits 1 on any problem
 
-The update set is generated, never edited by hand, so it cannot drift from the readable source
-(migrations-docs/companion/secrets.js). `check` proves that the committed XML
+The update set is generated, never edited by hand, so it cannot drift from the readable sources
+(the scripts in migrations-docs/companion/). `check` proves that the committed XML
   * is well-formed, and so is every record payload inside it;
   * is exactly what `build` produces from the current sources;
-  * embeds the resource script byte for byte;
+  * embeds every script of migrations-docs/companion/ byte for byte, each in its record, and no
+    other script;
   * contains exactly the records that migrations-docs/README.md documents (the records table and
     the ACL table between their <!-- ...:begin/end --> markers), no more, no fewer;
   * is consistent: every ACL is bound to the role, the API's base path is /api/<namespace>/<id>,
-    the resource uses the REST ACL.
+    each resource is authenticated and authorised by the REST_Endpoint ACL of its path, and no
+    Script Include is client callable.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import hashlib
 import re
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent
-SCRIPT = DOCS / "companion" / "secrets.js"
+SCRIPTS = DOCS / "companion"
 OUTPUT = DOCS / "update-set" / "sn-oauth-keeper-companion.xml"
 README = DOCS / "README.md"
 
@@ -37,8 +40,43 @@ NAMESPACE = "snok"
 API_ID = "oauth_keeper"
 API_NAME = "OAuth Keeper Companion"
 BASE_URI = f"/api/{NAMESPACE}/{API_ID}"
-RESOURCE = "secrets"
-REST_ACL = f"{BASE_URI}/{RESOURCE}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource (sys_ws_operation) of the Scripted REST API."""
+    key: str            # fixes its sys_id
+    name: str
+    method: str
+    path: str           # relative to BASE_URI; its REST_Endpoint ACL is named BASE_URI + path
+    script: str         # file in companion/
+    summary: str
+
+
+@dataclass(frozen=True)
+class ScriptInclude:
+    """A global Script Include the resources call (never client callable)."""
+    name: str
+    description: str
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.js"
+
+
+RESOURCES = [
+    Resource("secrets", "secrets", "GET", "/secrets", "secrets.js",
+             "GET ?sys_id=<refresh row>[,...][&include=client_secret]"),
+    Resource("verify", "verify", "POST", "/verify", "verify.js",
+             'POST {"tokens":[{"sys_id","sha256"}]}: whether stored tokens hash to the digests'),
+]
+SCRIPT_INCLUDES = [
+    ScriptInclude("SnokOAuthKeeperCompanion",
+                  "sn-oauth-keeper companion: who may call, the audit line, the JSON answer and "
+                  "the error envelope every resource of the OAuth Keeper Companion shares."),
+]
+# The API's default ACL: the REST_Endpoint ACL of the first resource, as in release 1.0.0.
+DEFAULT_ACL_PATH = RESOURCES[0].path
 
 # (name, operation) of the record ACLs, in the order the README lists them.
 RECORD_ACLS = [
@@ -95,12 +133,24 @@ def record(table: str, rid: str, fields: list) -> str:
             f'<{table} action="INSERT_OR_UPDATE">{body}</{table}></record_update>')
 
 
+def rest_acl_name(path: str) -> str:
+    return f"{BASE_URI}{path}"
+
+
+def rest_acl_id(path: str) -> str:
+    # The first REST ACL keeps the sys_id it had when it was the only one.
+    return sys_id("acl|rest") if path == DEFAULT_ACL_PATH else sys_id(f"acl|rest|{path}")
+
+
+def script_text(file: str) -> str:
+    return (SCRIPTS / file).read_text(encoding="utf-8")
+
+
 def records() -> list[tuple[str, str, str, str, str]]:
     """(table, sys_id, update type, target name, payload) of every record, in commit order."""
-    script = SCRIPT.read_text(encoding="utf-8")
     role_id = sys_id("role")
     api_id = sys_id("api")
-    rest_acl_id = sys_id("acl|rest")
+    default_acl = rest_acl_name(DEFAULT_ACL_PATH)
     out = []
     out.append(("sys_user_role", role_id, "Role", ROLE, record("sys_user_role", role_id, [
         ("name", ROLE),
@@ -116,6 +166,20 @@ def records() -> list[tuple[str, str, str, str, str]]:
         ("requires_subscription", ""),
         ("scoped_admin", "false"),
     ])))
+    for include in SCRIPT_INCLUDES:
+        include_id = sys_id(f"script_include|{include.name}")
+        out.append(("sys_script_include", include_id, "Script Include", include.name,
+                    record("sys_script_include", include_id, [
+                        ("name", include.name),
+                        ("sys_name", include.name),
+                        ("api_name", f"global.{include.name}"),
+                        ("description", include.description),
+                        ("script", script_text(include.script)),
+                        ("active", "true"),
+                        # Never callable from the browser (GlideAjax), and only from this scope.
+                        ("client_callable", "false"),
+                        ("access", "package_private"),
+                    ])))
     out.append(("sys_ws_definition", api_id, "Scripted REST Service", API_NAME,
                 record("sys_ws_definition", api_id, [
                     ("name", API_NAME),
@@ -132,33 +196,37 @@ def records() -> list[tuple[str, str, str, str, str]]:
                     ("consumes_customized", "true"),
                     ("produces", "application/json"),
                     ("produces_customized", "true"),
-                    ("enforce_acl", {"display_value": REST_ACL}, rest_acl_id),
+                    ("enforce_acl", {"display_value": default_acl}, rest_acl_id(DEFAULT_ACL_PATH)),
                     ("default_operation_uri", ""),
                 ])))
-    op_id = sys_id("operation|secrets")
-    out.append(("sys_ws_operation", op_id, "Scripted REST Resource", RESOURCE,
-                record("sys_ws_operation", op_id, [
-                    ("name", RESOURCE),
-                    ("sys_name", RESOURCE),
-                    ("web_service_definition", {"display_value": API_NAME}, api_id),
-                    ("web_service_version", ""),
-                    ("http_method", "GET"),
-                    ("relative_path", f"/{RESOURCE}"),
-                    ("operation_uri", f"{BASE_URI}/{RESOURCE}"),
-                    ("operation_script", script),
-                    ("active", "true"),
-                    ("requires_authentication", "true"),
-                    ("requires_acl_authorization", "true"),
-                    ("requires_snc_internal_role", "false"),
-                    ("enforce_acl", {"display_value": REST_ACL}, rest_acl_id),
-                    ("consumes", "application/json"),
-                    ("consumes_customized", "true"),
-                    ("produces", "application/json"),
-                    ("produces_customized", "true"),
-                    ("short_description", "GET ?sys_id=<refresh row>[,...][&include=client_secret]"),
-                    ("request_example", ""),
-                ])))
-    acls = [(REST_ACL, "execute", "rest_endpoint", rest_acl_id)]
+    for resource in RESOURCES:
+        # The first resource keeps the sys_id it had when it was the only one.
+        op_id = sys_id(f"operation|{resource.key}")
+        acl_name = rest_acl_name(resource.path)
+        out.append(("sys_ws_operation", op_id, "Scripted REST Resource", resource.name,
+                    record("sys_ws_operation", op_id, [
+                        ("name", resource.name),
+                        ("sys_name", resource.name),
+                        ("web_service_definition", {"display_value": API_NAME}, api_id),
+                        ("web_service_version", ""),
+                        ("http_method", resource.method),
+                        ("relative_path", resource.path),
+                        ("operation_uri", f"{BASE_URI}{resource.path}"),
+                        ("operation_script", script_text(resource.script)),
+                        ("active", "true"),
+                        ("requires_authentication", "true"),
+                        ("requires_acl_authorization", "true"),
+                        ("requires_snc_internal_role", "false"),
+                        ("enforce_acl", {"display_value": acl_name}, rest_acl_id(resource.path)),
+                        ("consumes", "application/json"),
+                        ("consumes_customized", "true"),
+                        ("produces", "application/json"),
+                        ("produces_customized", "true"),
+                        ("short_description", resource.summary),
+                        ("request_example", ""),
+                    ])))
+    paths = list(dict.fromkeys(r.path for r in RESOURCES))
+    acls = [(rest_acl_name(p), "execute", "rest_endpoint", rest_acl_id(p)) for p in paths]
     acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in RECORD_ACLS]
     for name, operation, kind, acl_id in acls:
         out.append(("sys_security_acl", acl_id, "Access Control", f"{name}.{operation}",
@@ -235,7 +303,7 @@ def build() -> str:
 
 
 def documented(marker: str) -> list[list[str]]:
-    """Rows (cells without backticks) of the README table between the marker comments."""
+    """Rows (cells as written) of the README table between the marker comments."""
     text = README.read_text(encoding="utf-8")
     match = re.search(rf"<!-- {marker}:begin -->(.*?)<!-- {marker}:end -->", text, re.S)
     if not match:
@@ -243,9 +311,14 @@ def documented(marker: str) -> list[list[str]]:
     rows = []
     for line in match.group(1).splitlines():
         if line.startswith("|") and not re.match(r"^\|\s*-", line):
-            cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
             rows.append(cells)
     return rows[1:]  # without the header row
+
+
+def code_spans(cell: str) -> list[str]:
+    """The `code` spans of a table cell: the names it gives."""
+    return re.findall(r"`([^`]*)`", cell)
 
 
 def check() -> list[str]:
@@ -282,23 +355,43 @@ def check() -> list[str]:
         problems.append(f"{OUTPUT.name} is not what `updateset.py build` makes from the current "
                         "sources: run it and commit the result")
 
+    # Every script of companion/ is embedded, byte for byte, in the record that runs it.
     ops = found.get("sys_ws_operation", [])
-    if len(ops) != 1 or (ops[0].findtext("operation_script") or "") != SCRIPT.read_text(encoding="utf-8"):
-        problems.append("the resource script in the update set differs from companion/secrets.js")
+    includes = found.get("sys_script_include", [])
+    embedded: dict[str, str] = {}
+    for resource in RESOURCES:
+        match = [r for r in ops if r.findtext("http_method") == resource.method
+                 and r.findtext("relative_path") == resource.path]
+        if len(match) != 1:
+            problems.append(f"the update set must hold one resource {resource.method} {resource.path}")
+            continue
+        embedded[resource.script] = match[0].findtext("operation_script") or ""
+    for include in SCRIPT_INCLUDES:
+        match = [r for r in includes if r.findtext("name") == include.name]
+        if len(match) != 1:
+            problems.append(f"the update set must hold one Script Include {include.name}")
+            continue
+        embedded[include.script] = match[0].findtext("script") or ""
+    for file in sorted(p.name for p in SCRIPTS.glob("*.js")):
+        if file not in embedded:
+            problems.append(f"companion/{file} is in no record of the update set")
+        elif embedded[file] != script_text(file):
+            problems.append(f"the update set's copy of companion/{file} differs from the file")
 
     # Exactly the documented records: counts per table and the named records.
-    for table, count, ident, *_ in documented("records"):
+    for table, count, names_cell, *_ in documented("records"):
+        table = table.strip("`")
         have = found.get(table, [])
         if str(len(have)) != count:
             problems.append(f"README documents {count} {table} record(s); the update set has {len(have)}")
-        if ident and not ident.startswith("("):
+        if not names_cell.startswith("("):
             names = sorted(r.findtext("name") or "" for r in have)
-            if names != [ident] * len(have):
-                problems.append(f"README names the {table} record {ident!r}; the update set has {names}")
-    undocumented = set(found) - {row[0] for row in documented("records")}
+            if names != sorted(code_spans(names_cell)):
+                problems.append(f"README names the {table} records {names_cell}; the update set has {names}")
+    undocumented = set(found) - {row[0].strip("`") for row in documented("records")}
     if undocumented:
         problems.append(f"records of undocumented tables: {sorted(undocumented)}")
-    acls_doc = sorted((name, op, kind) for name, op, kind, *_ in documented("acls"))
+    acls_doc = sorted((name.strip("`"), op, kind) for name, op, kind, *_ in documented("acls"))
     acls_xml = sorted((r.findtext("name"), r.findtext("operation"), r.findtext("type"))
                       for r in found.get("sys_security_acl", []))
     if acls_doc != acls_xml:
@@ -317,13 +410,19 @@ def check() -> list[str]:
         expected = f"/api/{api.findtext('namespace')}/{api.findtext('service_id')}"
         if api.findtext("base_uri") != expected or expected != BASE_URI:
             problems.append(f"base_uri {api.findtext('base_uri')!r} is not {expected!r} / {BASE_URI!r}")
-    rest = [r.findtext("sys_id") for r in found.get("sys_security_acl", [])
-            if r.findtext("type") == "rest_endpoint"]
+    rest = {r.findtext("sys_id"): r.findtext("name") for r in found.get("sys_security_acl", [])
+            if r.findtext("type") == "rest_endpoint"}
     for op in ops:
-        if op.findtext("requires_acl_authorization") != "true" or op.findtext("enforce_acl") not in rest:
-            problems.append("the resource must require authorization by the REST_Endpoint ACL")
-        if op.findtext("requires_authentication") != "true" or op.findtext("http_method") != "GET":
-            problems.append("the resource must be an authenticated GET")
+        where = f"{op.findtext('http_method')} {op.findtext('relative_path')}"
+        if (op.findtext("requires_acl_authorization") != "true"
+                or rest.get(op.findtext("enforce_acl")) != f"{BASE_URI}{op.findtext('relative_path')}"):
+            problems.append(f"{where} must require authorization by the REST_Endpoint ACL of its path")
+        if op.findtext("requires_authentication") != "true":
+            problems.append(f"{where} must require authentication")
+    for include in includes:
+        if include.findtext("client_callable") != "false" or include.findtext("access") != "package_private":
+            problems.append(f"Script Include {include.findtext('name')} must be neither client callable "
+                            "nor accessible from other scopes")
     return problems
 
 

@@ -1,12 +1,14 @@
 //! The companion Scripted REST API the keeper installs on the instance: the only way to read
-//! password2 values in clear, since the Table API returns ciphertext. It answers exactly as
-//! `migrations-docs/companion/secrets.js` does (the shared cases in
-//! `tests/contract/companion.json` hold both to it):
-//! `GET {companion_path}/secrets?sys_id=<id>[,<id>…][&include=client_secret]` (at most 100 ids)
-//! → `{"result":[{"sys_id","refresh_token"[,"client_secret"]}]}` for `refresh_token` rows whose
-//! token decrypts, in the order asked; anything else is left out. One audit line per call.
+//! password2 values in clear, since the Table API returns ciphertext. It answers exactly as the
+//! scripts in `migrations-docs/companion/` do (the shared cases in
+//! `tests/contract/companion.json` hold both to it): one module per resource ([`secrets`],
+//! [`verify`]), and here what they share as the script include `SnokOAuthKeeperCompanion`
+//! does — routing, who may call, the one audit line per call, the answer and the error envelope.
 
-use serde_json::{Map, Value, json};
+mod secrets;
+mod verify;
+
+use serde_json::{Map, Value};
 
 use crate::answer::{authenticate, error, instance_headers};
 use crate::server::{Incoming, SimResponse};
@@ -15,141 +17,122 @@ use crate::state::{Shared, State};
 /// Role the companion API requires (created by the update set in `migrations-docs/`).
 pub const COMPANION_ROLE: &str = "snok_oauth_keeper";
 
-/// Most ids one call may ask for.
+/// Most ids one `GET /secrets` may ask for.
 pub const MAX_IDS: usize = 100;
+
+/// Most tokens one `POST /verify` may ask about.
+pub const MAX_TOKENS: usize = 100;
 
 /// The `source` of the companion's audit lines in the instance's system log.
 pub const AUDIT_SOURCE: &str = "sn-oauth-keeper companion";
+
+/// A resource of the companion, as the update set's `sys_ws_operation` records define them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resource {
+    Secrets,
+    Verify,
+}
+
+impl Resource {
+    /// The resource a method and a path under the companion's base path name, if any.
+    fn route(method: &str, path: &str) -> Option<Resource> {
+        match (method, path) {
+            // HEAD is GET without a body, as the platform serves it.
+            ("GET" | "HEAD", "/secrets") => Some(Resource::Secrets),
+            ("POST", "/verify") => Some(Resource::Verify),
+            _ => None,
+        }
+    }
+
+    /// How the audit line names it.
+    fn label(self) -> &'static str {
+        match self {
+            Resource::Secrets => "GET /secrets",
+            Resource::Verify => "POST /verify",
+        }
+    }
+}
 
 pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
     let mut st = shared.lock();
     if let Err(resp) = authenticate(&mut st, req) {
         return resp;
     }
-    let resource = req
+    let path = req
         .path
         .strip_prefix(shared.companion_path.as_str())
         .unwrap_or_default()
         .trim_end_matches('/');
+    let resource = Resource::route(&req.method.to_ascii_uppercase(), path);
     // Without the update set there is no such API: the instance answers as for any unknown
     // `/api/` path.
-    if !st.instance.companion_installed
-        || resource != "/secrets"
-        || !matches!(req.method.as_str(), "GET" | "HEAD")
-    {
+    let Some(resource) = resource.filter(|_| st.instance.companion_installed) else {
         return error(
             &mut st,
             400,
             "Requested URI does not represent any resource",
             None,
         );
+    };
+    let mut call = Call {
+        st: &mut st,
+        resource,
+    };
+    if let Err(refused) = call.admit() {
+        return refused;
     }
-    if !st.has_role(COMPANION_ROLE) {
+    match resource {
+        Resource::Secrets => secrets::answer(&mut call, req),
+        Resource::Verify => verify::answer(&mut call, req),
+    }
+}
+
+/// One call of one resource: what the script include gives every resource script.
+struct Call<'a> {
+    st: &'a mut State,
+    resource: Resource,
+}
+
+impl Call<'_> {
+    /// Refuses the call (403) unless the caller may use the companion; checked before anything
+    /// else, so a caller who may not learns nothing about its parameters.
+    fn admit(&mut self) -> Result<(), SimResponse> {
+        if self.st.has_role(COMPANION_ROLE) {
+            return Ok(());
+        }
         let detail = format!("The caller lacks role {COMPANION_ROLE}");
-        return refuse(
-            &mut st,
+        Err(self.refuse(
             403,
             "Insufficient rights to query records",
             &detail,
             "no_role",
-        );
+        ))
     }
-    let includes = values(req, "include");
-    if includes.iter().any(|i| i != "client_secret") {
-        return refuse(
-            &mut st,
-            400,
-            "Invalid parameter include",
-            "include accepts only client_secret",
-            "bad_include",
-        );
+
+    /// The call's one audit line.
+    fn audit(&mut self, text: &str) {
+        let user = self.st.user_name();
+        let line = format!("user={user} {} {text}", self.resource.label());
+        self.st.instance.audit.push(line);
     }
-    let with_secret = !includes.is_empty();
-    let mut ids: Vec<String> = Vec::new();
-    for id in values(req, "sys_id") {
-        if !ids.contains(&id) {
-            ids.push(id);
+
+    /// A refusal in the instance's error envelope, after its audit line.
+    fn refuse(&mut self, status: u16, message: &str, detail: &str, why: &str) -> SimResponse {
+        self.audit(&format!("refused={why}"));
+        error(self.st, status, message, Some(detail))
+    }
+
+    /// A JSON answer.
+    fn send(&mut self, status: u16, body: &Value) -> SimResponse {
+        SimResponse {
+            status,
+            headers: instance_headers(self.st),
+            body: body.to_string().into_bytes(),
         }
-    }
-    if ids.is_empty() {
-        return refuse(
-            &mut st,
-            400,
-            "Missing parameter sys_id",
-            "Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]",
-            "no_ids",
-        );
-    }
-    if ids.len() > MAX_IDS {
-        let detail = format!(
-            "At most {MAX_IDS} sys_id values per request, got {}",
-            ids.len()
-        );
-        return refuse(&mut st, 400, "Too many sys_ids", &detail, "too_many_ids");
-    }
-    let mut result = Vec::new();
-    let mut answered: Vec<&str> = Vec::new();
-    for id in &ids {
-        if !is_sys_id(id) {
-            continue;
-        }
-        let Some(row) = st.db.get("oauth_credential", id) else {
-            continue;
-        };
-        if row.get("type").map(String::as_str) != Some("refresh_token") {
-            continue;
-        }
-        let Some(token) = row
-            .get("token_received")
-            .and_then(|t| st.decrypt(t))
-            .filter(|t| !t.is_empty())
-        else {
-            continue;
-        };
-        let mut entry = Map::new();
-        entry.insert("sys_id".to_owned(), json!(id));
-        entry.insert("refresh_token".to_owned(), json!(token));
-        if with_secret {
-            let secret = row
-                .get("peer")
-                .and_then(|peer| st.db.get("oauth_entity", peer))
-                .and_then(|entity| entity.get("client_secret"))
-                .and_then(|s| st.decrypt(s))
-                .filter(|s| !s.is_empty());
-            if let Some(secret) = secret {
-                entry.insert("client_secret".to_owned(), json!(secret));
-            }
-        }
-        result.push(Value::Object(entry));
-        answered.push(id);
-    }
-    let line = format!(
-        "requested={} returned={} client_secret={} ids={}",
-        ids.len(),
-        answered.len(),
-        if with_secret { "yes" } else { "no" },
-        answered.join(",")
-    );
-    audit(&mut st, &line);
-    SimResponse {
-        status: 200,
-        headers: instance_headers(&mut st),
-        body: json!({ "result": result }).to_string().into_bytes(),
     }
 }
 
-/// An error the script itself writes (same envelope as the Table API), after its audit line.
-fn refuse(st: &mut State, status: u16, message: &str, detail: &str, why: &str) -> SimResponse {
-    audit(st, &format!("refused={why}"));
-    error(st, status, message, Some(detail))
-}
-
-fn audit(st: &mut State, text: &str) {
-    let user = st.user_name();
-    st.instance.audit.push(format!("user={user} {text}"));
-}
-
-/// Every value of a repeated or comma-separated parameter, trimmed, without empties.
+/// Every value of a repeated or comma-separated query parameter, trimmed, without empties.
 fn values(req: &Incoming, key: &str) -> Vec<String> {
     req.params()
         .into_iter()
@@ -164,10 +147,27 @@ fn values(req: &Incoming, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The request body as a JSON object; `None` when it is not one.
+fn json_object(req: &Incoming) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(&req.body) {
+        Ok(Value::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
 /// A platform sys_id: 32 lowercase hex digits.
 fn is_sys_id(id: &str) -> bool {
     id.len() == 32
         && id
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The clear text of a row's encrypted column; `None` when it is empty or does not decrypt.
+fn decrypted(st: &State, table: &str, sys_id: &str, column: &str) -> Option<String> {
+    st.db
+        .get(table, sys_id)?
+        .get(column)
+        .and_then(|stored| st.decrypt(stored))
+        .filter(|clear| !clear.is_empty())
 }

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 
 pub use companion::{
     AUDIT_SOURCE as COMPANION_AUDIT_SOURCE, COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS,
+    MAX_TOKENS as COMPANION_MAX_TOKENS,
 };
 pub use estate::{
     ADMIN_SYS_ID, AccessSpec, CredentialSpec, DEFAULT_USER_ROLES, EntraEndpoint, Estate,

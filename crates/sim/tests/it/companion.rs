@@ -1,8 +1,9 @@
-//! The companion Scripted REST API contract.
+//! The companion Scripted REST API: what the shared contract cases cannot show, with the
+//! simulator's seeded estates and its Table API.
 #![allow(clippy::unwrap_used)]
 
 use super::support::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sn_oauth_keeper_sim::Estate;
 
@@ -114,4 +115,85 @@ async fn at_most_100_ids_and_a_role() {
     let sim = start(Estate::demo(42).with_user_roles(&["admin"])).await;
     let resp = get(&sim, &format!("{}/secrets?sys_id=x", sim.companion_path())).await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// SHA-256 of a token, lowercase hex, computed the way a client would (not with the
+/// simulator's code).
+fn sha256_hex(token: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_proves_what_a_table_api_write_stored() {
+    let estate = Estate::demo(43);
+    let cred = estate
+        .credentials()
+        .iter()
+        .find(|c| c.access_sys_id.is_some())
+        .unwrap()
+        .clone();
+    let access = cred.access_sys_id.clone().unwrap();
+    let sim = start(estate).await;
+    let written = "at-written-by-the-keeper-0f1e2d3c";
+    let verify = |token: &str| {
+        json!({"tokens": [
+            {"sys_id": access, "sha256": sha256_hex(token)},
+            {"sys_id": cred.refresh_sys_id, "sha256": sha256_hex(&cred.refresh_token)},
+        ]})
+    };
+    let path = format!("/api/now/table/oauth_credential/{access}");
+    // A write with sysparm_input_display_value=true stores the token encrypted: it verifies.
+    let resp = req(
+        &sim,
+        Method::PATCH,
+        &format!("{path}?sysparm_input_display_value=true"),
+    )
+    .json(&json!({"token_received": written}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = req(
+        &sim,
+        Method::POST,
+        &format!("{}/verify", sim.companion_path()),
+    )
+    .json(&verify(written))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert_eq!(
+        body,
+        json!({"result": [
+            {"sys_id": access, "match": true},
+            {"sys_id": cred.refresh_sys_id, "match": true},
+        ]})
+    );
+    assert!(
+        !body.to_string().contains(&cred.refresh_token),
+        "never a token"
+    );
+    // Without the flag the instance stores it as is: it does not decrypt, so nothing matches.
+    let resp = req(&sim, Method::PATCH, &path)
+        .json(&json!({"token_received": written}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = req(
+        &sim,
+        Method::POST,
+        &format!("{}/verify", sim.companion_path()),
+    )
+    .json(&verify(written))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(json(resp).await["result"][0]["match"], json!(false));
 }

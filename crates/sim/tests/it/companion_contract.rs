@@ -1,9 +1,9 @@
 //! The companion's shared contract cases (`tests/contract/companion.json`) against the
-//! simulator. The Node test in `tests/companion/` runs the same cases against the real resource
-//! script, `migrations-docs/companion/secrets.js`, so the two cannot drift apart.
+//! simulator. The Node test in `tests/companion/` runs the same cases against the real scripts
+//! in `migrations-docs/companion/`, so the two cannot drift apart.
 
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use sn_oauth_keeper_sim::{COMPANION_AUDIT_SOURCE, Estate, Simulator};
 use std::net::SocketAddr;
 
@@ -17,8 +17,12 @@ fn cases() -> Value {
     serde_json::from_str(&text).expect("contract cases are JSON")
 }
 
-/// Seeds the fixture rows with their fixed sys_ids; `{"encrypted": x}` is stored encrypted.
-fn seed(sim: &Simulator, doc: &Value) {
+/// A simulator seeded with the fixture rows under their fixed sys_ids; `{"encrypted": x}` is
+/// stored encrypted.
+async fn seeded(doc: &Value) -> Simulator {
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(9))
+        .await
+        .expect("simulator starts");
     for table in ["oauth_entity", "oauth_credential"] {
         for row in doc["fixture"][table].as_array().expect("fixture rows") {
             let row = row.as_object().expect("fixture row");
@@ -34,31 +38,40 @@ fn seed(sim: &Simulator, doc: &Value) {
             }
         }
     }
+    sim
 }
 
-fn query_of(case: &Value) -> String {
-    match case["repeat_ids"].as_u64() {
+/// The n-th generated sys_id: 32 hex digits that name no fixture row.
+fn generated_id(n: u64) -> String {
+    format!("{n:032x}")
+}
+
+/// A contract request's query and raw body, generators expanded.
+fn query_and_body(request: &Value) -> (String, Option<String>) {
+    let query = match request["query_ids"].as_u64() {
         Some(n) => {
-            let ids: Vec<String> = (0..n).map(|i| format!("{i:032x}")).collect();
+            let ids: Vec<String> = (0..n).map(generated_id).collect();
             format!("sys_id={}", ids.join(","))
         }
-        None => case["query"].as_str().expect("query").to_string(),
+        None => request["query"].as_str().unwrap_or_default().to_string(),
+    };
+    let mut body = request.get("body").cloned();
+    if let Some(n) = request["body_tokens"].as_u64() {
+        let tokens: Vec<Value> = (0..n)
+            .map(|i| json!({"sys_id": generated_id(i), "sha256": "0".repeat(64)}))
+            .collect();
+        body = Some(json!({ "tokens": tokens }));
     }
+    let text = match request["body_text"].as_str() {
+        Some(text) => Some(text.to_string()),
+        None => body.map(|b| b.to_string()),
+    };
+    (query, text)
 }
 
 #[tokio::test]
 async fn the_simulator_answers_every_shared_contract_case() {
     let doc = cases();
-    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(9))
-        .await
-        .expect("simulator starts");
-    assert_eq!(sim.username(), doc["user_name"].as_str().unwrap());
-    assert_eq!(
-        COMPANION_AUDIT_SOURCE,
-        doc["audit_source"].as_str().unwrap()
-    );
-    seed(&sim, &doc);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let secrets: Vec<&str> = doc["secrets"]
         .as_array()
         .unwrap()
@@ -66,9 +79,17 @@ async fn the_simulator_answers_every_shared_contract_case() {
         .filter_map(Value::as_str)
         .collect();
     let cases = doc["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 10);
+    assert!(cases.len() >= 20);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for case in cases {
         let name = case["name"].as_str().unwrap();
+        // Each case starts from the fixture, on an instance of its own.
+        let sim = seeded(&doc).await;
+        assert_eq!(sim.username(), doc["user_name"].as_str().unwrap());
+        assert_eq!(
+            COMPANION_AUDIT_SOURCE,
+            doc["audit_source"].as_str().unwrap()
+        );
         let roles: Vec<&str> = case
             .get("roles")
             .unwrap_or(&doc["default_roles"])
@@ -78,33 +99,52 @@ async fn the_simulator_answers_every_shared_contract_case() {
             .filter_map(Value::as_str)
             .collect();
         sim.set_user_roles(&roles);
-        let before = sim.companion_audit().len();
-        let url = format!(
-            "{}{}/secrets?{}",
-            sim.base_url(),
-            sim.companion_path(),
-            query_of(case)
-        );
-        let resp = client
-            .get(url)
-            .basic_auth(sim.username(), Some(sim.password()))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-        assert_eq!(
-            status,
-            StatusCode::from_u16(u16::try_from(case["status"].as_u64().unwrap()).unwrap()).unwrap(),
-            "{name}"
-        );
-        assert_eq!(body, case["body"], "{name}");
-        let audit = sim.companion_audit();
-        assert_eq!(audit.len(), before + 1, "{name}: one audit line per call");
-        let line = &audit[before];
-        assert_eq!(line, case["audit"].as_str().unwrap(), "{name}");
-        for secret in &secrets {
-            assert!(!line.contains(secret), "{name}: a secret in the audit line");
+        for (n, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
+            let request = &step["request"];
+            let method =
+                Method::from_bytes(request["method"].as_str().unwrap().as_bytes()).unwrap();
+            let (query, body) = query_and_body(request);
+            let url = format!(
+                "{}{}{}?{query}",
+                sim.base_url(),
+                sim.companion_path(),
+                request["path"].as_str().unwrap()
+            );
+            let before = sim.companion_audit().len();
+            let mut call = client
+                .request(method, url)
+                .basic_auth(sim.username(), Some(sim.password()));
+            if let Some(body) = body {
+                call = call.header("content-type", "application/json").body(body);
+            }
+            let resp = call.send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            let expected = u16::try_from(step["status"].as_u64().unwrap()).unwrap();
+            assert_eq!(
+                status,
+                StatusCode::from_u16(expected).unwrap(),
+                "{name}, step {n}"
+            );
+            assert_eq!(body, step["body"], "{name}, step {n}");
+            let audit = sim.companion_audit();
+            assert_eq!(
+                audit.len(),
+                before + 1,
+                "{name}, step {n}: one audit line per call"
+            );
+            let line = &audit[before];
+            assert_eq!(line, step["audit"].as_str().unwrap(), "{name}, step {n}");
+            for secret in &secrets {
+                assert!(!line.contains(secret), "{name}: a secret in the audit line");
+                if request["path"] != "/secrets" {
+                    assert!(
+                        !text.contains(secret),
+                        "{name}: only /secrets answers a secret"
+                    );
+                }
+            }
         }
     }
 }
@@ -114,22 +154,25 @@ async fn the_platform_refuses_unauthenticated_calls_before_the_script() {
     let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(9))
         .await
         .expect("simulator starts");
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!(
-            "{}{}/secrets?sys_id=00000000000000000000000000000000",
-            sim.base_url(),
-            sim.companion_path()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        resp.text().await.unwrap(),
-        r#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#
-    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (method, resource) in [(Method::GET, "/secrets"), (Method::POST, "/verify")] {
+        let resp = client
+            .request(
+                method,
+                format!(
+                    "{}{}{resource}?sys_id=00000000000000000000000000000000",
+                    sim.base_url(),
+                    sim.companion_path()
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{resource}");
+        assert_eq!(
+            resp.text().await.unwrap(),
+            r#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#
+        );
+    }
     assert!(sim.companion_audit().is_empty(), "the script never ran");
 }

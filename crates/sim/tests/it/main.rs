@@ -3,7 +3,7 @@
 //!
 //! - `support`: starting a simulator, an HTTP client, request and answer helpers.
 //! - `table_api`: the Table API's parameters, value shapes, paging, writes and errors.
-//! - `companion`: the companion Scripted REST API (secrets of up to 100 credentials).
+//! - `companion`: the companion Scripted REST API against seeded estates and Table API writes.
 //! - `providers`: the token endpoints of the three provider kinds: rotation, reuse detection,
 //!   client authentication, Entra's v1 and v2 paths.
 //! - `faults`: fault injection (statuses, delays, dropped connections, odd bodies).
