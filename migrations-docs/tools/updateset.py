@@ -93,6 +93,17 @@ RECORD_ACLS = [
       ("type", "peer", "oauth_requestor_profile", "user", "scopes", "name", "token_received", "expires")],
 ]
 
+# Record ACLs whose script narrows them to some rows: (name, operation) -> script in companion/.
+ACL_SCRIPTS = {
+    # Only the rows the integration user created: the scratch row of `check --round-trip`.
+    ("oauth_credential", "delete"): "acl-delete-own-credential.js",
+}
+
+# The scratch Application Registry `check --round-trip` attaches its scratch credential to: no
+# secret, and a token URL in the reserved .invalid domain (RFC 2606), which resolves nowhere.
+ROUND_TRIP_REGISTRY = "sn-oauth-keeper round-trip"
+ROUND_TRIP_TOKEN_URL = "https://round-trip.invalid/oauth_token"
+
 
 def sys_id(key: str) -> str:
     """A fixed sys_id per record, so re-importing updates the same records."""
@@ -227,8 +238,10 @@ def records() -> list[tuple[str, str, str, str, str]]:
                     ])))
     paths = list(dict.fromkeys(r.path for r in RESOURCES))
     acls = [(rest_acl_name(p), "execute", "rest_endpoint", rest_acl_id(p)) for p in paths]
-    acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in RECORD_ACLS]
+    acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in [*RECORD_ACLS, *ACL_SCRIPTS]]
     for name, operation, kind, acl_id in acls:
+        script_file = ACL_SCRIPTS.get((name, operation))
+        rows = " it created" if script_file else ""
         out.append(("sys_security_acl", acl_id, "Access Control", f"{name}.{operation}",
                     record("sys_security_acl", acl_id, [
                         ("name", name),
@@ -237,11 +250,11 @@ def records() -> list[tuple[str, str, str, str, str]]:
                         ("type", {"display_value": kind}, kind),
                         ("active", "true"),
                         ("admin_overrides", "true"),
-                        ("advanced", "false"),
+                        ("advanced", "true" if script_file else "false"),
                         ("condition", ""),
-                        ("script", ""),
+                        ("script", script_text(script_file) if script_file else ""),
                         ("decision_type", "allow"),
-                        ("description", f"sn-oauth-keeper: role {ROLE} may {operation} {name}."),
+                        ("description", f"sn-oauth-keeper: role {ROLE} may {operation} {name}{rows}."),
                     ])))
     for name, operation, _kind, acl_id in acls:
         link_id = sys_id(f"acl_role|{name}|{operation}")
@@ -250,6 +263,22 @@ def records() -> list[tuple[str, str, str, str, str]]:
                         ("sys_security_acl", {"display_value": name}, acl_id),
                         ("sys_user_role", {"display_value": ROLE}, role_id),
                     ])))
+    registry_id = sys_id("oauth_entity|round-trip")
+    out.append(("oauth_entity", registry_id, "Application Registry", ROUND_TRIP_REGISTRY,
+                record("oauth_entity", registry_id, [
+                    ("name", ROUND_TRIP_REGISTRY),
+                    ("sys_name", ROUND_TRIP_REGISTRY),
+                    ("type", "oauth_provider"),
+                    # A grant the keeper never refreshes, should a scratch row ever be left over.
+                    ("default_grant_type", "client_credentials"),
+                    ("client_id", "sn-oauth-keeper-round-trip"),
+                    ("client_secret", ""),
+                    ("token_url", ROUND_TRIP_TOKEN_URL),
+                    ("active", "true"),
+                    ("comments", "Scratch registry of sn-oauth-keeper check --round-trip: the keeper "
+                                 "attaches a scratch oauth_credential row to it and deletes the row. "
+                                 "Never used to obtain tokens: its token URL resolves nowhere."),
+                ])))
     return out
 
 
@@ -263,7 +292,8 @@ def build() -> str:
              + element("application_scope", "global")
              + element("description", "sn-oauth-keeper companion: the OAuth Keeper Companion "
                                       "Scripted REST API (global scope), role snok_oauth_keeper "
-                                      "and its ACLs. See migrations-docs/README.md.")
+                                      "and its ACLs, the scratch registry of check --round-trip. "
+                                      "See migrations-docs/README.md.")
              + element("name", f"sn-oauth-keeper companion {VERSION}")
              + element("release_date", "")
              + element("remote_sys_id", set_id)
@@ -372,6 +402,13 @@ def check() -> list[str]:
             problems.append(f"the update set must hold one Script Include {include.name}")
             continue
         embedded[include.script] = match[0].findtext("script") or ""
+    for (name, operation), file in ACL_SCRIPTS.items():
+        match = [r for r in found.get("sys_security_acl", [])
+                 if r.findtext("name") == name and r.findtext("operation") == operation]
+        if len(match) != 1 or match[0].findtext("advanced") != "true":
+            problems.append(f"the update set must hold one scripted ACL {name} {operation}")
+            continue
+        embedded[file] = match[0].findtext("script") or ""
     for file in sorted(p.name for p in SCRIPTS.glob("*.js")):
         if file not in embedded:
             problems.append(f"companion/{file} is in no record of the update set")
@@ -419,6 +456,10 @@ def check() -> list[str]:
             problems.append(f"{where} must require authorization by the REST_Endpoint ACL of its path")
         if op.findtext("requires_authentication") != "true":
             problems.append(f"{where} must require authentication")
+    for registry in found.get("oauth_entity", []):
+        if registry.findtext("client_secret") or not (registry.findtext("token_url") or "").startswith(
+                "https://round-trip.invalid/"):
+            problems.append("the scratch registry must have no client secret and an unroutable token URL")
     for include in includes:
         if include.findtext("client_callable") != "false" or include.findtext("access") != "package_private":
             problems.append(f"Script Include {include.findtext('name')} must be neither client callable "

@@ -147,6 +147,32 @@ impl Estate {
         &self.companion_path
     }
 
+    /// Adds the update set's scratch Application Registry of `check --round-trip`
+    /// ([`ROUND_TRIP_REGISTRY_NAME`](crate::ROUND_TRIP_REGISTRY_NAME), under the sys_id the update
+    /// set gives it): no client secret, a token URL that resolves nowhere. Left out unless asked
+    /// for, so estates hold only the registries a test seeds.
+    #[must_use]
+    pub fn with_round_trip_registry(mut self) -> Estate {
+        let fields = [
+            ("sys_id", crate::ROUND_TRIP_REGISTRY_SYS_ID),
+            ("name", crate::ROUND_TRIP_REGISTRY_NAME),
+            ("client_id", "sn-oauth-keeper-round-trip"),
+            ("client_secret", ""),
+            ("token_url", crate::ROUND_TRIP_TOKEN_URL),
+            ("type", "oauth_provider"),
+            ("default_grant_type", "client_credentials"),
+            ("active", "true"),
+        ];
+        self.extra_rows.push(PlannedRow {
+            table: "oauth_entity",
+            fields: fields
+                .into_iter()
+                .map(|(column, value)| (column, Planned::Raw(value.to_owned())))
+                .collect(),
+        });
+        self
+    }
+
     /// Removes one of the update set's record ACLs (`name` as `oauth_entity.token_url`,
     /// `operation` as `read`), as if it were deleted or inactive.
     #[must_use]

@@ -52,7 +52,10 @@ pub use estate::{
     ExpiresInFormat, ProviderKind, RegistrySpec, SeededCredential, SeededRegistry,
 };
 pub use fault::{Fault, FaultAction, FaultTarget};
-pub use instance::COMPANION_RECORD_ACLS;
+pub use instance::{
+    COMPANION_RECORD_ACLS, ROUND_TRIP_REGISTRY_NAME, ROUND_TRIP_REGISTRY_SYS_ID,
+    ROUND_TRIP_TOKEN_URL,
+};
 
 use crate::fault::FaultSlot;
 use crate::server::{ConnAddr, SimListener};

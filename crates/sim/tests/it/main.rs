@@ -7,6 +7,8 @@
 //! - `providers`: the token endpoints of the three provider kinds: rotation, reuse detection,
 //!   client authentication, Entra's v1 and v2 paths.
 //! - `faults`: fault injection (statuses, delays, dropped connections, odd bodies).
+//! - `update_set`: what the update set sets up beyond the companion (the scoped delete ACL, the
+//!   scratch registry of `check --round-trip`).
 //! - `companion_contract`: the companion's shared contract cases (also run against the real
 //!   script under Node) against the simulator.
 
@@ -19,3 +21,4 @@ mod faults;
 mod providers;
 mod support;
 mod table_api;
+mod update_set;
