@@ -84,21 +84,36 @@ SnokOAuthKeeperCompanion.prototype = {
         this.response.getStreamWriter().writeString(JSON.stringify(body));
     },
 
+    /** An answer without a body (204). */
+    sendEmpty: function (status) {
+        this.response.setStatus(status);
+    },
+
     /** A refusal in ServiceNow's error envelope, after its audit line. */
     refuse: function (status, message, detail, why) {
         this.audit('refused=' + why);
         this.send(status, SnokOAuthKeeperCompanion.failure(message, detail));
     },
 
-    /** Every value of a repeated or comma-separated query parameter, trimmed, without empties. */
-    values: function (name) {
+    /** Every value of a query parameter as sent (decoded), one per occurrence. */
+    rawValues: function (name) {
         var raw = this.request.queryParams[name];
         var out = [];
         if (!raw) {
             return out;
         }
         for (var i = 0; i < raw.length; i++) {
-            var parts = ('' + raw[i]).split(',');
+            out.push('' + raw[i]);
+        }
+        return out;
+    },
+
+    /** Every value of a repeated or comma-separated query parameter, trimmed, without empties. */
+    values: function (name) {
+        var raw = this.rawValues(name);
+        var out = [];
+        for (var i = 0; i < raw.length; i++) {
+            var parts = raw[i].split(',');
             for (var j = 0; j < parts.length; j++) {
                 var value = parts[j].trim();
                 if (value !== '') {

@@ -69,12 +69,34 @@ RESOURCES = [
              "GET ?sys_id=<refresh row>[,...][&include=client_secret]"),
     Resource("verify", "verify", "POST", "/verify", "verify.js",
              'POST {"tokens":[{"sys_id","sha256"}]}: whether stored tokens hash to the digests'),
+    Resource("lease", "lease", "POST", "/lease", "lease.js",
+             'POST {"holder","ttl_seconds"[,"claims"]}: one keeper per instance'),
+    Resource("lease_release", "lease release", "DELETE", "/lease", "lease-release.js",
+             "DELETE ?holder=<id>: release the lease"),
+    Resource("claims_release", "claims release", "DELETE", "/lease/claims", "claims-release.js",
+             "DELETE ?holder=<id>&sys_id=<id>[,...]: drop claims"),
 ]
 SCRIPT_INCLUDES = [
     ScriptInclude("SnokOAuthKeeperCompanion",
                   "sn-oauth-keeper companion: who may call, the audit line, the JSON answer and "
                   "the error envelope every resource of the OAuth Keeper Companion shares."),
+    ScriptInclude("SnokOAuthKeeperLease",
+                  "sn-oauth-keeper companion: the lease (one keeper per instance) and the claims, "
+                  "in table u_snok_oauth_keeper_lease, changed inside one GlideMutex section."),
 ]
+
+# The companion's own table: the lease row and the claim rows. Global custom tables take the u_
+# prefix, and so do their columns. (element, label, type, max_length)
+LEASE_TABLE = "u_snok_oauth_keeper_lease"
+LEASE_TABLE_LABEL = "sn-oauth-keeper lease"
+LEASE_COLUMNS = [
+    ("u_kind", "Kind", "string", "16"),
+    ("u_holder", "Holder", "string", "100"),
+    ("u_fence", "Fence", "integer", ""),
+    ("u_expires_ms", "Expires (epoch milliseconds)", "string", "20"),
+    ("u_credential", "Credential (refresh row sys_id)", "string", "32"),
+]
+GLIDE_TYPES = {"collection": "Collection", "string": "String", "integer": "Integer"}
 # The API's default ACL: the REST_Endpoint ACL of the first resource, as in release 1.0.0.
 DEFAULT_ACL_PATH = RESOURCES[0].path
 
@@ -177,6 +199,32 @@ def records() -> list[tuple[str, str, str, str, str]]:
         ("requires_subscription", ""),
         ("scoped_admin", "false"),
     ])))
+    table_id = sys_id(f"sys_db_object|{LEASE_TABLE}")
+    out.append(("sys_db_object", table_id, "Table", LEASE_TABLE, record("sys_db_object", table_id, [
+        ("name", LEASE_TABLE),
+        ("sys_name", LEASE_TABLE_LABEL),
+        ("label", LEASE_TABLE_LABEL),
+        ("super_class", ""),
+        ("is_extendable", "false"),
+        # No generated ACLs and no REST access: only the companion's scripts (GlideRecord) and
+        # administrators touch it.
+        ("create_access_controls", "false"),
+        ("ws_access", "false"),
+        ("access", "package_private"),
+    ])))
+    for element, label, kind, length in [("", LEASE_TABLE_LABEL, "collection", "40"), *LEASE_COLUMNS]:
+        column_id = sys_id(f"sys_dictionary|{LEASE_TABLE}|{element}")
+        out.append(("sys_dictionary", column_id, "Dictionary", f"{LEASE_TABLE}.{element}".rstrip("."),
+                    record("sys_dictionary", column_id, [
+                        ("name", LEASE_TABLE),
+                        ("element", element),
+                        ("column_label", label),
+                        ("internal_type", {"display_value": GLIDE_TYPES[kind]}, kind),
+                        ("max_length", length),
+                        ("active", "true"),
+                        ("mandatory", "false"),
+                        ("read_only", "false"),
+                    ])))
     for include in SCRIPT_INCLUDES:
         include_id = sys_id(f"script_include|{include.name}")
         out.append(("sys_script_include", include_id, "Script Include", include.name,
@@ -291,8 +339,9 @@ def build() -> str:
              + element("application_name", "Global")
              + element("application_scope", "global")
              + element("description", "sn-oauth-keeper companion: the OAuth Keeper Companion "
-                                      "Scripted REST API (global scope), role snok_oauth_keeper "
-                                      "and its ACLs, the scratch registry of check --round-trip. "
+                                      "Scripted REST API (global scope), its Script Includes and "
+                                      "lease table, role snok_oauth_keeper and its ACLs, the "
+                                      "scratch registry of check --round-trip. "
                                       "See migrations-docs/README.md.")
              + element("name", f"sn-oauth-keeper companion {VERSION}")
              + element("release_date", "")
@@ -456,6 +505,13 @@ def check() -> list[str]:
             problems.append(f"{where} must require authorization by the REST_Endpoint ACL of its path")
         if op.findtext("requires_authentication") != "true":
             problems.append(f"{where} must require authentication")
+    tables = found.get("sys_db_object", [])
+    if [t.findtext("name") for t in tables] != [LEASE_TABLE] or tables[0].findtext("ws_access") != "false":
+        problems.append(f"the update set must create table {LEASE_TABLE}, closed to web services")
+    columns = sorted(r.findtext("element") or "" for r in found.get("sys_dictionary", [])
+                     if r.findtext("name") == LEASE_TABLE)
+    if columns != sorted(["", *(c[0] for c in LEASE_COLUMNS)]):
+        problems.append(f"the dictionary of {LEASE_TABLE} must hold exactly its columns: {columns}")
     for registry in found.get("oauth_entity", []):
         if registry.findtext("client_secret") or not (registry.findtext("token_url") or "").startswith(
                 "https://round-trip.invalid/"):

@@ -1,8 +1,9 @@
 'use strict';
 // A small stand-in for the Glide APIs the companion's scripts call, so the scripts themselves run
-// under Node: GlideRecord over in-memory tables (get, getValue, getElement with
-// getDecryptedValue), GlideDigest, gs (getUserName, hasRole, log), Class.create() for the Script
-// Includes, and the scripted REST request and response objects. Anything a script calls that is
+// under Node: GlideRecord over in-memory tables (get, query, insert, update, deleteRecord,
+// getValue, getElement with getDecryptedValue), GlideDateTime (now), GlideMutex, GlideDigest,
+// gs (getUserName, hasRole, log), Class.create() for the Script Includes, and the scripted REST
+// request and response objects. Anything a script calls that is
 // not here throws, so a script that grows a new platform dependency fails these tests until the
 // stand-in (and the simulator) learn it.
 
@@ -29,18 +30,84 @@ function strict(name, object) {
   });
 }
 
-function makeGlideRecord(tables) {
+/** A fresh sys_id: 32 lowercase hex digits. */
+function newSysId() {
+  return crypto.randomBytes(16).toString('hex');
+}
+
+function makeGlideRecord(instance) {
+  const tables = instance.tables;
   return function GlideRecord(table) {
     if (!(table in tables)) {
       throw new Error(`no table ${table} in the fixture`);
     }
+    const rows = tables[table];
+    // The record in hand is a copy: nothing reaches the table before insert() or update().
     let current = null;
+    let conditions = [];
+    let results = [];
+    let cursor = -1;
+    const write = () => {
+      instance.beforeWrite(table);
+      return !instance.refuseWrites;
+    };
     return strict('GlideRecord', {
       get(field, value) {
         const column = value === undefined ? 'sys_id' : field;
         const wanted = value === undefined ? field : value;
-        current = tables[table].find((row) => row[column] === wanted) || null;
+        const row = rows.find((r) => r[column] === wanted);
+        current = row === undefined ? null : { ...row };
         return current !== null;
+      },
+      addQuery(column, value) {
+        if (arguments.length !== 2) {
+          throw new Error('the stand-in knows addQuery(name, value) only');
+        }
+        conditions.push([column, value]);
+      },
+      query() {
+        results = rows.filter((r) => conditions.every(([c, v]) => r[c] === v)).map((r) => ({ ...r }));
+        cursor = -1;
+        conditions = [];
+      },
+      next() {
+        cursor += 1;
+        current = cursor < results.length ? results[cursor] : null;
+        return current !== null;
+      },
+      initialize() {
+        current = {};
+      },
+      setValue(column, value) {
+        current[column] = String(value);
+      },
+      insert() {
+        if (!write()) {
+          return null;
+        }
+        const row = { ...current, sys_id: newSysId(), sys_created_by: instance.userName };
+        rows.push(row);
+        current = { ...row };
+        return row.sys_id;
+      },
+      update() {
+        const at = rows.findIndex((r) => r.sys_id === current.sys_id);
+        if (at < 0 || !write()) {
+          return null;
+        }
+        rows[at] = { ...current };
+        return current.sys_id;
+      },
+      deleteRecord() {
+        const at = rows.findIndex((r) => r.sys_id === current.sys_id);
+        if (at < 0 || !write()) {
+          return false;
+        }
+        rows.splice(at, 1);
+        return true;
+      },
+      getUniqueValue() {
+        return current.sys_id;
       },
       getValue(column) {
         if (current === null || !(column in current)) {
@@ -57,6 +124,44 @@ function makeGlideRecord(tables) {
             return row === null ? null : decrypt(row[column]);
           },
         });
+      },
+    });
+  };
+}
+
+/** GlideDateTime, now: the instance's clock, which tests move. */
+function makeGlideDateTime(instance) {
+  return function GlideDateTime() {
+    return strict('GlideDateTime', {
+      getNumericValue: () => instance.clock,
+    });
+  };
+}
+
+/**
+ * GlideMutex: a named lock shared by every call on the instance. A caller that finds it held
+ * gets false at once: the stand-in runs calls on one stack, so the holder cannot finish while
+ * another call spins (on the platform the second caller waits, up to its spins).
+ */
+function makeGlideMutex(instance) {
+  return function GlideMutex(name) {
+    let held = false;
+    return strict('GlideMutex', {
+      setSpinWait() {},
+      setMaxSpins() {},
+      get() {
+        if (instance.mutexes.has(name)) {
+          return false;
+        }
+        instance.mutexes.add(name);
+        held = true;
+        return true;
+      },
+      release() {
+        if (held) {
+          instance.mutexes.delete(name);
+          held = false;
+        }
       },
     });
   };
@@ -84,16 +189,34 @@ const Class = {
   },
 };
 
-/** A simulated instance: the fixture's tables, the system log, and the calls made against it. */
+/** The instance's clock when a test starts it: 2026-01-01T00:00:00Z. */
+const START = Date.UTC(2026, 0, 1);
+
+/**
+ * A simulated instance: the fixture's tables and the companion's lease table, the system log,
+ * the clock and named mutexes, and the calls made against it.
+ */
 class Instance {
   constructor(fixture, { userName }) {
     // Each instance owns a copy, so a case's writes never leak into the next case.
     this.tables = structuredClone({
       oauth_credential: fixture.oauth_credential,
       oauth_entity: fixture.oauth_entity,
+      u_snok_oauth_keeper_lease: [],
     });
     this.userName = userName;
     this.logs = [];
+    this.clock = START;
+    this.mutexes = new Set();
+    // Whether the database refuses every write, as an aborting business rule would.
+    this.refuseWrites = false;
+    // Called before each write to a table: tests run another call from here, mid-call.
+    this.beforeWrite = () => {};
+  }
+
+  /** Moves the instance's clock forward. */
+  advance(seconds) {
+    this.clock += seconds * 1000;
   }
 
   /**
@@ -135,7 +258,9 @@ class Instance {
       gs,
       request: restRequest,
       response,
-      GlideRecord: makeGlideRecord(this.tables),
+      GlideRecord: makeGlideRecord(this),
+      GlideDateTime: makeGlideDateTime(this),
+      GlideMutex: makeGlideMutex(this),
       GlideDigest,
       Class,
     });

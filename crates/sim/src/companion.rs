@@ -2,9 +2,11 @@
 //! password2 values in clear, since the Table API returns ciphertext. It answers exactly as the
 //! scripts in `migrations-docs/companion/` do (the shared cases in
 //! `tests/contract/companion.json` hold both to it): one module per resource ([`secrets`],
-//! [`verify`]), and here what they share as the script include `SnokOAuthKeeperCompanion`
-//! does — routing, who may call, the one audit line per call, the answer and the error envelope.
+//! [`verify`], the [`lease`] and its claims), and here what they share as the script include
+//! `SnokOAuthKeeperCompanion` does — routing, who may call, the one audit line per call, the
+//! answer and the error envelope.
 
+pub(crate) mod lease;
 mod secrets;
 mod verify;
 
@@ -31,6 +33,9 @@ pub const AUDIT_SOURCE: &str = "sn-oauth-keeper companion";
 enum Resource {
     Secrets,
     Verify,
+    Lease,
+    LeaseRelease,
+    ClaimsRelease,
 }
 
 impl Resource {
@@ -40,6 +45,9 @@ impl Resource {
             // HEAD is GET without a body, as the platform serves it.
             ("GET" | "HEAD", "/secrets") => Some(Resource::Secrets),
             ("POST", "/verify") => Some(Resource::Verify),
+            ("POST", "/lease") => Some(Resource::Lease),
+            ("DELETE", "/lease") => Some(Resource::LeaseRelease),
+            ("DELETE", "/lease/claims") => Some(Resource::ClaimsRelease),
             _ => None,
         }
     }
@@ -49,6 +57,9 @@ impl Resource {
         match self {
             Resource::Secrets => "GET /secrets",
             Resource::Verify => "POST /verify",
+            Resource::Lease => "POST /lease",
+            Resource::LeaseRelease => "DELETE /lease",
+            Resource::ClaimsRelease => "DELETE /lease/claims",
         }
     }
 }
@@ -84,6 +95,9 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
     match resource {
         Resource::Secrets => secrets::answer(&mut call, req),
         Resource::Verify => verify::answer(&mut call, req),
+        Resource::Lease => lease::acquire(&mut call, req),
+        Resource::LeaseRelease => lease::release(&mut call, req),
+        Resource::ClaimsRelease => lease::release_claims(&mut call, req),
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use crate::companion::COMPANION_ROLE;
+use crate::companion::lease::LeaseBook;
 use crate::db::Row;
 use crate::schema::{self, Kind, TableSchema};
 use crate::server::{Incoming, SimResponse};
@@ -126,6 +127,8 @@ pub(crate) struct InstanceSide {
     pub oauth: OAuthServer,
     /// The companion's audit lines (the system log, source [`crate::companion::AUDIT_SOURCE`]).
     pub audit: Vec<String>,
+    /// The companion's lease table: one keeper per instance, and its claims.
+    pub lease: LeaseBook,
 }
 
 impl Default for InstanceSide {
@@ -139,6 +142,7 @@ impl Default for InstanceSide {
             closed_to_web_services: BTreeSet::new(),
             oauth: OAuthServer::default(),
             audit: Vec::new(),
+            lease: LeaseBook::default(),
         }
     }
 }

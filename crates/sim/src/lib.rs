@@ -43,6 +43,11 @@ use std::sync::{Arc, Mutex};
 use jiff::SignedDuration;
 use tokio::sync::watch;
 
+pub use companion::lease::{
+    CompanionLease, LeaseClaim, MAX_CLAIMS as COMPANION_MAX_CLAIMS,
+    MAX_HOLDER_CHARS as COMPANION_MAX_HOLDER_CHARS, MAX_TTL_SECS as COMPANION_MAX_LEASE_TTL_SECS,
+    MIN_TTL_SECS as COMPANION_MIN_LEASE_TTL_SECS,
+};
 pub use companion::{
     AUDIT_SOURCE as COMPANION_AUDIT_SOURCE, COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS,
     MAX_TOKENS as COMPANION_MAX_TOKENS,
@@ -231,6 +236,25 @@ impl Simulator {
     /// [`COMPANION_AUDIT_SOURCE`]), oldest first.
     pub fn companion_audit(&self) -> Vec<String> {
         self.shared().lock().instance.audit.clone()
+    }
+
+    /// The companion's lease as the instance stores it (`None` before the first lease ever); it
+    /// is held while `expires_at` is after [`Simulator::now`].
+    pub fn companion_lease(&self) -> Option<CompanionLease> {
+        self.shared().lock().instance.lease.view()
+    }
+
+    /// Every claim keepers hold through the companion's lease, by holder then sys_id.
+    pub fn companion_lease_claims(&self) -> Vec<LeaseClaim> {
+        self.shared().lock().instance.lease.claims()
+    }
+
+    /// Expires the companion's lease now, as if its holder stopped renewing it: the next
+    /// `POST /lease` acquires it with the next fence. Claims stay.
+    pub fn expire_companion_lease(&self) {
+        let mut st = self.shared().lock();
+        let now = st.now().as_millisecond();
+        st.instance.lease.expire(now);
     }
 
     /// The `grant_type` of every request to `/oauth_token.do`, in order.
