@@ -121,6 +121,11 @@ ACL_SCRIPTS = {
     ("oauth_credential", "delete"): "acl-delete-own-credential.js",
 }
 
+# Who may call the companion: the system property naming the one user it answers, and the event
+# every refused call queues.
+ALLOWED_USER_PROPERTY = "snok.oauth_keeper.allowed_user"
+REFUSED_EVENT = "snok.oauth_keeper.refused"
+
 # The scratch Application Registry `check --round-trip` attaches its scratch credential to: no
 # secret, and a token URL in the reserved .invalid domain (RFC 2606), which resolves nowhere.
 ROUND_TRIP_REGISTRY = "sn-oauth-keeper round-trip"
@@ -194,7 +199,9 @@ def records() -> list[tuple[str, str, str, str, str]]:
         ("elevated_privilege", "false"),
         ("grantable", "true"),
         ("can_delegate", "false"),
-        ("assignable_by", ""),
+        # No assignable_by: a reference to security_admin needs that role's sys_id, which this
+        # update set cannot know; security_admin sets it (runbook), the companion refuses every
+        # call until it is set, and leaving the field out keeps it when the set is re-imported.
         ("includes_roles", ""),
         ("requires_subscription", ""),
         ("scoped_admin", "false"),
@@ -311,6 +318,36 @@ def records() -> list[tuple[str, str, str, str, str]]:
                         ("sys_security_acl", {"display_value": name}, acl_id),
                         ("sys_user_role", {"display_value": ROLE}, role_id),
                     ])))
+    property_id = sys_id(f"sys_properties|{ALLOWED_USER_PROPERTY}")
+    out.append(("sys_properties", property_id, "System Property", ALLOWED_USER_PROPERTY,
+                record("sys_properties", property_id, [
+                    ("name", ALLOWED_USER_PROPERTY),
+                    ("sys_name", ALLOWED_USER_PROPERTY),
+                    ("type", "string"),
+                    # No value: installed empty (the companion refuses everyone until it is set),
+                    # and re-importing the update set keeps the value security_admin set.
+                    ("description", "sn-oauth-keeper: the User ID (user_name) of the only user the "
+                                    "OAuth Keeper Companion answers, the keeper's integration user. "
+                                    "Empty: the companion refuses every call."),
+                    ("write_roles", "security_admin"),
+                    ("read_roles", ""),
+                    ("is_private", "false"),
+                    ("ignore_cache", "false"),
+                ])))
+    event_id = sys_id(f"sysevent_register|{REFUSED_EVENT}")
+    out.append(("sysevent_register", event_id, "Event Registration", REFUSED_EVENT,
+                record("sysevent_register", event_id, [
+                    ("event_name", REFUSED_EVENT),
+                    ("sys_name", REFUSED_EVENT),
+                    ("table", "sys_user"),
+                    ("queue", ""),
+                    ("priority", "100"),
+                    ("fired_by", "Script Include SnokOAuthKeeperCompanion, on every refused call"),
+                    ("description", "The OAuth Keeper Companion refused a call. Record: the caller's "
+                                    "sys_user. parm1: the caller's user_name. parm2: the resource "
+                                    "and the reason (no_role, no_allowed_user, not_allowed_user, "
+                                    "role_not_locked, or a malformed request). Alert on it."),
+                ])))
     registry_id = sys_id("oauth_entity|round-trip")
     out.append(("oauth_entity", registry_id, "Application Registry", ROUND_TRIP_REGISTRY,
                 record("oauth_entity", registry_id, [
@@ -341,6 +378,7 @@ def build() -> str:
              + element("description", "sn-oauth-keeper companion: the OAuth Keeper Companion "
                                       "Scripted REST API (global scope), its Script Includes and "
                                       "lease table, role snok_oauth_keeper and its ACLs, the "
+                                      "allowed-user property, the refused-call event, the "
                                       "scratch registry of check --round-trip. "
                                       "See migrations-docs/README.md.")
              + element("name", f"sn-oauth-keeper companion {VERSION}")
@@ -379,6 +417,10 @@ def build() -> str:
             + "</sys_update_xml>")
     lines.append("</unload>")
     return "\n".join(lines) + "\n"
+
+
+# The field that names a record, where it is not `name`.
+NAME_FIELDS = {"sysevent_register": "event_name"}
 
 
 def documented(marker: str) -> list[list[str]]:
@@ -471,7 +513,7 @@ def check() -> list[str]:
         if str(len(have)) != count:
             problems.append(f"README documents {count} {table} record(s); the update set has {len(have)}")
         if not names_cell.startswith("("):
-            names = sorted(r.findtext("name") or "" for r in have)
+            names = sorted(r.findtext(NAME_FIELDS.get(table, "name")) or "" for r in have)
             if names != sorted(code_spans(names_cell)):
                 problems.append(f"README names the {table} records {names_cell}; the update set has {names}")
     undocumented = set(found) - {row[0].strip("`") for row in documented("records")}
@@ -505,6 +547,13 @@ def check() -> list[str]:
             problems.append(f"{where} must require authorization by the REST_Endpoint ACL of its path")
         if op.findtext("requires_authentication") != "true":
             problems.append(f"{where} must require authentication")
+    for role in found.get("sys_user_role", []):
+        if role.find("assignable_by") is not None:
+            problems.append("the role must not carry assignable_by: a re-import would clear it")
+    for prop in found.get("sys_properties", []):
+        if prop.find("value") is not None or prop.findtext("write_roles") != "security_admin":
+            problems.append(f"property {prop.findtext('name')} must carry no value and be written "
+                            "by security_admin only")
     tables = found.get("sys_db_object", [])
     if [t.findtext("name") for t in tables] != [LEASE_TABLE] or tables[0].findtext("ws_access") != "false":
         problems.append(f"the update set must create table {LEASE_TABLE}, closed to web services")

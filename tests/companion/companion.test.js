@@ -53,7 +53,7 @@ function requestOf(r) {
 }
 
 test('there are enough cases to mean something', () => {
-  assert.ok(contract.cases.length >= 50);
+  assert.ok(contract.cases.length >= 60);
 });
 
 /** One call of the resource a contract request names. */
@@ -63,16 +63,32 @@ function callOf(instance, roles, request) {
   return instance.call({ scripts: [...scriptIncludes, resource], roles, request: requestOf(request) });
 }
 
+/** A fresh instance as a case sets it up: the contract's defaults, then the case's own. */
+function instanceFor(c = {}) {
+  const setup = { ...contract.instance, ...c.instance };
+  return new Instance(contract.fixture, {
+    userName: contract.user_name,
+    allowedUser: setup.allowed_user,
+    roleAssignableBy: setup.role_assignable_by,
+  });
+}
+
 for (const c of contract.cases) {
   test(c.name, () => {
-    const instance = new Instance(contract.fixture, { userName: contract.user_name });
+    const instance = instanceFor(c);
     for (const step of c.steps) {
       if (step.advance_seconds !== undefined) {
         instance.advance(step.advance_seconds);
         continue;
       }
       const before = instance.logs.length;
+      const eventsBefore = instance.events.length;
       const answer = callOf(instance, c.roles || contract.default_roles, step.request);
+      const queued = instance.events.slice(eventsBefore);
+      const expected = step.event === undefined
+        ? []
+        : [{ name: contract.event_name, record: instance.userId, ...step.event }];
+      assert.deepEqual(queued, expected, 'the refused-call event, and only then');
       assert.equal(answer.status, step.status);
       if (step.body === null) {
         assert.equal(answer.contentType, null);
@@ -86,6 +102,7 @@ for (const c of contract.cases) {
       assert.deepEqual(logs[0], { level: 'log', message: step.audit, source: contract.audit_source });
       for (const secret of contract.secrets) {
         assert.ok(!logs[0].message.includes(secret), 'no secret in the audit line');
+        assert.ok(!JSON.stringify(queued).includes(secret), 'no secret in an event');
         if (step.request.path !== '/secrets') {
           assert.ok(!answer.body.includes(secret), 'only /secrets ever answers a secret');
         }
@@ -96,7 +113,7 @@ for (const c of contract.cases) {
 
 test('the scripts refuse to run without the role even when asked nothing', () => {
   for (const [name, resource] of Object.entries(resources)) {
-    const instance = new Instance(contract.fixture, { userName: contract.user_name });
+    const instance = instanceFor();
     const answer = instance.call({
       scripts: [...scriptIncludes, resource],
       roles: [],
@@ -113,7 +130,7 @@ const holderA = { method: 'POST', path: '/lease', body: { holder: 'keeper-a', tt
 const holderB = { method: 'POST', path: '/lease', body: { holder: 'keeper-b', ttl_seconds: 60, claims: [generatedId(1)] } };
 
 test('a second caller never runs inside the lease section of the first', () => {
-  const instance = new Instance(contract.fixture, { userName: contract.user_name });
+  const instance = instanceFor();
   let inner = null;
   // Keeper B calls while keeper A is between reading the lease and writing it.
   instance.beforeWrite = () => {
@@ -135,7 +152,7 @@ test('a second caller never runs inside the lease section of the first', () => {
 });
 
 test('a write the database refuses fails the call, and the lease section is left', () => {
-  const instance = new Instance(contract.fixture, { userName: contract.user_name });
+  const instance = instanceFor();
   instance.refuseWrites = true;
   // The script throws; the platform answers 500. No lease was answered as held.
   assert.throws(() => callOf(instance, contract.default_roles, holderA), /was refused/);

@@ -2,8 +2,8 @@
 // A small stand-in for the Glide APIs the companion's scripts call, so the scripts themselves run
 // under Node: GlideRecord over in-memory tables (get, query, insert, update, deleteRecord,
 // getValue, getElement with getDecryptedValue), GlideDateTime (now), GlideMutex, GlideDigest,
-// gs (getUserName, hasRole, log), Class.create() for the Script Includes, and the scripted REST
-// request and response objects. Anything a script calls that is
+// gs (getUserName, getUserID, hasRole, getProperty, eventQueue, log), Class.create() for the
+// Script Includes, and the scripted REST request and response objects. Anything a script calls that is
 // not here throws, so a script that grows a new platform dependency fails these tests until the
 // stand-in (and the simulator) learn it.
 
@@ -197,15 +197,32 @@ const START = Date.UTC(2026, 0, 1);
  * the clock and named mutexes, and the calls made against it.
  */
 class Instance {
-  constructor(fixture, { userName }) {
+  /**
+   * `allowedUser`: the system property snok.oauth_keeper.allowed_user; `roleAssignableBy`: the
+   * name of the role in the companion role's Assignable by field ('' for none).
+   */
+  constructor(fixture, { userName, allowedUser, roleAssignableBy }) {
+    this.userId = newSysId();
+    const keeperRole = { sys_id: newSysId(), name: 'snok_oauth_keeper', assignable_by: '' };
+    const roles = [keeperRole];
+    if (roleAssignableBy !== '') {
+      const assigner = { sys_id: newSysId(), name: roleAssignableBy };
+      keeperRole.assignable_by = assigner.sys_id;
+      roles.push(assigner);
+    }
     // Each instance owns a copy, so a case's writes never leak into the next case.
     this.tables = structuredClone({
       oauth_credential: fixture.oauth_credential,
       oauth_entity: fixture.oauth_entity,
+      sys_user: [{ sys_id: this.userId, user_name: userName }],
+      sys_user_role: roles,
       u_snok_oauth_keeper_lease: [],
     });
+    this.properties = { 'snok.oauth_keeper.allowed_user': allowedUser };
     this.userName = userName;
     this.logs = [];
+    // Events queued with gs.eventQueue(): {name, record (its sys_id, or null), parm1, parm2}.
+    this.events = [];
     this.clock = START;
     this.mutexes = new Set();
     // Whether the database refuses every write, as an aborting business rule would.
@@ -231,8 +248,15 @@ class Instance {
     }
     const answer = { status: null, contentType: null, body: '' };
     const logs = this.logs;
+    const events = this.events;
+    const properties = this.properties;
     const gs = strict('gs', {
       getUserName: () => this.userName,
+      getUserID: () => this.userId,
+      getProperty: (key, alt) => (key in properties ? properties[key] : alt),
+      eventQueue: (name, record, parm1, parm2) => {
+        events.push({ name, record: record === null ? null : record.getUniqueValue(), parm1, parm2 });
+      },
       hasRole: (role) => roles.includes(role) || roles.includes('admin'),
       log: (message, source) => logs.push({ level: 'log', message: String(message), source }),
       info: (message) => logs.push({ level: 'info', message: String(message) }),

@@ -3,8 +3,9 @@
 //! scripts in `migrations-docs/companion/` do (the shared cases in
 //! `tests/contract/companion.json` hold both to it): one module per resource ([`secrets`],
 //! [`verify`], the [`lease`] and its claims), and here what they share as the script include
-//! `SnokOAuthKeeperCompanion` does — routing, who may call, the one audit line per call, the
-//! answer and the error envelope.
+//! `SnokOAuthKeeperCompanion` does — routing, who may call (the role, the one allowed user, the
+//! role assignable only by `security_admin`), the one audit line per call and the event of every
+//! refused one, the answer and the error envelope.
 
 pub(crate) mod lease;
 mod secrets;
@@ -27,6 +28,28 @@ pub const MAX_TOKENS: usize = 100;
 
 /// The `source` of the companion's audit lines in the instance's system log.
 pub const AUDIT_SOURCE: &str = "sn-oauth-keeper companion";
+
+/// The system property naming the one user the companion answers; empty refuses everyone.
+pub const ALLOWED_USER_PROPERTY: &str = "snok.oauth_keeper.allowed_user";
+
+/// The role that alone may assign [`COMPANION_ROLE`] for the companion to answer.
+pub const ASSIGNABLE_BY: &str = "security_admin";
+
+/// The event every refused call queues (registered by the update set).
+pub const REFUSED_EVENT: &str = "snok.oauth_keeper.refused";
+
+/// An event the companion queued (`gs.eventQueue`), as the instance's event log holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompanionEvent {
+    /// The event's name: [`REFUSED_EVENT`].
+    pub name: String,
+    /// The sys_id of the record it is queued on: the caller's `sys_user` row.
+    pub record: String,
+    /// The caller's `user_name`.
+    pub parm1: String,
+    /// The resource and the reason, e.g. `GET /secrets not_allowed_user`.
+    pub parm2: String,
+}
 
 /// A resource of the companion, as the update set's `sys_ws_operation` records define them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,18 +132,57 @@ struct Call<'a> {
 
 impl Call<'_> {
     /// Refuses the call (403) unless the caller may use the companion; checked before anything
-    /// else, so a caller who may not learns nothing about its parameters.
+    /// else, so a caller who may not learns nothing about its parameters, and in this order, so
+    /// only the allowed user learns how the instance is set up: the role, the allowed user, the
+    /// role assignable only by `security_admin`.
     fn admit(&mut self) -> Result<(), SimResponse> {
-        if self.st.has_role(COMPANION_ROLE) {
-            return Ok(());
+        if !self.st.has_role(COMPANION_ROLE) {
+            let detail = format!("The caller lacks role {COMPANION_ROLE}");
+            return Err(self.refuse(
+                403,
+                "Insufficient rights to query records",
+                &detail,
+                "no_role",
+            ));
         }
-        let detail = format!("The caller lacks role {COMPANION_ROLE}");
-        Err(self.refuse(
-            403,
-            "Insufficient rights to query records",
-            &detail,
-            "no_role",
-        ))
+        let allowed = self.st.instance.allowed_user.clone();
+        if allowed.is_empty() {
+            let detail = format!(
+                "System property {ALLOWED_USER_PROPERTY} is empty: as security_admin, set it to \
+                 the integration user's User ID (user_name)"
+            );
+            return Err(self.refuse(
+                403,
+                "Companion allowed user not set",
+                &detail,
+                "no_allowed_user",
+            ));
+        }
+        if allowed != self.st.user_name() {
+            let detail = format!(
+                "Only the user named in system property {ALLOWED_USER_PROPERTY} may call the \
+                 companion"
+            );
+            return Err(self.refuse(
+                403,
+                "Caller is not the companion's allowed user",
+                &detail,
+                "not_allowed_user",
+            ));
+        }
+        if self.st.instance.role_assignable_by != ASSIGNABLE_BY {
+            let detail = format!(
+                "Role {COMPANION_ROLE} must be assignable only by {ASSIGNABLE_BY}: as \
+                 {ASSIGNABLE_BY}, set its Assignable by field to {ASSIGNABLE_BY}"
+            );
+            return Err(self.refuse(
+                403,
+                "Companion role not locked down",
+                &detail,
+                "role_not_locked",
+            ));
+        }
+        Ok(())
     }
 
     /// The call's one audit line.
@@ -130,9 +192,16 @@ impl Call<'_> {
         self.st.instance.audit.push(line);
     }
 
-    /// A refusal in the instance's error envelope, after its audit line.
+    /// A refusal in the instance's error envelope, after its audit line and its event.
     fn refuse(&mut self, status: u16, message: &str, detail: &str, why: &str) -> SimResponse {
         self.audit(&format!("refused={why}"));
+        let event = CompanionEvent {
+            name: REFUSED_EVENT.to_owned(),
+            record: self.st.user.sys_id.clone(),
+            parm1: self.st.user_name(),
+            parm2: format!("{} {why}", self.resource.label()),
+        };
+        self.st.instance.events.push(event);
         error(self.st, status, message, Some(detail))
     }
 

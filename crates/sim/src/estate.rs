@@ -103,12 +103,15 @@ impl Estate {
         let password: String = std::iter::repeat_with(|| rng.alphanumeric())
             .take(24)
             .collect();
+        let user_name = "svc_oauth_keeper".to_owned();
+        let mut instance = InstanceSide::default();
+        instance.allowed_user.clone_from(&user_name);
         Estate {
             rng,
             cipher_key,
             user: UserPlan {
                 sys_id,
-                user_name: "svc_oauth_keeper".to_owned(),
+                user_name,
                 password,
                 roles: DEFAULT_USER_ROLES.iter().map(|r| (*r).to_owned()).collect(),
                 time_zone: String::new(),
@@ -121,7 +124,7 @@ impl Estate {
             credentials: Vec::new(),
             plans: Vec::new(),
             extra_rows: Vec::new(),
-            instance: InstanceSide::default(),
+            instance,
             companion_path: crate::COMPANION_PATH.to_owned(),
         }
     }
@@ -145,6 +148,22 @@ impl Estate {
     /// The companion's base path this estate serves it at.
     pub fn companion_path(&self) -> &str {
         &self.companion_path
+    }
+
+    /// Sets system property `snok.oauth_keeper.allowed_user` (default: the integration user;
+    /// empty refuses everyone).
+    #[must_use]
+    pub fn with_companion_allowed_user(mut self, user_name: &str) -> Estate {
+        user_name.clone_into(&mut self.instance.allowed_user);
+        self
+    }
+
+    /// Sets the role named in the companion role's *Assignable by* field (default
+    /// `security_admin`; anything else, or `""`, and the companion refuses every call).
+    #[must_use]
+    pub fn with_companion_role_assignable_by(mut self, role: &str) -> Estate {
+        role.clone_into(&mut self.instance.role_assignable_by);
+        self
     }
 
     /// Adds the update set's scratch Application Registry of `check --round-trip`

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::companion::COMPANION_ROLE;
 use crate::companion::lease::LeaseBook;
+use crate::companion::{ASSIGNABLE_BY, COMPANION_ROLE, CompanionEvent};
 use crate::db::Row;
 use crate::schema::{self, Kind, TableSchema};
 use crate::server::{Incoming, SimResponse};
@@ -129,6 +129,12 @@ pub(crate) struct InstanceSide {
     pub audit: Vec<String>,
     /// The companion's lease table: one keeper per instance, and its claims.
     pub lease: LeaseBook,
+    /// System property `snok.oauth_keeper.allowed_user`: the one user the companion answers.
+    pub allowed_user: String,
+    /// The name of the role in the companion role's *Assignable by* field (`""` for none).
+    pub role_assignable_by: String,
+    /// The events the companion queued, oldest first.
+    pub events: Vec<CompanionEvent>,
 }
 
 impl Default for InstanceSide {
@@ -143,6 +149,10 @@ impl Default for InstanceSide {
             oauth: OAuthServer::default(),
             audit: Vec::new(),
             lease: LeaseBook::default(),
+            // The runbook's state once done; `Estate::empty` names its integration user here.
+            allowed_user: String::new(),
+            role_assignable_by: ASSIGNABLE_BY.to_owned(),
+            events: Vec::new(),
         }
     }
 }

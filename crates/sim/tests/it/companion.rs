@@ -5,7 +5,7 @@
 use super::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sn_oauth_keeper_sim::Estate;
+use sn_oauth_keeper_sim::{COMPANION_ASSIGNABLE_BY, COMPANION_REFUSED_EVENT, Estate};
 
 #[tokio::test]
 async fn returns_decrypted_secrets_of_refresh_rows_only() {
@@ -196,4 +196,47 @@ async fn verify_proves_what_a_table_api_write_stored() {
     .await
     .unwrap();
     assert_eq!(json(resp).await["result"][0]["match"], json!(false));
+}
+
+#[tokio::test]
+async fn a_half_prepared_instance_refuses_the_keeper_until_security_admin_finishes() {
+    let estate = Estate::demo(48)
+        .with_companion_allowed_user("")
+        .with_companion_role_assignable_by("");
+    let id = estate.credentials()[0].refresh_sys_id.clone();
+    let sim = start(estate).await;
+    let secrets = format!("{}/secrets?sys_id={id}", sim.companion_path());
+    let resp = get(&sim, &secrets).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Companion allowed user not set"
+    );
+    sim.set_companion_allowed_user(sim.username());
+    let resp = get(&sim, &secrets).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Companion role not locked down"
+    );
+    sim.set_companion_role_assignable_by(COMPANION_ASSIGNABLE_BY);
+    assert_eq!(get(&sim, &secrets).await.status(), StatusCode::OK);
+    let events: Vec<(String, String)> = sim
+        .companion_events()
+        .into_iter()
+        .map(|e| (e.name, e.parm2))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (
+                COMPANION_REFUSED_EVENT.to_owned(),
+                "GET /secrets no_allowed_user".to_owned()
+            ),
+            (
+                COMPANION_REFUSED_EVENT.to_owned(),
+                "GET /secrets role_not_locked".to_owned()
+            ),
+        ]
+    );
 }

@@ -107,6 +107,16 @@ async fn the_simulator_answers_every_shared_contract_case() {
             .filter_map(Value::as_str)
             .collect();
         sim.set_user_roles(&roles);
+        let setting = |key: &str| {
+            case["instance"]
+                .get(key)
+                .unwrap_or(&doc["instance"][key])
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        sim.set_companion_allowed_user(&setting("allowed_user"));
+        sim.set_companion_role_assignable_by(&setting("role_assignable_by"));
         for (n, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
             if let Some(seconds) = step["advance_seconds"].as_i64() {
                 sim.advance_time(SignedDuration::from_secs(seconds));
@@ -123,6 +133,7 @@ async fn the_simulator_answers_every_shared_contract_case() {
                 request["path"].as_str().unwrap()
             );
             let before = sim.companion_audit().len();
+            let events_before = sim.companion_events().len();
             let mut call = client
                 .request(method, url)
                 .basic_auth(sim.username(), Some(sim.password()));
@@ -152,8 +163,32 @@ async fn the_simulator_answers_every_shared_contract_case() {
             );
             let line = &audit[before];
             assert_eq!(line, step["audit"].as_str().unwrap(), "{name}, step {n}");
+            let queued: Vec<Value> = sim.companion_events()[events_before..]
+                .iter()
+                .map(|e| {
+                    assert_eq!(
+                        e.record,
+                        sim.user_sys_id(),
+                        "{name}: on the caller's record"
+                    );
+                    json!({"name": e.name, "parm1": e.parm1, "parm2": e.parm2})
+                })
+                .collect();
+            let expected: Vec<Value> = match step.get("event") {
+                Some(event) => {
+                    let mut event = event.clone();
+                    event["name"] = doc["event_name"].clone();
+                    vec![event]
+                }
+                None => Vec::new(),
+            };
+            assert_eq!(queued, expected, "{name}, step {n}: the refused-call event");
             for secret in &secrets {
                 assert!(!line.contains(secret), "{name}: a secret in the audit line");
+                assert!(
+                    !Value::from(queued.clone()).to_string().contains(secret),
+                    "{name}: a secret in an event"
+                );
                 if request["path"] != "/secrets" {
                     assert!(
                         !text.contains(secret),
