@@ -92,7 +92,9 @@ SnokOAuthKeeperCompanion.prototype = {
                 'The caller lacks role ' + companion.ROLE, 'no_role');
             return false;
         }
-        var allowed = '' + gs.getProperty(companion.ALLOWED_USER_PROPERTY, '');
+        // A property that is gone answers the alternative; one without a value may answer null.
+        var allowed = gs.getProperty(companion.ALLOWED_USER_PROPERTY, '');
+        allowed = allowed ? '' + allowed : '';
         if (allowed === '') {
             this.refuse(403, 'Companion allowed user not set', 'System property ' +
                 companion.ALLOWED_USER_PROPERTY + ' is empty: as security_admin, set it to the ' +
