@@ -181,6 +181,31 @@ SnokOAuthKeeperCompanion.prototype = {
     },
 
     /**
+     * The distinct sys_id query parameter values (comma-separated or repeated, as sent), or null
+     * after refusing the call (400) when there are none or more than `max`.
+     */
+    requestedIds: function (max) {
+        var ids = [];
+        var requested = this.values('sys_id');
+        for (var r = 0; r < requested.length; r++) {
+            if (ids.indexOf(requested[r]) < 0) {
+                ids.push(requested[r]);
+            }
+        }
+        if (ids.length === 0) {
+            this.refuse(400, 'Missing parameter sys_id',
+                'Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]', 'no_ids');
+            return null;
+        }
+        if (ids.length > max) {
+            this.refuse(400, 'Too many sys_ids',
+                'At most ' + max + ' sys_id values per request, got ' + ids.length, 'too_many_ids');
+            return null;
+        }
+        return ids;
+    },
+
+    /**
      * The request body parsed as a JSON object, or null when it is not one. Read once through
      * dataString (the body is a stream that can be consumed only once) and parsed here, so a
      * malformed body gets the companion's own 400 rather than whatever the platform answers.

@@ -15,21 +15,8 @@
     if (holder === null) {
         return;
     }
-    var ids = [];
-    var requested = call.values('sys_id');
-    for (var r = 0; r < requested.length; r++) {
-        if (ids.indexOf(requested[r]) < 0) {
-            ids.push(requested[r]);
-        }
-    }
-    if (ids.length === 0) {
-        call.refuse(400, 'Missing parameter sys_id',
-            'Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]', 'no_ids');
-        return;
-    }
-    if (ids.length > SnokOAuthKeeperLease.MAX_CLAIMS) {
-        call.refuse(400, 'Too many sys_ids', 'At most ' + SnokOAuthKeeperLease.MAX_CLAIMS +
-            ' sys_id values per request, got ' + ids.length, 'too_many_ids');
+    var ids = call.requestedIds(SnokOAuthKeeperLease.MAX_CLAIMS);
+    if (ids === null) {
         return;
     }
     for (var i = 0; i < ids.length; i++) {

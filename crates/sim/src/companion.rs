@@ -205,6 +205,30 @@ impl Call<'_> {
         error(self.st, status, message, Some(detail))
     }
 
+    /// The distinct `sys_id` query parameter values (comma-separated or repeated), or the
+    /// refusal (400) when there are none or more than `max`.
+    fn requested_ids(&mut self, req: &Incoming, max: usize) -> Result<Vec<String>, SimResponse> {
+        let mut ids: Vec<String> = Vec::new();
+        for id in values(req, "sys_id") {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Err(self.refuse(
+                400,
+                "Missing parameter sys_id",
+                "Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]",
+                "no_ids",
+            ));
+        }
+        if ids.len() > max {
+            let detail = format!("At most {max} sys_id values per request, got {}", ids.len());
+            return Err(self.refuse(400, "Too many sys_ids", &detail, "too_many_ids"));
+        }
+        Ok(ids)
+    }
+
     /// A JSON answer.
     fn send(&mut self, status: u16, body: &Value) -> SimResponse {
         SimResponse {

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Call, is_sys_id, json_object, values};
+use super::{Call, is_sys_id, json_object};
 use crate::answer::instance_headers;
 use crate::server::{Incoming, SimResponse};
 
@@ -412,27 +412,10 @@ pub(super) fn release_claims(call: &mut Call<'_>, req: &Incoming) -> SimResponse
         Ok(holder) => holder,
         Err(refused) => return refused,
     };
-    let mut ids: Vec<String> = Vec::new();
-    for id in values(req, "sys_id") {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    if ids.is_empty() {
-        return call.refuse(
-            400,
-            "Missing parameter sys_id",
-            "Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]",
-            "no_ids",
-        );
-    }
-    if ids.len() > MAX_CLAIMS {
-        let detail = format!(
-            "At most {MAX_CLAIMS} sys_id values per request, got {}",
-            ids.len()
-        );
-        return call.refuse(400, "Too many sys_ids", &detail, "too_many_ids");
-    }
+    let ids = match call.requested_ids(req, MAX_CLAIMS) {
+        Ok(ids) => ids,
+        Err(refused) => return refused,
+    };
     if !ids.iter().all(|id| is_sys_id(id)) {
         return call.refuse(
             400,
