@@ -31,21 +31,8 @@
     }
     var withSecret = includes.length > 0;
 
-    var ids = [];
-    var requested = call.values('sys_id');
-    for (var r = 0; r < requested.length; r++) {
-        if (ids.indexOf(requested[r]) < 0) {
-            ids.push(requested[r]);
-        }
-    }
-    if (ids.length === 0) {
-        call.refuse(400, 'Missing parameter sys_id',
-            'Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]', 'no_ids');
-        return;
-    }
-    if (ids.length > MAX_IDS) {
-        call.refuse(400, 'Too many sys_ids',
-            'At most ' + MAX_IDS + ' sys_id values per request, got ' + ids.length, 'too_many_ids');
+    var ids = call.requestedIds(MAX_IDS);
+    if (ids === null) {
         return;
     }
 

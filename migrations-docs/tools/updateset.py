@@ -69,12 +69,34 @@ RESOURCES = [
              "GET ?sys_id=<refresh row>[,...][&include=client_secret]"),
     Resource("verify", "verify", "POST", "/verify", "verify.js",
              'POST {"tokens":[{"sys_id","sha256"}]}: whether stored tokens hash to the digests'),
+    Resource("lease", "lease", "POST", "/lease", "lease.js",
+             'POST {"holder","ttl_seconds"[,"claims"]}: one keeper per instance'),
+    Resource("lease_release", "lease release", "DELETE", "/lease", "lease-release.js",
+             "DELETE ?holder=<id>: release the lease"),
+    Resource("claims_release", "claims release", "DELETE", "/lease/claims", "claims-release.js",
+             "DELETE ?holder=<id>&sys_id=<id>[,...]: drop claims"),
 ]
 SCRIPT_INCLUDES = [
     ScriptInclude("SnokOAuthKeeperCompanion",
                   "sn-oauth-keeper companion: who may call, the audit line, the JSON answer and "
                   "the error envelope every resource of the OAuth Keeper Companion shares."),
+    ScriptInclude("SnokOAuthKeeperLease",
+                  "sn-oauth-keeper companion: the lease (one keeper per instance) and the claims, "
+                  "in table u_snok_oauth_keeper_lease, changed inside one GlideMutex section."),
 ]
+
+# The companion's own table: the lease row and the claim rows. Global custom tables take the u_
+# prefix, and so do their columns. (element, label, type, max_length)
+LEASE_TABLE = "u_snok_oauth_keeper_lease"
+LEASE_TABLE_LABEL = "sn-oauth-keeper lease"
+LEASE_COLUMNS = [
+    ("u_kind", "Kind", "string", "16"),
+    ("u_holder", "Holder", "string", "100"),
+    ("u_fence", "Fence", "integer", ""),
+    ("u_expires_ms", "Expires (epoch milliseconds)", "string", "20"),
+    ("u_credential", "Credential (refresh row sys_id)", "string", "32"),
+]
+GLIDE_TYPES = {"collection": "Collection", "string": "String", "integer": "Integer"}
 # The API's default ACL: the REST_Endpoint ACL of the first resource, as in release 1.0.0.
 DEFAULT_ACL_PATH = RESOURCES[0].path
 
@@ -92,6 +114,22 @@ RECORD_ACLS = [
     *[(f"oauth_credential.{f}", "create") for f in
       ("type", "peer", "oauth_requestor_profile", "user", "scopes", "name", "token_received", "expires")],
 ]
+
+# Record ACLs whose script narrows them to some rows: (name, operation) -> script in companion/.
+ACL_SCRIPTS = {
+    # Only the rows the integration user created: the scratch row of `check --round-trip`.
+    ("oauth_credential", "delete"): "acl-delete-own-credential.js",
+}
+
+# Who may call the companion: the system property naming the one user it answers, and the event
+# every refused call queues.
+ALLOWED_USER_PROPERTY = "snok.oauth_keeper.allowed_user"
+REFUSED_EVENT = "snok.oauth_keeper.refused"
+
+# The scratch Application Registry `check --round-trip` attaches its scratch credential to: no
+# secret, and a token URL in the reserved .invalid domain (RFC 2606), which resolves nowhere.
+ROUND_TRIP_REGISTRY = "sn-oauth-keeper round-trip"
+ROUND_TRIP_TOKEN_URL = "https://round-trip.invalid/oauth_token"
 
 
 def sys_id(key: str) -> str:
@@ -161,11 +199,39 @@ def records() -> list[tuple[str, str, str, str, str]]:
         ("elevated_privilege", "false"),
         ("grantable", "true"),
         ("can_delegate", "false"),
-        ("assignable_by", ""),
+        # No assignable_by: a reference to security_admin needs that role's sys_id, which this
+        # update set cannot know; security_admin sets it (runbook), the companion refuses every
+        # call until it is set, and leaving the field out keeps it when the set is re-imported.
         ("includes_roles", ""),
         ("requires_subscription", ""),
         ("scoped_admin", "false"),
     ])))
+    table_id = sys_id(f"sys_db_object|{LEASE_TABLE}")
+    out.append(("sys_db_object", table_id, "Table", LEASE_TABLE, record("sys_db_object", table_id, [
+        ("name", LEASE_TABLE),
+        ("sys_name", LEASE_TABLE_LABEL),
+        ("label", LEASE_TABLE_LABEL),
+        ("super_class", ""),
+        ("is_extendable", "false"),
+        # No generated ACLs and no REST access: only the companion's scripts (GlideRecord) and
+        # administrators touch it.
+        ("create_access_controls", "false"),
+        ("ws_access", "false"),
+        ("access", "package_private"),
+    ])))
+    for element, label, kind, length in [("", LEASE_TABLE_LABEL, "collection", "40"), *LEASE_COLUMNS]:
+        column_id = sys_id(f"sys_dictionary|{LEASE_TABLE}|{element}")
+        out.append(("sys_dictionary", column_id, "Dictionary", f"{LEASE_TABLE}.{element}".rstrip("."),
+                    record("sys_dictionary", column_id, [
+                        ("name", LEASE_TABLE),
+                        ("element", element),
+                        ("column_label", label),
+                        ("internal_type", {"display_value": GLIDE_TYPES[kind]}, kind),
+                        ("max_length", length),
+                        ("active", "true"),
+                        ("mandatory", "false"),
+                        ("read_only", "false"),
+                    ])))
     for include in SCRIPT_INCLUDES:
         include_id = sys_id(f"script_include|{include.name}")
         out.append(("sys_script_include", include_id, "Script Include", include.name,
@@ -227,8 +293,10 @@ def records() -> list[tuple[str, str, str, str, str]]:
                     ])))
     paths = list(dict.fromkeys(r.path for r in RESOURCES))
     acls = [(rest_acl_name(p), "execute", "rest_endpoint", rest_acl_id(p)) for p in paths]
-    acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in RECORD_ACLS]
+    acls += [(n, o, "record", sys_id(f"acl|{n}|{o}")) for n, o in [*RECORD_ACLS, *ACL_SCRIPTS]]
     for name, operation, kind, acl_id in acls:
+        script_file = ACL_SCRIPTS.get((name, operation))
+        rows = " it created" if script_file else ""
         out.append(("sys_security_acl", acl_id, "Access Control", f"{name}.{operation}",
                     record("sys_security_acl", acl_id, [
                         ("name", name),
@@ -237,11 +305,11 @@ def records() -> list[tuple[str, str, str, str, str]]:
                         ("type", {"display_value": kind}, kind),
                         ("active", "true"),
                         ("admin_overrides", "true"),
-                        ("advanced", "false"),
+                        ("advanced", "true" if script_file else "false"),
                         ("condition", ""),
-                        ("script", ""),
+                        ("script", script_text(script_file) if script_file else ""),
                         ("decision_type", "allow"),
-                        ("description", f"sn-oauth-keeper: role {ROLE} may {operation} {name}."),
+                        ("description", f"sn-oauth-keeper: role {ROLE} may {operation} {name}{rows}."),
                     ])))
     for name, operation, _kind, acl_id in acls:
         link_id = sys_id(f"acl_role|{name}|{operation}")
@@ -250,6 +318,52 @@ def records() -> list[tuple[str, str, str, str, str]]:
                         ("sys_security_acl", {"display_value": name}, acl_id),
                         ("sys_user_role", {"display_value": ROLE}, role_id),
                     ])))
+    property_id = sys_id(f"sys_properties|{ALLOWED_USER_PROPERTY}")
+    out.append(("sys_properties", property_id, "System Property", ALLOWED_USER_PROPERTY,
+                record("sys_properties", property_id, [
+                    ("name", ALLOWED_USER_PROPERTY),
+                    ("sys_name", ALLOWED_USER_PROPERTY),
+                    ("type", "string"),
+                    # No value: installed empty (the companion refuses everyone until it is set),
+                    # and re-importing the update set keeps the value security_admin set.
+                    ("description", "sn-oauth-keeper: the User ID (user_name) of the only user the "
+                                    "OAuth Keeper Companion answers, the keeper's integration user. "
+                                    "Empty: the companion refuses every call."),
+                    ("write_roles", "security_admin"),
+                    ("read_roles", ""),
+                    ("is_private", "false"),
+                    ("ignore_cache", "false"),
+                ])))
+    event_id = sys_id(f"sysevent_register|{REFUSED_EVENT}")
+    out.append(("sysevent_register", event_id, "Event Registration", REFUSED_EVENT,
+                record("sysevent_register", event_id, [
+                    ("event_name", REFUSED_EVENT),
+                    ("sys_name", REFUSED_EVENT),
+                    ("table", "sys_user"),
+                    ("queue", ""),
+                    ("priority", "100"),
+                    ("fired_by", "Script Include SnokOAuthKeeperCompanion, on every refused call"),
+                    ("description", "The OAuth Keeper Companion refused a call. Record: the caller's "
+                                    "sys_user. parm1: the caller's user_name. parm2: the resource "
+                                    "and the reason (no_role, no_allowed_user, not_allowed_user, "
+                                    "role_not_locked, or a malformed request). Alert on it."),
+                ])))
+    registry_id = sys_id("oauth_entity|round-trip")
+    out.append(("oauth_entity", registry_id, "Application Registry", ROUND_TRIP_REGISTRY,
+                record("oauth_entity", registry_id, [
+                    ("name", ROUND_TRIP_REGISTRY),
+                    ("sys_name", ROUND_TRIP_REGISTRY),
+                    ("type", "oauth_provider"),
+                    # A grant the keeper never refreshes, should a scratch row ever be left over.
+                    ("default_grant_type", "client_credentials"),
+                    ("client_id", "sn-oauth-keeper-round-trip"),
+                    ("client_secret", ""),
+                    ("token_url", ROUND_TRIP_TOKEN_URL),
+                    ("active", "true"),
+                    ("comments", "Scratch registry of sn-oauth-keeper check --round-trip: the keeper "
+                                 "attaches a scratch oauth_credential row to it and deletes the row. "
+                                 "Never used to obtain tokens: its token URL resolves nowhere."),
+                ])))
     return out
 
 
@@ -262,8 +376,11 @@ def build() -> str:
              + element("application_name", "Global")
              + element("application_scope", "global")
              + element("description", "sn-oauth-keeper companion: the OAuth Keeper Companion "
-                                      "Scripted REST API (global scope), role snok_oauth_keeper "
-                                      "and its ACLs. See migrations-docs/README.md.")
+                                      "Scripted REST API (global scope), its Script Includes and "
+                                      "lease table, role snok_oauth_keeper and its ACLs, the "
+                                      "allowed-user property, the refused-call event, the "
+                                      "scratch registry of check --round-trip. "
+                                      "See migrations-docs/README.md.")
              + element("name", f"sn-oauth-keeper companion {VERSION}")
              + element("release_date", "")
              + element("remote_sys_id", set_id)
@@ -300,6 +417,10 @@ def build() -> str:
             + "</sys_update_xml>")
     lines.append("</unload>")
     return "\n".join(lines) + "\n"
+
+
+# The field that names a record, where it is not `name`.
+NAME_FIELDS = {"sysevent_register": "event_name"}
 
 
 def documented(marker: str) -> list[list[str]]:
@@ -372,6 +493,13 @@ def check() -> list[str]:
             problems.append(f"the update set must hold one Script Include {include.name}")
             continue
         embedded[include.script] = match[0].findtext("script") or ""
+    for (name, operation), file in ACL_SCRIPTS.items():
+        match = [r for r in found.get("sys_security_acl", [])
+                 if r.findtext("name") == name and r.findtext("operation") == operation]
+        if len(match) != 1 or match[0].findtext("advanced") != "true":
+            problems.append(f"the update set must hold one scripted ACL {name} {operation}")
+            continue
+        embedded[file] = match[0].findtext("script") or ""
     for file in sorted(p.name for p in SCRIPTS.glob("*.js")):
         if file not in embedded:
             problems.append(f"companion/{file} is in no record of the update set")
@@ -385,7 +513,7 @@ def check() -> list[str]:
         if str(len(have)) != count:
             problems.append(f"README documents {count} {table} record(s); the update set has {len(have)}")
         if not names_cell.startswith("("):
-            names = sorted(r.findtext("name") or "" for r in have)
+            names = sorted(r.findtext(NAME_FIELDS.get(table, "name")) or "" for r in have)
             if names != sorted(code_spans(names_cell)):
                 problems.append(f"README names the {table} records {names_cell}; the update set has {names}")
     undocumented = set(found) - {row[0].strip("`") for row in documented("records")}
@@ -419,6 +547,24 @@ def check() -> list[str]:
             problems.append(f"{where} must require authorization by the REST_Endpoint ACL of its path")
         if op.findtext("requires_authentication") != "true":
             problems.append(f"{where} must require authentication")
+    for role in found.get("sys_user_role", []):
+        if role.find("assignable_by") is not None:
+            problems.append("the role must not carry assignable_by: a re-import would clear it")
+    for prop in found.get("sys_properties", []):
+        if prop.find("value") is not None or prop.findtext("write_roles") != "security_admin":
+            problems.append(f"property {prop.findtext('name')} must carry no value and be written "
+                            "by security_admin only")
+    tables = found.get("sys_db_object", [])
+    if [t.findtext("name") for t in tables] != [LEASE_TABLE] or tables[0].findtext("ws_access") != "false":
+        problems.append(f"the update set must create table {LEASE_TABLE}, closed to web services")
+    columns = sorted(r.findtext("element") or "" for r in found.get("sys_dictionary", [])
+                     if r.findtext("name") == LEASE_TABLE)
+    if columns != sorted(["", *(c[0] for c in LEASE_COLUMNS)]):
+        problems.append(f"the dictionary of {LEASE_TABLE} must hold exactly its columns: {columns}")
+    for registry in found.get("oauth_entity", []):
+        if registry.findtext("client_secret") or not (registry.findtext("token_url") or "").startswith(
+                "https://round-trip.invalid/"):
+            problems.append("the scratch registry must have no client secret and an unroutable token URL")
     for include in includes:
         if include.findtext("client_callable") != "false" or include.findtext("access") != "package_private":
             problems.append(f"Script Include {include.findtext('name')} must be neither client callable "

@@ -103,12 +103,15 @@ impl Estate {
         let password: String = std::iter::repeat_with(|| rng.alphanumeric())
             .take(24)
             .collect();
+        let user_name = "svc_oauth_keeper".to_owned();
+        let mut instance = InstanceSide::default();
+        instance.allowed_user.clone_from(&user_name);
         Estate {
             rng,
             cipher_key,
             user: UserPlan {
                 sys_id,
-                user_name: "svc_oauth_keeper".to_owned(),
+                user_name,
                 password,
                 roles: DEFAULT_USER_ROLES.iter().map(|r| (*r).to_owned()).collect(),
                 time_zone: String::new(),
@@ -121,7 +124,7 @@ impl Estate {
             credentials: Vec::new(),
             plans: Vec::new(),
             extra_rows: Vec::new(),
-            instance: InstanceSide::default(),
+            instance,
             companion_path: crate::COMPANION_PATH.to_owned(),
         }
     }
@@ -145,6 +148,48 @@ impl Estate {
     /// The companion's base path this estate serves it at.
     pub fn companion_path(&self) -> &str {
         &self.companion_path
+    }
+
+    /// Sets system property `snok.oauth_keeper.allowed_user` (default: the integration user;
+    /// empty refuses everyone).
+    #[must_use]
+    pub fn with_companion_allowed_user(mut self, user_name: &str) -> Estate {
+        user_name.clone_into(&mut self.instance.allowed_user);
+        self
+    }
+
+    /// Sets the role named in the companion role's *Assignable by* field (default
+    /// `security_admin`; anything else, or `""`, and the companion refuses every call).
+    #[must_use]
+    pub fn with_companion_role_assignable_by(mut self, role: &str) -> Estate {
+        role.clone_into(&mut self.instance.role_assignable_by);
+        self
+    }
+
+    /// Adds the update set's scratch Application Registry of `check --round-trip`
+    /// ([`ROUND_TRIP_REGISTRY_NAME`](crate::ROUND_TRIP_REGISTRY_NAME), under the sys_id the update
+    /// set gives it): no client secret, a token URL that resolves nowhere. Left out unless asked
+    /// for, so estates hold only the registries a test seeds.
+    #[must_use]
+    pub fn with_round_trip_registry(mut self) -> Estate {
+        let fields = [
+            ("sys_id", crate::ROUND_TRIP_REGISTRY_SYS_ID),
+            ("name", crate::ROUND_TRIP_REGISTRY_NAME),
+            ("client_id", "sn-oauth-keeper-round-trip"),
+            ("client_secret", ""),
+            ("token_url", crate::ROUND_TRIP_TOKEN_URL),
+            ("type", "oauth_provider"),
+            ("default_grant_type", "client_credentials"),
+            ("active", "true"),
+        ];
+        self.extra_rows.push(PlannedRow {
+            table: "oauth_entity",
+            fields: fields
+                .into_iter()
+                .map(|(column, value)| (column, Planned::Raw(value.to_owned())))
+                .collect(),
+        });
+        self
     }
 
     /// Removes one of the update set's record ACLs (`name` as `oauth_entity.token_url`,
@@ -224,6 +269,10 @@ impl Estate {
     /// user by a placeholder).
     #[must_use]
     pub fn with_user_identity(mut self, sys_id: &str, user_name: &str) -> Estate {
+        // The companion's allowed user follows the integration user it named.
+        if self.instance.allowed_user == self.user.user_name {
+            user_name.clone_into(&mut self.instance.allowed_user);
+        }
         sys_id.clone_into(&mut self.user.sys_id);
         user_name.clone_into(&mut self.user.user_name);
         self

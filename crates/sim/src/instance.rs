@@ -1,7 +1,7 @@
 //! The instance-side setup the runbook in `migrations-docs/` creates, and its absence: the ACLs
-//! the update set grants to the keeper's role, whether the companion is installed, the tables'
-//! "Allow access to this table via web services" box, and the instance's own OAuth server
-//! (`POST /oauth_token.do`) for `auth = "oauth"`.
+//! the update set grants to the keeper's role, whether the companion is installed, the scratch
+//! registry of `check --round-trip`, the tables' "Allow access to this table via web services"
+//! box, and the instance's own OAuth server (`POST /oauth_token.do`) for `auth = "oauth"`.
 //!
 //! ACL semantics follow servicenow.md §3.10 and the platform's documented rules where known:
 //! the out-of-box roles (`admin`, `oauth_admin`) see everything; the keeper's role sees a table
@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::companion::COMPANION_ROLE;
+use crate::companion::lease::LeaseBook;
+use crate::companion::{ASSIGNABLE_BY, COMPANION_ROLE, CompanionEvent};
+use crate::db::Row;
 use crate::schema::{self, Kind, TableSchema};
 use crate::server::{Incoming, SimResponse};
 use crate::state::{State, new_sys_id};
@@ -47,7 +49,18 @@ pub const COMPANION_RECORD_ACLS: &[(&str, &str)] = &[
     ("oauth_credential.name", "create"),
     ("oauth_credential.token_received", "create"),
     ("oauth_credential.expires", "create"),
+    // Scripted: only rows the integration user created (see `row_deletable`).
+    ("oauth_credential", "delete"),
 ];
+
+/// Name of the scratch Application Registry the update set creates for `check --round-trip`.
+pub const ROUND_TRIP_REGISTRY_NAME: &str = "sn-oauth-keeper round-trip";
+
+/// The scratch registry's sys_id: the one the update set gives it, the same on every instance.
+pub const ROUND_TRIP_REGISTRY_SYS_ID: &str = "3c889a9f2782cafc66792318abbf4b78";
+
+/// The scratch registry's token URL, in the reserved `.invalid` domain: it resolves nowhere.
+pub const ROUND_TRIP_TOKEN_URL: &str = "https://round-trip.invalid/oauth_token";
 
 /// The instance's default access-token lifespan for its OAuth clients (1800 s).
 pub const DEFAULT_ACCESS_LIFESPAN_SECS: i64 = 1_800;
@@ -121,6 +134,14 @@ pub(crate) struct InstanceSide {
     /// How this instance differs from what the keeper believes (`check --round-trip`'s
     /// counter-examples), in the order set.
     pub quirks: Vec<crate::InstanceQuirk>,
+    /// The companion's lease table: one keeper per instance, and its claims.
+    pub lease: LeaseBook,
+    /// System property `snok.oauth_keeper.allowed_user`: the one user the companion answers.
+    pub allowed_user: String,
+    /// The name of the role in the companion role's *Assignable by* field (`""` for none).
+    pub role_assignable_by: String,
+    /// The events the companion queued, oldest first.
+    pub events: Vec<CompanionEvent>,
 }
 
 impl Default for InstanceSide {
@@ -136,6 +157,11 @@ impl Default for InstanceSide {
             audit: Vec::new(),
             denied_field_writes: BTreeSet::new(),
             quirks: Vec::new(),
+            lease: LeaseBook::default(),
+            // The runbook's state once done; `Estate::empty` names its integration user here.
+            allowed_user: String::new(),
+            role_assignable_by: ASSIGNABLE_BY.to_owned(),
+            events: Vec::new(),
         }
     }
 }
@@ -198,6 +224,16 @@ pub(crate) fn column_allowed(
                     .instance
                     .has_acl(&format!("{}.{column}", schema.name), operation)
         }
+    }
+}
+
+/// Whether the integration user may delete `row` of `schema`: an out-of-box role any row; the
+/// keeper's role, through the update set's scripted delete ACL, only a row it created itself.
+pub(crate) fn row_deletable(st: &State, schema: &TableSchema, row: &Row) -> bool {
+    match table_access(st, schema, "delete") {
+        Access::Full => true,
+        Access::Granted => row.get("sys_created_by") == Some(&st.user_name()),
+        Access::Denied => false,
     }
 }
 

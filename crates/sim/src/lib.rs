@@ -55,16 +55,26 @@ use std::sync::{Arc, Mutex};
 use jiff::SignedDuration;
 use tokio::sync::watch;
 
+pub use companion::lease::{
+    CompanionLease, LeaseClaim, MAX_CLAIMS as COMPANION_MAX_CLAIMS,
+    MAX_HOLDER_CHARS as COMPANION_MAX_HOLDER_CHARS, MAX_TTL_SECS as COMPANION_MAX_LEASE_TTL_SECS,
+    MIN_TTL_SECS as COMPANION_MIN_LEASE_TTL_SECS,
+};
 pub use companion::{
-    AUDIT_SOURCE as COMPANION_AUDIT_SOURCE, COMPANION_ROLE, MAX_IDS as COMPANION_MAX_IDS,
-    MAX_TOKENS as COMPANION_MAX_TOKENS,
+    ALLOWED_USER_PROPERTY as COMPANION_ALLOWED_USER_PROPERTY,
+    ASSIGNABLE_BY as COMPANION_ASSIGNABLE_BY, AUDIT_SOURCE as COMPANION_AUDIT_SOURCE,
+    COMPANION_ROLE, CompanionEvent, MAX_IDS as COMPANION_MAX_IDS,
+    MAX_TOKENS as COMPANION_MAX_TOKENS, REFUSED_EVENT as COMPANION_REFUSED_EVENT,
 };
 pub use estate::{
     ADMIN_SYS_ID, AccessSpec, CredentialSpec, DEFAULT_USER_ROLES, EntraEndpoint, Estate,
     ExpiresInFormat, ProviderKind, RegistrySpec, SeededCredential, SeededRegistry,
 };
 pub use fault::{Fault, FaultAction, FaultTarget};
-pub use instance::COMPANION_RECORD_ACLS;
+pub use instance::{
+    COMPANION_RECORD_ACLS, ROUND_TRIP_REGISTRY_NAME, ROUND_TRIP_REGISTRY_SYS_ID,
+    ROUND_TRIP_TOKEN_URL,
+};
 
 use crate::fault::FaultSlot;
 use crate::server::{ConnAddr, SimListener};
@@ -243,6 +253,11 @@ impl Simulator {
         &self.handle.username
     }
 
+    /// The integration user's `sys_user` sys_id.
+    pub fn user_sys_id(&self) -> String {
+        self.shared().lock().user.sys_id.clone()
+    }
+
     /// The integration user's password.
     pub fn password(&self) -> &str {
         &self.handle.password
@@ -257,6 +272,42 @@ impl Simulator {
     /// [`COMPANION_AUDIT_SOURCE`]), oldest first.
     pub fn companion_audit(&self) -> Vec<String> {
         self.shared().lock().instance.audit.clone()
+    }
+
+    /// The events the companion queued (one per refused call), oldest first.
+    pub fn companion_events(&self) -> Vec<CompanionEvent> {
+        self.shared().lock().instance.events.clone()
+    }
+
+    /// Sets system property `snok.oauth_keeper.allowed_user`: the one user the companion answers
+    /// (empty refuses everyone).
+    pub fn set_companion_allowed_user(&self, user_name: &str) {
+        user_name.clone_into(&mut self.shared().lock().instance.allowed_user);
+    }
+
+    /// Sets the role named in the companion role's *Assignable by* field; anything but
+    /// [`COMPANION_ASSIGNABLE_BY`] and the companion refuses every call.
+    pub fn set_companion_role_assignable_by(&self, role: &str) {
+        role.clone_into(&mut self.shared().lock().instance.role_assignable_by);
+    }
+
+    /// The companion's lease as the instance stores it (`None` before the first lease ever); it
+    /// is held while `expires_at` is after [`Simulator::now`].
+    pub fn companion_lease(&self) -> Option<CompanionLease> {
+        self.shared().lock().instance.lease.view()
+    }
+
+    /// Every claim keepers hold through the companion's lease, by holder then sys_id.
+    pub fn companion_lease_claims(&self) -> Vec<LeaseClaim> {
+        self.shared().lock().instance.lease.claims()
+    }
+
+    /// Expires the companion's lease now, as if its holder stopped renewing it: the next
+    /// `POST /lease` acquires it with the next fence. Claims stay.
+    pub fn expire_companion_lease(&self) {
+        let mut st = self.shared().lock();
+        let now = st.now().as_millisecond();
+        st.instance.lease.expire(now);
     }
 
     /// The `grant_type` of every request to `/oauth_token.do`, in order.

@@ -19,27 +19,10 @@ pub(super) fn answer(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
         );
     }
     let with_secret = !includes.is_empty();
-    let mut ids: Vec<String> = Vec::new();
-    for id in values(req, "sys_id") {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    if ids.is_empty() {
-        return call.refuse(
-            400,
-            "Missing parameter sys_id",
-            "Provide one or more oauth_credential sys_ids as sys_id=<id>[,<id>...]",
-            "no_ids",
-        );
-    }
-    if ids.len() > MAX_IDS {
-        let detail = format!(
-            "At most {MAX_IDS} sys_id values per request, got {}",
-            ids.len()
-        );
-        return call.refuse(400, "Too many sys_ids", &detail, "too_many_ids");
-    }
+    let ids = match call.requested_ids(req, MAX_IDS) {
+        Ok(ids) => ids,
+        Err(refused) => return refused,
+    };
     let mut result = Vec::new();
     let mut answered: Vec<&str> = Vec::new();
     for id in &ids {

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::render::render;
-use super::{Ctx, Outcome, not_found, read_one, respond};
+use super::{Ctx, Outcome, acl_denied, not_found, read_one, respond};
 use crate::InstanceQuirk;
 use crate::answer::{error, instance_headers};
 use crate::datetime;
@@ -253,6 +253,14 @@ pub(super) fn update(st: &mut State, ctx: &Ctx, req: &Incoming, sys_id: &str) ->
 }
 
 pub(super) fn delete(st: &mut State, ctx: &Ctx, sys_id: &str) -> Outcome {
+    // A row-level ACL that refuses the row: the platform's 403, the row stays.
+    if st
+        .db
+        .get(ctx.schema.name, sys_id)
+        .is_some_and(|row| !instance::row_deletable(st, ctx.schema, row))
+    {
+        return Err(acl_denied(st, "Delete"));
+    }
     if !st.db.delete(ctx.schema.name, sys_id) {
         return Err(not_found(st));
     }

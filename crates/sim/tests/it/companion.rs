@@ -5,7 +5,7 @@
 use super::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sn_oauth_keeper_sim::Estate;
+use sn_oauth_keeper_sim::{COMPANION_ASSIGNABLE_BY, COMPANION_REFUSED_EVENT, Estate, Simulator};
 
 #[tokio::test]
 async fn returns_decrypted_secrets_of_refresh_rows_only() {
@@ -127,6 +127,45 @@ fn sha256_hex(token: &str) -> String {
         .collect()
 }
 
+/// Writes `token` into a row's `token_received` through the Table API, with or without
+/// `sysparm_input_display_value=true`.
+async fn write_token(sim: &Simulator, row: &str, token: &str, input_display_value: bool) {
+    let flag = if input_display_value {
+        "?sysparm_input_display_value=true"
+    } else {
+        ""
+    };
+    let resp = req(
+        sim,
+        Method::PATCH,
+        &format!("/api/now/table/oauth_credential/{row}{flag}"),
+    )
+    .json(&json!({"token_received": token}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// `POST /verify` of (row, token) pairs; the answer's body.
+async fn verify(sim: &Simulator, asked: &[(&str, &str)]) -> Value {
+    let tokens: Vec<Value> = asked
+        .iter()
+        .map(|(row, token)| json!({"sys_id": row, "sha256": sha256_hex(token)}))
+        .collect();
+    let resp = req(
+        sim,
+        Method::POST,
+        &format!("{}/verify", sim.companion_path()),
+    )
+    .json(&json!({ "tokens": tokens }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    json(resp).await
+}
+
 #[tokio::test]
 async fn verify_proves_what_a_table_api_write_stored() {
     let estate = Estate::demo(43);
@@ -139,35 +178,13 @@ async fn verify_proves_what_a_table_api_write_stored() {
     let access = cred.access_sys_id.clone().unwrap();
     let sim = start(estate).await;
     let written = "at-written-by-the-keeper-0f1e2d3c";
-    let verify = |token: &str| {
-        json!({"tokens": [
-            {"sys_id": access, "sha256": sha256_hex(token)},
-            {"sys_id": cred.refresh_sys_id, "sha256": sha256_hex(&cred.refresh_token)},
-        ]})
-    };
-    let path = format!("/api/now/table/oauth_credential/{access}");
+    let asked = [
+        (access.as_str(), written),
+        (cred.refresh_sys_id.as_str(), cred.refresh_token.as_str()),
+    ];
     // A write with sysparm_input_display_value=true stores the token encrypted: it verifies.
-    let resp = req(
-        &sim,
-        Method::PATCH,
-        &format!("{path}?sysparm_input_display_value=true"),
-    )
-    .json(&json!({"token_received": written}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let resp = req(
-        &sim,
-        Method::POST,
-        &format!("{}/verify", sim.companion_path()),
-    )
-    .json(&verify(written))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body = json(resp).await;
+    write_token(&sim, &access, written, true).await;
+    let body = verify(&sim, &asked).await;
     assert_eq!(
         body,
         json!({"result": [
@@ -180,20 +197,52 @@ async fn verify_proves_what_a_table_api_write_stored() {
         "never a token"
     );
     // Without the flag the instance stores it as is: it does not decrypt, so nothing matches.
-    let resp = req(&sim, Method::PATCH, &path)
-        .json(&json!({"token_received": written}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let resp = req(
-        &sim,
-        Method::POST,
-        &format!("{}/verify", sim.companion_path()),
-    )
-    .json(&verify(written))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(json(resp).await["result"][0]["match"], json!(false));
+    write_token(&sim, &access, written, false).await;
+    assert_eq!(
+        verify(&sim, &asked).await["result"][0]["match"],
+        json!(false)
+    );
+}
+
+#[tokio::test]
+async fn a_half_prepared_instance_refuses_the_keeper_until_security_admin_finishes() {
+    let estate = Estate::demo(48)
+        .with_companion_allowed_user("")
+        .with_companion_role_assignable_by("");
+    let id = estate.credentials()[0].refresh_sys_id.clone();
+    let sim = start(estate).await;
+    let secrets = format!("{}/secrets?sys_id={id}", sim.companion_path());
+    let resp = get(&sim, &secrets).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Companion allowed user not set"
+    );
+    sim.set_companion_allowed_user(sim.username());
+    let resp = get(&sim, &secrets).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Companion role not locked down"
+    );
+    sim.set_companion_role_assignable_by(COMPANION_ASSIGNABLE_BY);
+    assert_eq!(get(&sim, &secrets).await.status(), StatusCode::OK);
+    let events: Vec<(String, String)> = sim
+        .companion_events()
+        .into_iter()
+        .map(|e| (e.name, e.parm2))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (
+                COMPANION_REFUSED_EVENT.to_owned(),
+                "GET /secrets no_allowed_user".to_owned()
+            ),
+            (
+                COMPANION_REFUSED_EVENT.to_owned(),
+                "GET /secrets role_not_locked".to_owned()
+            ),
+        ]
+    );
 }

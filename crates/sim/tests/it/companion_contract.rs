@@ -2,6 +2,7 @@
 //! simulator. The Node test in `tests/companion/` runs the same cases against the real scripts
 //! in `migrations-docs/companion/`, so the two cannot drift apart.
 
+use jiff::SignedDuration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sn_oauth_keeper_sim::{COMPANION_AUDIT_SOURCE, Estate, Simulator};
@@ -48,19 +49,26 @@ fn generated_id(n: u64) -> String {
 
 /// A contract request's query and raw body, generators expanded.
 fn query_and_body(request: &Value) -> (String, Option<String>) {
-    let query = match request["query_ids"].as_u64() {
-        Some(n) => {
-            let ids: Vec<String> = (0..n).map(generated_id).collect();
-            format!("sys_id={}", ids.join(","))
-        }
-        None => request["query"].as_str().unwrap_or_default().to_string(),
-    };
+    let mut query = request["query"].as_str().unwrap_or_default().to_string();
+    if let Some(n) = request["query_ids"].as_u64() {
+        let ids: Vec<String> = (0..n).map(generated_id).collect();
+        let ids = format!("sys_id={}", ids.join(","));
+        query = if query.is_empty() {
+            ids
+        } else {
+            format!("{query}&{ids}")
+        };
+    }
     let mut body = request.get("body").cloned();
     if let Some(n) = request["body_tokens"].as_u64() {
         let tokens: Vec<Value> = (0..n)
             .map(|i| json!({"sys_id": generated_id(i), "sha256": "0".repeat(64)}))
             .collect();
         body = Some(json!({ "tokens": tokens }));
+    }
+    if let Some(n) = request["body_claims"].as_u64() {
+        let claims: Vec<String> = (0..n).map(generated_id).collect();
+        body.get_or_insert_with(|| json!({}))["claims"] = json!(claims);
     }
     let text = match request["body_text"].as_str() {
         Some(text) => Some(text.to_string()),
@@ -79,7 +87,7 @@ async fn the_simulator_answers_every_shared_contract_case() {
         .filter_map(Value::as_str)
         .collect();
     let cases = doc["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 20);
+    assert!(cases.len() >= 50);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for case in cases {
         let name = case["name"].as_str().unwrap();
@@ -99,7 +107,21 @@ async fn the_simulator_answers_every_shared_contract_case() {
             .filter_map(Value::as_str)
             .collect();
         sim.set_user_roles(&roles);
+        let setting = |key: &str| {
+            case["instance"]
+                .get(key)
+                .unwrap_or(&doc["instance"][key])
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        sim.set_companion_allowed_user(&setting("allowed_user"));
+        sim.set_companion_role_assignable_by(&setting("role_assignable_by"));
         for (n, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
+            if let Some(seconds) = step["advance_seconds"].as_i64() {
+                sim.advance_time(SignedDuration::from_secs(seconds));
+                continue;
+            }
             let request = &step["request"];
             let method =
                 Method::from_bytes(request["method"].as_str().unwrap().as_bytes()).unwrap();
@@ -111,6 +133,7 @@ async fn the_simulator_answers_every_shared_contract_case() {
                 request["path"].as_str().unwrap()
             );
             let before = sim.companion_audit().len();
+            let events_before = sim.companion_events().len();
             let mut call = client
                 .request(method, url)
                 .basic_auth(sim.username(), Some(sim.password()));
@@ -120,14 +143,18 @@ async fn the_simulator_answers_every_shared_contract_case() {
             let resp = call.send().await.unwrap();
             let status = resp.status();
             let text = resp.text().await.unwrap();
-            let body: Value = serde_json::from_str(&text).unwrap();
             let expected = u16::try_from(step["status"].as_u64().unwrap()).unwrap();
             assert_eq!(
                 status,
                 StatusCode::from_u16(expected).unwrap(),
                 "{name}, step {n}"
             );
-            assert_eq!(body, step["body"], "{name}, step {n}");
+            if step["body"].is_null() {
+                assert_eq!(text, "", "{name}, step {n}: no body");
+            } else {
+                let body: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(body, step["body"], "{name}, step {n}");
+            }
             let audit = sim.companion_audit();
             assert_eq!(
                 audit.len(),
@@ -136,8 +163,32 @@ async fn the_simulator_answers_every_shared_contract_case() {
             );
             let line = &audit[before];
             assert_eq!(line, step["audit"].as_str().unwrap(), "{name}, step {n}");
+            let queued: Vec<Value> = sim.companion_events()[events_before..]
+                .iter()
+                .map(|e| {
+                    assert_eq!(
+                        e.record,
+                        sim.user_sys_id(),
+                        "{name}: on the caller's record"
+                    );
+                    json!({"name": e.name, "parm1": e.parm1, "parm2": e.parm2})
+                })
+                .collect();
+            let expected: Vec<Value> = match step.get("event") {
+                Some(event) => {
+                    let mut event = event.clone();
+                    event["name"] = doc["event_name"].clone();
+                    vec![event]
+                }
+                None => Vec::new(),
+            };
+            assert_eq!(queued, expected, "{name}, step {n}: the refused-call event");
             for secret in &secrets {
                 assert!(!line.contains(secret), "{name}: a secret in the audit line");
+                assert!(
+                    !Value::from(queued.clone()).to_string().contains(secret),
+                    "{name}: a secret in an event"
+                );
                 if request["path"] != "/secrets" {
                     assert!(
                         !text.contains(secret),
@@ -155,7 +206,13 @@ async fn the_platform_refuses_unauthenticated_calls_before_the_script() {
         .await
         .expect("simulator starts");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for (method, resource) in [(Method::GET, "/secrets"), (Method::POST, "/verify")] {
+    for (method, resource) in [
+        (Method::GET, "/secrets"),
+        (Method::POST, "/verify"),
+        (Method::POST, "/lease"),
+        (Method::DELETE, "/lease"),
+        (Method::DELETE, "/lease/claims"),
+    ] {
         let resp = client
             .request(
                 method,

@@ -7,6 +7,9 @@
 //! - `providers`: the token endpoints of the three provider kinds: rotation, reuse detection,
 //!   client authentication, Entra's v1 and v2 paths.
 //! - `faults`: fault injection (statuses, delays, dropped connections, odd bodies).
+//! - `lease`: the companion's lease under concurrent keepers, and the test hooks on it.
+//! - `update_set`: what the update set sets up beyond the companion (the scoped delete ACL, the
+//!   scratch registry of `check --round-trip`).
 //! - `companion_contract`: the companion's shared contract cases (also run against the real
 //!   script under Node) against the simulator.
 
@@ -16,6 +19,8 @@
 mod companion;
 mod companion_contract;
 mod faults;
+mod lease;
 mod providers;
 mod support;
 mod table_api;
+mod update_set;

@@ -1,0 +1,609 @@
+//! One keeper per instance: the lease and the claims, as `migrations-docs/companion/lease.js`,
+//! `lease-release.js`, `claims-release.js` and the script include `SnokOAuthKeeperLease` keep
+//! them in their table.
+//!
+//! - `POST {companion_path}/lease` `{"holder","ttl_seconds"[,"claims"]}` → `200
+//!   {"result":{"holder","fence","ttl_seconds"},"claims":[…]}` when the caller holds the lease
+//!   after the call (acquired: previous fence + 1, the first ever 1; renewed while unexpired:
+//!   fence unchanged), else `409` with the holder and `expires_in`. Holding it, `claims` replaces
+//!   the caller's claim set, less the ids other holders claim. Every answer lists the claims of
+//!   every other holder.
+//! - `DELETE {companion_path}/lease?holder=` → `204`, releasing it if that holder holds it.
+//! - `DELETE {companion_path}/lease/claims?holder=&sys_id=…` → `204`, dropping those claims.
+//!
+//! The whole request runs under the simulator's one state lock, the counterpart of the script's
+//! GlideMutex section, so concurrent callers never interleave. Time is the simulator's clock
+//! (`Simulator::advance_time` moves it).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::{Call, is_sys_id, json_object};
+use crate::answer::instance_headers;
+use crate::server::{Incoming, SimResponse};
+
+/// Most characters (Unicode code points) of a holder id.
+pub const MAX_HOLDER_CHARS: usize = 100;
+
+/// Shortest lease a caller may ask for, in seconds.
+pub const MIN_TTL_SECS: i64 = 10;
+
+/// Longest lease a caller may ask for, in seconds.
+pub const MAX_TTL_SECS: i64 = 600;
+
+/// Most claims one request may carry (and most ids one claims release may name).
+pub const MAX_CLAIMS: usize = 1_000;
+
+/// What a refused holder id is told.
+const HOLDER_RULE: &str =
+    "holder must be a string of 1 to 100 characters without control characters";
+
+/// The lease as the instance stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompanionLease {
+    /// Who holds (or last held) it.
+    pub holder: String,
+    /// Its fence: 1 for the first holder ever, one more on every new acquisition.
+    pub fence: u64,
+    /// When it expires (or expired, or was released).
+    pub expires_at: Timestamp,
+}
+
+/// A keeper's claim on a credential (its refresh row's sys_id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseClaim {
+    /// The holder id that claims it.
+    pub holder: String,
+    /// The refresh row's sys_id.
+    pub sys_id: String,
+}
+
+/// The lease and the claims: the rows of the companion's lease table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeaseBook {
+    lease: Option<Stored>,
+    /// Claims by sys_id: a credential has at most one claimant.
+    claims: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+struct Stored {
+    holder: String,
+    fence: u64,
+    expires_ms: i64,
+}
+
+/// What a lease request came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Acquired {
+    /// The caller holds the lease.
+    Held {
+        renewed: bool,
+        fence: u64,
+        /// How many of the claims sent it holds, when it sent claims.
+        claimed: Option<usize>,
+    },
+    /// Another holder's lease has not expired.
+    HeldByOther { holder: String, expires_in: i64 },
+}
+
+impl LeaseBook {
+    fn live(&self, now_ms: i64) -> Option<&Stored> {
+        self.lease.as_ref().filter(|l| l.expires_ms > now_ms)
+    }
+
+    fn acquire(
+        &mut self,
+        holder: &str,
+        ttl_secs: i64,
+        claims: Option<&[String]>,
+        now_ms: i64,
+    ) -> Acquired {
+        let (renewed, fence) = match (self.live(now_ms), &self.lease) {
+            (Some(live), _) if live.holder != holder => {
+                // Whole seconds, rounded up: 1 while even a millisecond is left.
+                let left = live.expires_ms - now_ms;
+                return Acquired::HeldByOther {
+                    holder: live.holder.clone(),
+                    expires_in: (left + 999) / 1000,
+                };
+            }
+            (Some(live), _) => (true, live.fence),
+            // After an expiry or a release even the same holder acquires anew.
+            (None, Some(lapsed)) => (false, lapsed.fence + 1),
+            (None, None) => (false, 1),
+        };
+        self.lease = Some(Stored {
+            holder: holder.to_owned(),
+            fence,
+            expires_ms: now_ms + ttl_secs * 1000,
+        });
+        let claimed = claims.map(|ids| self.replace_claims(holder, ids));
+        Acquired::Held {
+            renewed,
+            fence,
+            claimed,
+        }
+    }
+
+    /// Makes `ids` the claim set of `holder`, less what other holders claim; how many it holds.
+    fn replace_claims(&mut self, holder: &str, ids: &[String]) -> usize {
+        self.claims.retain(|_, claimant| claimant != holder);
+        let mut held = 0;
+        for id in ids {
+            if !self.claims.contains_key(id) {
+                self.claims.insert(id.clone(), holder.to_owned());
+                held += 1;
+            }
+        }
+        held
+    }
+
+    /// Releases the lease if `holder` holds it; whether it did.
+    fn release(&mut self, holder: &str, now_ms: i64) -> bool {
+        match self.lease.as_mut() {
+            Some(lease) if lease.holder == holder && lease.expires_ms > now_ms => {
+                lease.expires_ms = now_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the claims of `holder` on `ids`; how many there were.
+    fn drop_claims(&mut self, holder: &str, ids: &[String]) -> usize {
+        let before = self.claims.len();
+        self.claims
+            .retain(|id, claimant| claimant != holder || !ids.contains(id));
+        before - self.claims.len()
+    }
+
+    /// Every claim, in the order the answers list them: by holder, then sys_id.
+    fn all_claims(&self) -> Vec<LeaseClaim> {
+        let mut out: Vec<LeaseClaim> = self
+            .claims
+            .iter()
+            .map(|(sys_id, holder)| LeaseClaim {
+                holder: holder.clone(),
+                sys_id: sys_id.clone(),
+            })
+            .collect();
+        out.sort_by(by_holder_then_id);
+        out
+    }
+
+    /// The lease as stored, if there ever was one.
+    pub(crate) fn view(&self) -> Option<CompanionLease> {
+        self.lease.as_ref().map(|l| CompanionLease {
+            holder: l.holder.clone(),
+            fence: l.fence,
+            expires_at: Timestamp::from_millisecond(l.expires_ms).unwrap_or(Timestamp::MIN),
+        })
+    }
+
+    /// Every claim, by holder then sys_id.
+    pub(crate) fn claims(&self) -> Vec<LeaseClaim> {
+        self.all_claims()
+    }
+
+    /// Expires the lease now, as if its time ran out; the next acquisition gets the next fence.
+    pub(crate) fn expire(&mut self, now_ms: i64) {
+        if let Some(lease) = self.lease.as_mut() {
+            lease.expires_ms = lease.expires_ms.min(now_ms);
+        }
+    }
+}
+
+/// The order of the script's sort: holder, then sys_id, by UTF-16 code units (JavaScript's
+/// string order, which differs from UTF-8 byte order past U+FFFF).
+fn by_holder_then_id(a: &LeaseClaim, b: &LeaseClaim) -> Ordering {
+    a.holder
+        .encode_utf16()
+        .cmp(b.holder.encode_utf16())
+        .then_with(|| a.sys_id.cmp(&b.sys_id))
+}
+
+/// A holder id: 1 to 100 Unicode code points, none of them a control character (C0, DEL, C1)
+/// or a line or paragraph separator.
+fn is_holder(value: &str) -> bool {
+    let count = value.chars().count();
+    (1..=MAX_HOLDER_CHARS).contains(&count)
+        && !value
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+}
+
+/// How a holder appears in an audit line: JSON-quoted, as the script's `JSON.stringify`.
+fn quoted(holder: &str) -> String {
+    Value::from(holder).to_string()
+}
+
+fn claims_json(claims: impl IntoIterator<Item = LeaseClaim>) -> Value {
+    claims
+        .into_iter()
+        .map(|c| json!({"holder": c.holder, "sys_id": c.sys_id}))
+        .collect()
+}
+
+fn no_content(call: &mut Call<'_>) -> SimResponse {
+    let mut headers = instance_headers(call.st);
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+    SimResponse {
+        status: 204,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// `POST /lease`.
+pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
+    let Some(body) = json_object(req) else {
+        return call.refuse(
+            400,
+            "Invalid request body",
+            r#"Send {"holder":"<id>","ttl_seconds":<10 to 600>[,"claims":["<sys_id>",...]]}"#,
+            "bad_body",
+        );
+    };
+    let Some(holder) = body
+        .get("holder")
+        .and_then(Value::as_str)
+        .filter(|h| is_holder(h))
+    else {
+        return call.refuse(400, "Invalid parameter holder", HOLDER_RULE, "bad_holder");
+    };
+    let ttl = body
+        .get("ttl_seconds")
+        .and_then(Value::as_f64)
+        .filter(|t| t.is_finite() && t.fract() == 0.0)
+        .filter(|t| (MIN_TTL_SECS as f64..=MAX_TTL_SECS as f64).contains(t));
+    let Some(ttl) = ttl else {
+        let detail =
+            format!("ttl_seconds must be a whole number from {MIN_TTL_SECS} to {MAX_TTL_SECS}");
+        return call.refuse(400, "Invalid parameter ttl_seconds", &detail, "bad_ttl");
+    };
+    // Whole and within 10..=600: exact as an integer.
+    let ttl = ttl as i64;
+    let claims = match body.get("claims") {
+        None => None,
+        Some(claims) => match claims_of(call, claims) {
+            Ok(ids) => Some(ids),
+            Err(refused) => return refused,
+        },
+    };
+    let now_ms = call.st.now().as_millisecond();
+    let book = &mut call.st.instance.lease;
+    let acquired = book.acquire(holder, ttl, claims.as_deref(), now_ms);
+    let others = book.all_claims().into_iter().filter(|c| c.holder != holder);
+    let others = claims_json(others);
+    match acquired {
+        Acquired::HeldByOther {
+            holder: other,
+            expires_in,
+        } => {
+            call.audit(&format!(
+                "holder={} outcome=held_by_other other={} expires_in={expires_in}",
+                quoted(holder),
+                quoted(&other)
+            ));
+            let detail = format!(
+                "Another keeper holds the lease for {expires_in} more second(s); only one keeper \
+                 may work on an instance. Retry after it expires or is released."
+            );
+            let body = json!({
+                "error": {"message": "Lease held by another keeper", "detail": detail},
+                "status": "failure",
+                "result": {"holder": other, "expires_in": expires_in},
+                "claims": others,
+            });
+            call.send(409, &body)
+        }
+        Acquired::Held {
+            renewed,
+            fence,
+            claimed,
+        } => {
+            let claimed = match (claimed, &claims) {
+                (Some(held), Some(sent)) => format!(" claims={held}/{}", sent.len()),
+                _ => String::new(),
+            };
+            call.audit(&format!(
+                "holder={} outcome={} fence={fence} ttl_seconds={ttl}{claimed}",
+                quoted(holder),
+                if renewed { "renewed" } else { "acquired" },
+            ));
+            let body = json!({
+                "result": {"holder": holder, "fence": fence, "ttl_seconds": ttl},
+                "claims": others,
+            });
+            call.send(200, &body)
+        }
+    }
+}
+
+/// The `claims` of a lease request: an array of at most [`MAX_CLAIMS`] sys_ids, as sent.
+fn claims_of(call: &mut Call<'_>, claims: &Value) -> Result<Vec<String>, SimResponse> {
+    let Some(claims) = claims.as_array() else {
+        return Err(call.refuse(
+            400,
+            "Invalid parameter claims",
+            "claims must be an array of oauth_credential sys_ids (32 lowercase hex digits)",
+            "bad_claims",
+        ));
+    };
+    if claims.len() > MAX_CLAIMS {
+        let detail = format!(
+            "At most {MAX_CLAIMS} claims per request, got {}",
+            claims.len()
+        );
+        return Err(call.refuse(400, "Too many claims", &detail, "too_many_claims"));
+    }
+    claims
+        .iter()
+        .enumerate()
+        .map(
+            |(i, claim)| match claim.as_str().filter(|id| is_sys_id(id)) {
+                Some(id) => Ok(id.to_owned()),
+                None => {
+                    let detail = format!(
+                        "claims[{i}] is not an oauth_credential sys_id (32 lowercase hex digits)"
+                    );
+                    Err(call.refuse(400, "Invalid parameter claims", &detail, "bad_claims"))
+                }
+            },
+        )
+        .collect()
+}
+
+/// The one `holder` query parameter of a DELETE, or the refusal.
+fn holder_param(call: &mut Call<'_>, req: &Incoming) -> Result<String, SimResponse> {
+    let given: Vec<String> = req
+        .params()
+        .into_iter()
+        .filter(|p| p.key == "holder")
+        .map(|p| p.value)
+        .collect();
+    match given.as_slice() {
+        [] => Err(call.refuse(
+            400,
+            "Missing parameter holder",
+            "Provide holder=<id>",
+            "no_holder",
+        )),
+        [one] if one.is_empty() => Err(call.refuse(
+            400,
+            "Missing parameter holder",
+            "Provide holder=<id>",
+            "no_holder",
+        )),
+        [one] if is_holder(one) => Ok(one.clone()),
+        [_] => Err(call.refuse(400, "Invalid parameter holder", HOLDER_RULE, "bad_holder")),
+        _ => Err(call.refuse(
+            400,
+            "Invalid parameter holder",
+            "Provide holder=<id> once",
+            "bad_holder",
+        )),
+    }
+}
+
+/// `DELETE /lease`.
+pub(super) fn release(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
+    let holder = match holder_param(call, req) {
+        Ok(holder) => holder,
+        Err(refused) => return refused,
+    };
+    let now_ms = call.st.now().as_millisecond();
+    let released = call.st.instance.lease.release(&holder, now_ms);
+    call.audit(&format!(
+        "holder={} outcome={}",
+        quoted(&holder),
+        if released { "released" } else { "not_held" }
+    ));
+    no_content(call)
+}
+
+/// `DELETE /lease/claims`.
+pub(super) fn release_claims(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
+    let holder = match holder_param(call, req) {
+        Ok(holder) => holder,
+        Err(refused) => return refused,
+    };
+    let ids = match call.requested_ids(req, MAX_CLAIMS) {
+        Ok(ids) => ids,
+        Err(refused) => return refused,
+    };
+    if !ids.iter().all(|id| is_sys_id(id)) {
+        return call.refuse(
+            400,
+            "Invalid parameter sys_id",
+            "sys_id accepts only oauth_credential sys_ids (32 lowercase hex digits)",
+            "bad_ids",
+        );
+    }
+    let removed = call.st.instance.lease.drop_claims(&holder, &ids);
+    call.audit(&format!(
+        "holder={} requested={} removed={removed}",
+        quoted(&holder),
+        ids.len()
+    ));
+    no_content(call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const HOLDERS: [&str; 3] = ["keeper-a", "keeper-b", "keeper-c"];
+
+    fn id(n: u8) -> String {
+        format!("{n:032x}")
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Acquire {
+            holder: usize,
+            ttl: i64,
+            claims: Option<Vec<u8>>,
+        },
+        Advance(i64),
+        Release(usize),
+        DropClaims(usize, Vec<u8>),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let ids = || proptest::collection::vec(0u8..8, 0..6);
+        prop_oneof![
+            4 => (0..3usize, MIN_TTL_SECS..=MAX_TTL_SECS, proptest::option::of(ids()))
+                .prop_map(|(holder, ttl, claims)| Op::Acquire { holder, ttl, claims }),
+            3 => (0i64..700_000).prop_map(Op::Advance),
+            1 => (0..3usize).prop_map(Op::Release),
+            1 => (0..3usize, ids()).prop_map(|(h, ids)| Op::DropClaims(h, ids)),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    fn claims_of(book: &LeaseBook, holder: &str) -> BTreeSet<String> {
+        book.claims()
+            .into_iter()
+            .filter(|c| c.holder == holder)
+            .map(|c| c.sys_id)
+            .collect()
+    }
+
+    proptest! {
+        /// Whatever keepers do, in any order and at any time: one holder at a time, a fence
+        /// that never goes back and moves exactly on each new acquisition, a refused caller
+        /// changes nothing, and a credential has at most one claimant.
+        #[test]
+        fn one_holder_and_rising_fences(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut book = LeaseBook::default();
+            let mut now: i64 = 1_700_000_000_000;
+            let mut fence = 0;
+            for op in ops {
+                let before = book.clone();
+                match op {
+                    Op::Acquire { holder, ttl, claims } => {
+                        let holder = HOLDERS[holder];
+                        let ids: Option<Vec<String>> = claims.map(|c| c.into_iter().map(id).collect());
+                        let live = before.live(now).map(|l| (l.holder.clone(), l.expires_ms));
+                        match book.acquire(holder, ttl, ids.as_deref(), now) {
+                            Acquired::HeldByOther { holder: other, expires_in } => {
+                                let (live_holder, expires) = live.clone().unwrap();
+                                prop_assert_eq!(&other, &live_holder);
+                                prop_assert_ne!(other.as_str(), holder);
+                                prop_assert_eq!(expires_in, (expires - now + 999) / 1000);
+                                prop_assert!((1..=MAX_TTL_SECS).contains(&expires_in));
+                                prop_assert_eq!(book.claims(), before.claims());
+                                prop_assert_eq!(book.view(), before.view());
+                            }
+                            Acquired::Held { renewed, fence: got, claimed } => {
+                                prop_assert_eq!(renewed, live.is_some());
+                                if renewed {
+                                    prop_assert_eq!(got, fence);
+                                } else {
+                                    prop_assert_eq!(got, fence + 1);
+                                }
+                                fence = got;
+                                let view = book.view().unwrap();
+                                prop_assert_eq!(view.holder.as_str(), holder);
+                                prop_assert_eq!(view.expires_at.as_millisecond(), now + ttl * 1000);
+                                let others: BTreeSet<String> = before
+                                    .claims()
+                                    .into_iter()
+                                    .filter(|c| c.holder != holder)
+                                    .map(|c| c.sys_id)
+                                    .collect();
+                                match ids {
+                                    Some(ids) => {
+                                        let wanted: BTreeSet<String> =
+                                            ids.into_iter().filter(|i| !others.contains(i)).collect();
+                                        prop_assert_eq!(claimed, Some(wanted.len()));
+                                        prop_assert_eq!(claims_of(&book, holder), wanted);
+                                    }
+                                    None => {
+                                        prop_assert_eq!(claimed, None);
+                                        prop_assert_eq!(claims_of(&book, holder), claims_of(&before, holder));
+                                    }
+                                }
+                                for other in HOLDERS.iter().filter(|h| **h != holder) {
+                                    prop_assert_eq!(claims_of(&book, other), claims_of(&before, other));
+                                }
+                            }
+                        }
+                    }
+                    Op::Advance(ms) => now += ms,
+                    Op::Release(holder) => {
+                        let holder = HOLDERS[holder];
+                        let held = before.live(now).is_some_and(|l| l.holder == holder);
+                        prop_assert_eq!(book.release(holder, now), held);
+                        prop_assert!(book.live(now).is_none() || !held);
+                        prop_assert_eq!(book.claims(), before.claims());
+                    }
+                    Op::DropClaims(holder, ids) => {
+                        let holder = HOLDERS[holder];
+                        let ids: Vec<String> = ids.into_iter().map(id).collect();
+                        let mine = claims_of(&before, holder);
+                        let expected = mine.iter().filter(|c| ids.contains(c)).count();
+                        prop_assert_eq!(book.drop_claims(holder, &ids), expected);
+                        prop_assert!(claims_of(&book, holder).iter().all(|c| !ids.contains(c)));
+                    }
+                    Op::Expire => {
+                        book.expire(now);
+                        prop_assert!(book.live(now).is_none());
+                        prop_assert_eq!(book.view().map(|v| v.fence), before.view().map(|v| v.fence));
+                    }
+                }
+                // A credential has one claimant at most (the book is keyed by sys_id), and
+                // the listing is in the script's order.
+                let listed = book.claims();
+                let mut sorted = listed.clone();
+                sorted.sort_by(by_holder_then_id);
+                prop_assert_eq!(listed, sorted);
+            }
+        }
+    }
+
+    #[test]
+    fn holder_ids_count_code_points_and_refuse_control_characters() {
+        assert!(is_holder("keeper-a"));
+        assert!(is_holder(&"😀".repeat(100)));
+        assert!(!is_holder(&"😀".repeat(101)));
+        assert!(!is_holder(""));
+        for bad in [
+            "a\u{0}",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{2028}",
+            "a\u{2029}",
+        ] {
+            assert!(!is_holder(bad), "{bad:?}");
+        }
+        assert!(is_holder("a \"quoted\" \\ keeper"));
+        assert_eq!(quoted("a \"q\" \\ k"), r#""a \"q\" \\ k""#);
+    }
+
+    #[test]
+    fn claims_sort_as_javascript_strings_do() {
+        // U+FF5E (one UTF-16 unit, 0xFF5E) sorts after U+1F600 (surrogates 0xD83D 0xDE00) in
+        // JavaScript, though its UTF-8 bytes sort first.
+        let bmp = LeaseClaim {
+            holder: "\u{ff5e}".to_owned(),
+            sys_id: id(1),
+        };
+        let astral = LeaseClaim {
+            holder: "\u{1f600}".to_owned(),
+            sys_id: id(1),
+        };
+        assert_eq!(by_holder_then_id(&astral, &bmp), Ordering::Less);
+        assert!(bmp.holder < astral.holder, "UTF-8 order differs");
+    }
+}
