@@ -650,13 +650,16 @@ async fn companion_step(instance: &Instance, settings: &Settings) -> Step {
             )),
             Some(runbook::UPDATE_SET),
         ),
-        Err(e @ SnError::Forbidden(_)) => step(
-            name,
-            Verdict::Fail,
-            e.to_string(),
-            Some(format!("grant the integration user role {KEEPER_ROLE}")),
-            Some(runbook::USER),
-        ),
+        Err(e @ SnError::Forbidden(_)) => {
+            let fix = companion_refusal_fix(&e.to_string(), &settings.instance.username);
+            step(
+                name,
+                Verdict::Fail,
+                e.to_string(),
+                Some(fix),
+                Some(runbook::USER),
+            )
+        }
         Err(e) => step(
             name,
             Verdict::Fail,
@@ -664,6 +667,26 @@ async fn companion_step(instance: &Instance, settings: &Settings) -> Step {
             None,
             Some(runbook::UPDATE_SET),
         ),
+    }
+}
+
+/// What to do about the companion's refusal: the role, the allowed-user property, or the role's
+/// lock-down (the companion's fixed 403 messages, `migrations-docs/README.md`).
+fn companion_refusal_fix(refusal: &str, username: &str) -> String {
+    if refusal.contains("allowed user not set") {
+        format!(
+            "as security_admin, set system property snok.oauth_keeper.allowed_user to {username} (the companion answers nobody until it is set)"
+        )
+    } else if refusal.contains("not the companion's allowed user") {
+        format!(
+            "the companion answers only the user named in system property snok.oauth_keeper.allowed_user: as security_admin, set it to {username}, or configure the keeper with that user"
+        )
+    } else if refusal.contains("role not locked down") {
+        format!(
+            "as security_admin, set Assignable by = security_admin on role {KEEPER_ROLE} (the companion refuses every call until only security_admin can grant it)"
+        )
+    } else {
+        format!("grant the integration user role {KEEPER_ROLE}")
     }
 }
 
@@ -702,7 +725,7 @@ async fn verify_endpoint_step(instance: &Instance) -> Step {
     let name = "companion verifies";
     match instance.probe_verify().await {
         Ok(()) => pass(name, "POST /verify answers: writes can be proven"),
-        Err(e @ (SnError::NotFound(_) | SnError::Status { status: 405, .. })) => step(
+        Err(e) if e.endpoint_missing() => step(
             name,
             Verdict::Fail,
             format!("the companion has no /verify endpoint: {e}"),

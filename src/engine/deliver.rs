@@ -36,7 +36,7 @@ impl DeliveryError {
             ),
             DeliveryError::NotProven(NotProven::Unconfirmed(e)) => (
                 FailureClass::Instance,
-                guidance::unverifiable(&e.to_string(), matches!(e, SnError::NotFound(_))),
+                guidance::unverifiable(&e.to_string(), e.endpoint_missing()),
             ),
             DeliveryError::Instance(e) => (FailureClass::Instance, e.to_string()),
         }

@@ -118,7 +118,7 @@ impl Keeper {
                 Ok(s) => s,
                 Err(e) => {
                     let failure = match &e {
-                        SnError::NotFound(_) => CompanionFailure::NotInstalled,
+                        e if e.endpoint_missing() => CompanionFailure::NotInstalled,
                         SnError::Forbidden(_) => CompanionFailure::NotAllowed,
                         _ => CompanionFailure::Other,
                     };

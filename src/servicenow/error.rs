@@ -96,6 +96,21 @@ impl SnError {
         }
     }
 
+    /// Whether the instance says no such API or resource exists: a 404, or the platform's `400
+    /// Requested URI does not represent any resource` (an older companion without the
+    /// endpoint, or one under another base path).
+    pub fn endpoint_missing(&self) -> bool {
+        match self {
+            SnError::NotFound(_) => true,
+            SnError::Status {
+                status: 400 | 405,
+                message,
+                ..
+            } => message.contains("does not represent any resource"),
+            _ => false,
+        }
+    }
+
     /// A short, stable label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
