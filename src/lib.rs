@@ -23,6 +23,9 @@
 //!   - [`journal`]: the encrypted, fsynced outbox of answers, their seal and key, and the
 //!     history between cycles;
 //!   - [`events`]: state changes as Event Management events on the instance.
+//! - **One keeper per instance** — [`lease`]: the instance-wide lease (the companion's
+//!   `/lease`), claims on credentials whose answers wait in a journal, the margin before each
+//!   token request.
 //! - **Time is injected** — [`clock`]: the one place that reads a clock; `clippy.toml` bans
 //!   every other.
 //! - **Running it** — [`daemon`] (the `run` loop, signals, admin endpoints), [`metrics`],
@@ -47,6 +50,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod journal;
+pub mod lease;
 pub mod metrics;
 pub mod oauth;
 pub mod observe;

@@ -7,13 +7,14 @@
 
 use super::Problem;
 use super::raw::{
-    Field, RawConfig, RawInstance, RawRefresh, RawRegistry, RawReport, RawServer, RawState, Unknown,
+    Field, RawConfig, RawInstance, RawLease, RawRefresh, RawRegistry, RawReport, RawServer,
+    RawState, Unknown,
 };
 use super::secrets::{Env, KeySource, env_secret, expand_path, read_secret_file};
 use super::settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
-    InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
-    ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    InstanceAuthSettings, InstanceSettings, LeaseSettings, RefreshSettings, RegistrySettings,
+    ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
@@ -45,14 +46,16 @@ pub(super) fn settings(
     let refresh = refresh(&mut p, raw.refresh);
     let state = state(&mut p, raw.state, env);
     let server = server(&mut p, raw.server);
+    let lease = lease(&mut p, raw.lease, refresh.as_ref());
     let registries = registries(&mut p, raw.registry, env);
     let report = report(&mut p, raw.report);
-    match (instance, refresh, state, server, registries, report) {
+    match (instance, refresh, state, server, lease, registries, report) {
         (
             Some(instance),
             Some(refresh),
             Some(state),
             Some(server),
+            Some(lease),
             Some(registries),
             Some(report),
         ) if p.0.is_empty() => Ok(Settings {
@@ -61,6 +64,7 @@ pub(super) fn settings(
             refresh,
             state,
             server,
+            lease,
             registries,
             report,
         }),
@@ -508,6 +512,43 @@ fn server(p: &mut Problems, raw: Option<Field<RawServer>>) -> Option<ServerSetti
         },
     );
     Some(ServerSettings { listen: listen? })
+}
+
+/// `[lease]`. The margin check before each token request needs the lease to outlive one: a
+/// `ttl` of at most 1.5 × `refresh.timeout` is refused, naming both keys.
+fn lease(
+    p: &mut Problems,
+    raw: Option<Field<RawLease>>,
+    refresh: Option<&RefreshSettings>,
+) -> Option<LeaseSettings> {
+    let l = p.table("lease", raw)?;
+    p.unknown("lease", &l.unknown, RawLease::KEYS);
+    let ttl = p.optional(
+        "lease.ttl",
+        l.ttl,
+        STRING,
+        LeaseSettings::default().ttl,
+        |text| {
+            let d = parse_duration(&text).map_err(|e| e.to_string())?;
+            if d < LeaseSettings::MIN_TTL || d > LeaseSettings::MAX_TTL {
+                return Err(format!("{text:?} is out of range (10s to 10m)"));
+            }
+            Ok(d)
+        },
+    )?;
+    if let Some(refresh) = refresh
+        && ttl.as_millis() * 2 <= refresh.timeout.as_millis() * 3
+    {
+        p.push(
+            "lease.ttl",
+            format!(
+                "must be more than 1.5 × refresh.timeout ({}s): a lease renewed at a third of its life must still outlive one token request (raise lease.ttl or lower refresh.timeout)",
+                refresh.timeout.as_secs()
+            ),
+        );
+        return None;
+    }
+    Some(LeaseSettings { ttl })
 }
 
 fn registries(

@@ -58,6 +58,7 @@ table! {
         refresh: RawRefresh,
         state: RawState,
         server: RawServer,
+        lease: RawLease,
         registry: Vec<RawRegistry>,
         report: RawReport,
     }
@@ -106,6 +107,13 @@ table! {
     /// `[server]`.
     RawServer {
         listen: String,
+    }
+}
+
+table! {
+    /// `[lease]`.
+    RawLease {
+        ttl: String,
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Settings {
     pub state: StateSettings,
     /// `[server]`.
     pub server: ServerSettings,
+    /// `[lease]`: the instance-wide keeper lease.
+    pub lease: LeaseSettings,
     /// `[[registry]]`, in file order.
     pub registries: Vec<RegistrySettings>,
     /// `[report]`: status events on the instance; `None` when the table is absent.
@@ -226,6 +228,30 @@ impl Default for ServerSettings {
     }
 }
 
+/// `[lease]`: one keeper per instance, enforced by the instance (the companion's `/lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// The lease's life; renewed at a third of it. Longer than 1.5 × `refresh.timeout`, so that
+    /// a renewed lease always leaves more than one token request's deadline.
+    pub ttl: Duration,
+}
+
+/// `lease.ttl = "60s"`.
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// The shortest `lease.ttl`.
+    pub const MIN_TTL: Duration = Duration::from_secs(10);
+    /// The longest `lease.ttl`.
+    pub const MAX_TTL: Duration = Duration::from_secs(600);
+}
+
 /// `[[registry]]`: per Application Registry overrides.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
@@ -300,6 +326,7 @@ impl Settings {
             server: ServerSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
+            lease: LeaseSettings::default(),
             registries: Vec::new(),
             report: None,
         })

@@ -46,6 +46,12 @@ pub struct Knowledge<'a> {
     pub history: &'a HashMap<String, StoredOutcome>,
     /// Credentials with an answer waiting in the journal.
     pub held: &'a HashSet<String>,
+    /// Credentials another keeper claims (sys_id → its holder id): its journal may hold their
+    /// only valid refresh token.
+    pub claimed_elsewhere: &'a HashMap<String, String>,
+    /// Why no refresh may start this cycle (the lease is held by another keeper, or cannot be
+    /// had); `None` when refreshes may start.
+    pub refresh_refused: Option<&'a str>,
     /// Whether the cycle applies changes.
     pub mode: Mode,
 }
@@ -53,8 +59,10 @@ pub struct Knowledge<'a> {
 /// Decides the cycle: each credential's verdict at `now`, then which of those due are refreshed.
 /// A credential in `held` has an answer waiting in the journal and is never refreshed again
 /// before that answer reached ServiceNow (at a rotating provider the journaled token is the only
-/// valid one). A due credential of a parked registry is held back unless its configuration
-/// changed (`fingerprint`) or the registry's probe is due.
+/// valid one); nor is one another keeper claims (its journal may hold that token). A due
+/// credential of a parked registry is held back unless its configuration changed
+/// (`fingerprint`) or the registry's probe is due; and none is refreshed while the lease is
+/// not this keeper's (`refresh_refused`).
 pub fn plan(
     credentials: &[Credential],
     known: &Knowledge<'_>,
@@ -66,6 +74,8 @@ pub fn plan(
         policy,
         history,
         held,
+        claimed_elsewhere,
+        refresh_refused,
         mode,
     } = *known;
     let verdicts: Vec<Assessment> = credentials
@@ -86,9 +96,25 @@ pub fn plan(
         if verdict.action != Action::Refresh || held.contains(c.id()) {
             continue;
         }
+        if let Some(holder) = claimed_elsewhere.get(c.id()) {
+            let message = guidance::claimed_elsewhere(holder);
+            settled.insert(
+                c.id().to_string(),
+                Settled::only(Outcome::Blocked { message }),
+            );
+            continue;
+        }
         let registry = &c.refresh.registry.sys_id;
         if let Some(blocked) = parking.holds_back(registry, fingerprint(c).as_deref(), now) {
             settled.insert(c.id().to_string(), Settled::only(blocked));
+            continue;
+        }
+        if let (Some(reason), Mode::Apply) = (refresh_refused, mode) {
+            let message = reason.to_string();
+            settled.insert(
+                c.id().to_string(),
+                Settled::only(Outcome::Blocked { message }),
+            );
             continue;
         }
         match mode {
@@ -349,11 +375,14 @@ mod tests {
         let mut parking = Parking::default();
         let history = HashMap::new();
         let policy = policy();
+        let nobody_else = HashMap::new();
         let known = Knowledge {
             now,
             policy: &policy,
             history: &history,
             held: &held,
+            claimed_elsewhere: &nobody_else,
+            refresh_refused: None,
             mode: Mode::Apply,
         };
         let p = plan(&estate, &known, &mut parking, |_| None);
@@ -382,6 +411,30 @@ mod tests {
         assert!(p.due.is_empty());
         assert!(matches!(p.settled["r1"].outcome, Outcome::Blocked { .. }));
         assert!(!p.settled.contains_key("r3"));
+
+        let claimed = HashMap::from([("r2".to_string(), "other/keeper".to_string())]);
+        let known = Knowledge {
+            claimed_elsewhere: &claimed,
+            mode: Mode::Apply,
+            ..known
+        };
+        let p = plan(&estate, &known, &mut Parking::default(), |_| None);
+        assert!(
+            p.due.iter().all(|&i| estate[i].id() != "r2"),
+            "claimed elsewhere"
+        );
+        assert!(
+            matches!(&p.settled["r2"].outcome, Outcome::Blocked { message } if message.contains("other/keeper"))
+        );
+        let known = Knowledge {
+            refresh_refused: Some("the lease is held by keeper x"),
+            ..known
+        };
+        let p = plan(&estate, &known, &mut Parking::default(), |_| None);
+        assert!(p.due.is_empty(), "without the lease nothing is refreshed");
+        assert!(
+            matches!(&p.settled["r1"].outcome, Outcome::Blocked { message } if message.contains("lease"))
+        );
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub fn unreadable_record(record: &str, error: &str) -> String {
     )
 }
 
+/// Another keeper claims a due credential: its journal may hold the only valid refresh token.
+pub fn claimed_elsewhere(holder: &str) -> String {
+    format!(
+        "waiting for keeper {holder}'s journal: it claims this credential, so it may hold the only valid refresh token (refreshing with the old one would burn the grant at a rotating provider); it is left alone until that keeper delivers and drops the claim, the credential is re-authorised, or an operator drops the claims of a keeper that is gone for good (`sn-oauth-keeper lease drop-claims --holder {holder}`)"
+    )
+}
+
 /// How a token request failed, as far as guidance cares.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenFailure<'a> {

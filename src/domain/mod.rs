@@ -11,6 +11,8 @@
 //! - [`guidance`]: the sentence that tells that person what to do.
 //! - [`report`]: outcomes and cycle reports.
 //! - [`history`]: what is remembered of each credential between cycles.
+//! - [`lease`]: the instance-wide keeper lease: renewal, the margin before a token request,
+//!   holder ids, stale claims.
 //! - [`deadline`]: when a refresh token dies.
 //! - [`time`]: ServiceNow date-times and durations.
 
@@ -21,6 +23,7 @@ pub mod cycle;
 pub mod deadline;
 pub mod guidance;
 pub mod history;
+pub mod lease;
 pub mod park;
 pub mod plan;
 pub mod report;

@@ -10,6 +10,7 @@
 //!   and the re-delivery of answers an earlier run left in the journal.
 
 mod deliver;
+mod lease;
 mod refresh;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -22,11 +23,13 @@ use crate::domain::plan::{Action, State};
 use crate::domain::report::{CycleReport, OutcomeKind, Settled};
 use crate::events::{EventReporter, StateChange};
 use crate::journal::{Journal, JournalError};
+use crate::lease::LeaseKeeper;
 use crate::oauth::TokenClient;
 use crate::observe::Observer;
 use crate::pacing::{HostLimits, cycle_budget};
 use crate::servicenow::{Instance, RetryPolicy, SnError};
 use crate::transaction::{CrashPoint, Transition};
+use lease::LeaseTerms;
 use secrecy::ExposeSecret;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -92,6 +95,8 @@ pub struct Keeper {
     clock: SharedClock,
     /// Fault-injection tests stop the keeper dead at a transition (see [`CrashPoint`]).
     crash: Option<CrashPoint>,
+    /// The instance-wide lease, for a keeper that writes (one with a journal).
+    lease: Option<Arc<LeaseKeeper>>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -124,8 +129,9 @@ impl Keeper {
             events: None,
             clock: SystemClock::shared(),
             crash: None,
+            lease: None,
         };
-        keeper.rewire_events();
+        keeper.rewire();
         Ok(keeper)
     }
 
@@ -135,7 +141,7 @@ impl Keeper {
         self.instance.set_observer(observer.clone());
         self.tokens.set_observer(observer.clone());
         self.observer = observer;
-        self.rewire_events();
+        self.rewire();
         self
     }
 
@@ -146,7 +152,7 @@ impl Keeper {
         self.instance.set_clock(Arc::clone(&clock));
         self.tokens.set_clock(Arc::clone(&clock));
         self.clock = clock;
-        self.rewire_events();
+        self.rewire();
         self
     }
 
@@ -156,7 +162,7 @@ impl Keeper {
         recorder: Arc<crate::servicenow::transcript::Recorder>,
     ) -> Keeper {
         self.instance.set_recorder(recorder);
-        self.rewire_events();
+        self.rewire();
         self
     }
 
@@ -164,7 +170,7 @@ impl Keeper {
     /// attempts; fault-injection tests and benchmarks want milliseconds).
     pub fn with_instance_retry(mut self, retry: RetryPolicy) -> Keeper {
         self.instance.set_retry_policy(retry);
-        self.rewire_events();
+        self.rewire();
         self
     }
 
@@ -185,11 +191,26 @@ impl Keeper {
         }
     }
 
-    /// The event reporter writes through the instance client: give it the current one.
-    fn rewire_events(&mut self) {
+    /// The event reporter and the lease work through the instance client and the clock: give
+    /// them the current ones (at build time: a new lease starts with nothing held).
+    fn rewire(&mut self) {
         self.events = self.settings.report.clone().map(|r| {
             EventReporter::new(self.instance.clone(), r).with_clock(Arc::clone(&self.clock))
         });
+        self.lease = self.journal.as_ref().map(|journal| {
+            Arc::new(LeaseKeeper::new(
+                self.instance.clone(),
+                journal.identity(),
+                &self.settings,
+                Arc::clone(&self.clock),
+            ))
+        });
+    }
+
+    /// The instance-wide lease of a keeper that writes: the daemon renews it between cycles and
+    /// releases it on a clean stop; `once` releases it when it exits.
+    pub fn lease(&self) -> Option<&Arc<LeaseKeeper>> {
+        self.lease.as_ref()
     }
 
     /// The instance client.
@@ -249,11 +270,26 @@ impl Keeper {
         //    until ServiceNow has them.
         let mut results: HashMap<String, Settled> = HashMap::new();
         let mut held: HashSet<String> = HashSet::new();
+        let mut terms = LeaseTerms::free();
         match (mode, &self.journal) {
             (Mode::Apply, Some(journal)) => {
-                let (redelivered, waiting) = self
-                    .redeliver_all(journal, journal.pending()?, &by_id, stop)
-                    .await;
+                let records = journal.pending()?;
+                if let Some(lease) = &self.lease {
+                    // Claimed first: what waits in the journal, and what a crash interrupted.
+                    let own: Vec<String> = records
+                        .iter()
+                        .map(|r| match r {
+                            Ok(o) => o.credential().to_string(),
+                            Err(bad) => bad.credential.clone(),
+                        })
+                        .chain(context.interrupted.keys().cloned())
+                        .collect();
+                    terms = self.lease_terms(lease, journal, own, &by_id).await;
+                }
+                // Delivering its own answers needs no lease: nobody else touches what it claims.
+                let (redelivered, waiting) =
+                    self.redeliver_all(journal, records, &by_id, stop).await;
+                self.settle_claims(journal, &redelivered);
                 held.extend(waiting);
                 results.extend(redelivered);
             }
@@ -279,6 +315,8 @@ impl Keeper {
             policy: &policy,
             history: &outcomes,
             held: &held,
+            claimed_elsewhere: &terms.claimed_elsewhere,
+            refresh_refused: terms.refused.as_deref(),
             mode,
         };
         let planned = plan(&estate.credentials, &known, &mut context.parking(), |c| {
@@ -295,6 +333,11 @@ impl Keeper {
                 .collect();
             self.instance.budget().reset(cycle_budget(due.len()));
             results.extend(self.refresh_all(&due, stop, &context).await?);
+            if let Some(lease) = &self.lease {
+                // The claims the cycle let go reach the instance now, not a third of a lease
+                // later.
+                lease.ensure().await;
+            }
         }
 
         // 4. Settle.

@@ -44,6 +44,13 @@ enum TokenEnd {
     Obtained(Box<Obtained>, FlightGuard),
 }
 
+/// A credential not refreshed because this keeper's lease is gone or too short for a request.
+fn lease_lost() -> Outcome {
+    Outcome::Blocked {
+        message: "not refreshed: this keeper's lease on the instance is gone or has less than one token request's deadline left (another keeper may hold it now); nothing was sent".to_string(),
+    }
+}
+
 /// A credential not refreshed because the journal cannot commit.
 fn journal_down() -> Outcome {
     Outcome::Failed {
@@ -132,10 +139,28 @@ impl Keeper {
                 }
             };
             let (answers, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+            // Claimed before their token requests: a keeper that takes over later never
+            // presents a token this one may have spent.
+            let claimed = match &self.lease {
+                Some(lease) => {
+                    let ids: Vec<String> = chunk
+                        .iter()
+                        .filter(|c| secrets.contains_key(c.id()))
+                        .map(|c| c.id().to_string())
+                        .collect();
+                    lease.claim(&ids).await
+                }
+                None => true,
+            };
             for c in chunk {
                 let id = c.id().to_string();
                 if context.journal_failed.load(Ordering::SeqCst) {
                     results.insert(id, Settled::only(journal_down()));
+                    self.observer.refresh_finished();
+                    continue;
+                }
+                if !claimed {
+                    results.insert(id, Settled::only(lease_lost()));
                     self.observer.refresh_finished();
                     continue;
                 }
@@ -188,6 +213,7 @@ impl Keeper {
                         .deliver_batch(&journal, obtained, Origin::Fresh, &writes)
                         .await,
                 );
+                keeper.settle_claims(&journal, &settled);
                 // Single flight holds until the answer is delivered (or kept).
                 drop(flights);
                 settled
@@ -270,6 +296,13 @@ impl Keeper {
         // The journal failed for another credential meanwhile: nothing new is asked for.
         if context.journal_failed.load(Ordering::SeqCst) {
             return TokenEnd::Settled(Settled::only(journal_down()));
+        }
+        // The lease must outlive this request: a keeper paused past it (GC, VM migration,
+        // SIGSTOP) stops here instead of spending a token the next holder may have spent.
+        if let Some(lease) = &self.lease
+            && !lease.may_request()
+        {
+            return TokenEnd::Settled(Settled::only(lease_lost()));
         }
         let Some(flight) = self.enter_flight(c.id()) else {
             tracing::debug!(event = "credential.in_flight", credential = %c.id(), "already being refreshed; skipping");

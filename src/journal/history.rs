@@ -76,6 +76,46 @@ impl Journal {
         })
     }
 
+    /// The other keepers' claims this keeper has seen, by credential: the claiming holder and
+    /// the refresh row's `sys_mod_count` when first seen (a later change makes the claim stale).
+    pub fn foreign_claims_seen(&self) -> Result<HashMap<String, (String, u64)>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT credential, holder, mod_count FROM foreign_claim")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (
+                            r.get::<_, String>(1)?,
+                            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        ),
+                    ))
+                })?
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Replaces the other keepers' claims seen (one transaction).
+    pub async fn note_foreign_claims(
+        &self,
+        seen: HashMap<String, (String, u64)>,
+    ) -> Result<(), JournalError> {
+        self.write(move |c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute("DELETE FROM foreign_claim", [])?;
+            for (credential, (holder, mods)) in &seen {
+                tx.execute(
+                    "INSERT INTO foreign_claim (credential, holder, mod_count) VALUES (?1, ?2, ?3)",
+                    params![credential, holder, i64::try_from(*mods).unwrap_or(i64::MAX)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Parks a registry after a configuration error, with the fingerprint of the configuration
     /// that failed: it stays parked until that fingerprint changes.
     pub async fn park_registry(&self, park: &RegistryPark) -> Result<(), JournalError> {

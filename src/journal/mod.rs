@@ -21,7 +21,7 @@ pub use outbox::{BadRecord, RecordCheck};
 pub use seal::JournalKey;
 
 use crate::clock::{SharedClock, SystemClock};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use seal::Sealer;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -91,6 +91,8 @@ pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     /// The outcome of the last real write (a commit that reached the disk, or failed).
     last_write: Arc<Mutex<Option<WriteOutcome>>>,
+    /// This journal's identity: random, made once with the journal, kept for its life.
+    identity: String,
     sealer: Option<Arc<Sealer>>,
     dir: PathBuf,
     clock: SharedClock,
@@ -134,6 +136,15 @@ CREATE TABLE IF NOT EXISTS registry_park (
     message TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS foreign_claim (
+    credential TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    mod_count INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -199,9 +210,11 @@ impl Journal {
         conn.execute_batch("PRAGMA secure_delete=ON;")?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        let identity = journal_identity(&conn)?;
         let journal = Journal {
             conn: Arc::new(Mutex::new(conn)),
             last_write: Arc::new(Mutex::new(None)),
+            identity,
             sealer: key.map(|k| Arc::new(Sealer::new(k))),
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
@@ -228,9 +241,17 @@ impl Journal {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.execute_batch("PRAGMA busy_timeout=5000;")?;
+        // A journal written before identities existed has none yet; its first writable open
+        // gives it one.
+        let identity = conn
+            .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or_default();
         Ok(Some(Journal {
             conn: Arc::new(Mutex::new(conn)),
             last_write: Arc::new(Mutex::new(None)),
+            identity,
             sealer: None,
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
@@ -242,6 +263,13 @@ impl Journal {
     pub fn with_clock(mut self, clock: SharedClock) -> Journal {
         self.clock = clock;
         self
+    }
+
+    /// The journal's identity: made once, with the journal, and kept for its life. With the
+    /// host name it makes the keeper's holder id of the instance-wide lease, which must not
+    /// change with the process.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The state directory.
@@ -334,6 +362,25 @@ pub struct WriteOutcome {
     pub at: jiff::Timestamp,
     /// Why it failed; `None` when it reached the disk.
     pub error: Option<String>,
+}
+
+/// The journal's identity, made on its first writable open.
+fn journal_identity(conn: &Connection) -> Result<String, JournalError> {
+    let existing: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(identity) = existing {
+        return Ok(identity);
+    }
+    let identity =
+        outbox::random_id().map_err(|e| JournalError::Db(format!("no randomness: {e}")))?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('identity', ?1)",
+        rusqlite::params![identity],
+    )?;
+    Ok(identity)
 }
 
 /// Brings a journal written by an earlier version up to this schema, without touching its

@@ -632,7 +632,7 @@ impl Journal {
     }
 }
 
-fn random_id() -> Result<String, getrandom::Error> {
+pub(super) fn random_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -12,7 +12,7 @@ use crate::observe::{Observer, Peer, instance_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
 use backon::Retryable;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use std::fmt;
@@ -58,6 +58,8 @@ enum Authorization<'a> {
 
 /// A decoded JSON answer with what the keeper reads from its headers.
 pub(super) struct Answer {
+    /// The HTTP status (a success, or a [`Decode::Conflict`] answer's 409).
+    pub(super) status: u16,
     pub(super) body: Value,
     /// The decoded rows of a credential page read with [`Decode::CredentialPage`] whose body
     /// took the typed fast path; `None` otherwise (then `body` holds the answer).
@@ -76,6 +78,9 @@ pub(super) enum Decode {
     /// cycle, and building a JSON value per row first cost more than everything else a cycle
     /// does.
     CredentialPage,
+    /// Into a JSON value, where a `409` whose body carries a `result` is an answer too: the
+    /// companion's "lease held by another keeper".
+    Conflict,
 }
 
 /// The Table API + companion client.
@@ -346,11 +351,16 @@ impl Instance {
         let retry_after = wire::retry_after(&headers, status.as_u16(), self.clock.now());
         let fast = match decode {
             Decode::CredentialPage => credential_page(status, &content_type, &body_bytes),
-            Decode::Json => None,
+            Decode::Json | Decode::Conflict => None,
         };
-        let (body, rows) = match fast {
-            Some(rows) => (Value::Null, Some(rows)),
-            None => (
+        let conflict = (decode == Decode::Conflict && status == StatusCode::CONFLICT)
+            .then(|| serde_json::from_slice::<Value>(&body_bytes).ok())
+            .flatten()
+            .filter(|v| v.get("result").is_some());
+        let (body, rows) = match (fast, conflict) {
+            (Some(rows), _) => (Value::Null, Some(rows)),
+            (None, Some(answer)) => (answer, None),
+            (None, None) => (
                 interpret(status, &content_type, &body_bytes, retry_after)?,
                 None,
             ),
@@ -365,6 +375,7 @@ impl Instance {
             .filter_map(|v| v.to_str().ok())
             .find_map(wire::next_link);
         Ok(Answer {
+            status: status.as_u16(),
             body,
             rows,
             total_count,

@@ -6,7 +6,8 @@
 //!   `/oauth_token.do`).
 //! - [`table`]: Table API reads (discovery, the integration user, row versions, samples,
 //!   events).
-//! - [`companion`]: the companion Scripted REST API (decrypted secrets).
+//! - [`companion`]: the companion Scripted REST API (decrypted secrets, `/verify`).
+//! - [`lease`]: the companion's keeper lease and claims.
 //! - [`rows`]: writes of `oauth_credential` rows, each answered with a receipt.
 //! - [`scratch`]: the scratch credential `check --round-trip` writes, reads back and deletes.
 //! - [`verify`]: whether the receipts prove an answer stored ([`Written`] → [`Verified`]).
@@ -20,6 +21,7 @@ pub mod client;
 pub mod companion;
 pub mod decode;
 pub mod error;
+pub mod lease;
 pub mod rows;
 pub mod scratch;
 pub mod table;

@@ -263,7 +263,7 @@ async fn the_grace_period_bounds_a_stuck_refresh_and_a_second_signal_does_not_wa
         ));
         let grace = if second_signal { "60s" } else { "1s" };
         let config = bed.config_file(&listen_anywhere(&format!(
-            "[refresh]\nshutdown_grace = \"{grace}\"\ntimeout = \"5m\"\n"
+            "[refresh]\nshutdown_grace = \"{grace}\"\ntimeout = \"5m\"\n[lease]\nttl = \"10m\"\n"
         )));
         let daemon = Running::start(&bed, &config, bed.sim.password()).await;
         let deadline = tokio::time::Instant::now() + PATIENCE;

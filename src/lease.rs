@@ -1,0 +1,380 @@
+//! The keeper's side of the instance-wide lease: one keeper per instance, enforced by the
+//! instance (the companion's `/lease`), not by a local lock.
+//!
+//! A keeper takes the lease before a cycle refreshes anything, renews it at a third of its life
+//! (`run`: a task of its own), and releases it on a clean stop or when `once` exits. Before each
+//! token request it checks, on a monotonic clock, that the lease has more than one request's
+//! deadline left — a keeper paused past its lease wakes up and stops. It claims each credential
+//! before its token request and keeps the claim while the answer waits in its journal, so a
+//! keeper that takes over never presents a refresh token another keeper already spent. Without
+//! the lease a keeper still delivers its own journaled answers (nobody else touches credentials
+//! it claims), and nothing else.
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::lease::{Tenure, holder_id};
+use crate::servicenow::lease::{Claim, LeaseAnswer, MAX_CLAIMS};
+use crate::servicenow::{Instance, SnError};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where a keeper stands with the lease.
+#[derive(Debug, Clone)]
+pub enum Standing {
+    /// It holds the lease.
+    Held {
+        /// The lease's fence.
+        fence: u64,
+    },
+    /// Another keeper holds it.
+    HeldElsewhere(Refusal),
+    /// The lease could not be asked for (the instance failed, or the companion has no
+    /// `/lease`: then [`SnError::endpoint_missing`]).
+    Unavailable(SnError),
+}
+
+impl Standing {
+    /// Whether this keeper holds the lease.
+    pub fn held(&self) -> bool {
+        matches!(self, Standing::Held { .. })
+    }
+
+    /// Why this keeper does not refresh, in a sentence with the fix; `None` when it holds the
+    /// lease.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Standing::Held { .. } => None,
+            Standing::HeldElsewhere(r) => Some(format!(
+                "the lease is held by keeper {} for {} more second(s): {}",
+                r.holder,
+                r.expires_in.as_secs(),
+                r.detail
+            )),
+            Standing::Unavailable(e) if e.endpoint_missing() => Some(format!(
+                "the companion has no /lease endpoint ({e}): update the companion from migrations-docs/ (runbook step 2); until then the keeper refreshes nothing, so two keepers can never spend one token"
+            )),
+            Standing::Unavailable(e) => Some(format!("the lease could not be taken: {e}")),
+        }
+    }
+}
+
+/// Another keeper's hold on the lease, as the instance answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its holder id.
+    pub holder: String,
+    /// How long its lease has left.
+    pub expires_in: Duration,
+    /// The companion's words (they name the holder's process when it told the instance).
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenure: Option<Tenure>,
+    /// This keeper's claim set, as it will send it next.
+    claims: BTreeSet<String>,
+    /// Whether `claims` changed since the instance last got them.
+    claims_dirty: bool,
+    /// The other holders' claims, as last answered.
+    others: Vec<Claim>,
+    /// The last fence this keeper held.
+    last_fence: Option<u64>,
+    /// How often it took the lease over (newly acquired, not renewed).
+    takeovers: u64,
+    /// The last answer, for logs that say only what changed.
+    last: Option<String>,
+}
+
+/// A keeper's hold on the lease.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    instance: Instance,
+    holder: String,
+    pid: u32,
+    ttl: Duration,
+    /// What a token request needs left: its deadline (`refresh.timeout`).
+    margin: Duration,
+    clock: SharedClock,
+    origin: tokio::time::Instant,
+    state: Mutex<State>,
+    /// One lease call at a time: answers are applied in the order they were asked.
+    calls: tokio::sync::Mutex<()>,
+}
+
+/// What `status` and the metrics show of this keeper's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSnapshot {
+    /// This keeper's holder id.
+    pub holder: String,
+    /// Whether it holds the lease now (by its own monotonic clock).
+    pub held: bool,
+    /// The fence it holds (or last held).
+    pub fence: Option<u64>,
+    /// How often it took the lease over.
+    pub takeovers: u64,
+    /// How many credentials it claims.
+    pub claims: usize,
+}
+
+impl LeaseKeeper {
+    /// The lease of the keeper whose journal has `journal_identity`, on `instance`.
+    pub fn new(
+        instance: Instance,
+        journal_identity: &str,
+        settings: &Settings,
+        clock: SharedClock,
+    ) -> LeaseKeeper {
+        LeaseKeeper {
+            instance,
+            holder: holder_id(&host_name(), journal_identity),
+            pid: std::process::id(),
+            ttl: settings.lease.ttl,
+            margin: settings.refresh.timeout,
+            origin: clock.monotonic(),
+            clock,
+            state: Mutex::new(State::default()),
+            calls: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// This keeper's holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.monotonic().duration_since(self.origin)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain data: still consistent after a panic elsewhere.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes or renews the lease, sending the claim set when it changed (or when taking it).
+    pub async fn renew(&self) -> Standing {
+        let _one = self.calls.lock().await;
+        let (claims, send_claims) = {
+            let state = self.state();
+            let claims: Vec<String> = state.claims.iter().cloned().collect();
+            (claims, state.claims_dirty || state.tenure.is_none())
+        };
+        let sent_at = self.now();
+        let answer = self
+            .instance
+            .take_lease(
+                &self.holder,
+                self.ttl,
+                self.pid,
+                send_claims.then_some(claims.as_slice()),
+            )
+            .await;
+        let mut state = self.state();
+        let standing = match answer {
+            Ok(LeaseAnswer::Held { fence, others }) => {
+                let newly = state.last_fence != Some(fence);
+                if newly && state.last_fence.is_some() {
+                    state.takeovers += 1;
+                }
+                if newly {
+                    tracing::info!(event = "lease.acquired", holder = %self.holder, pid = self.pid, fence, ttl_s = self.ttl.as_secs(), "this keeper holds the instance's lease");
+                }
+                state.tenure = Some(Tenure {
+                    fence,
+                    sent_at,
+                    ttl: self.ttl,
+                });
+                state.last_fence = Some(fence);
+                if send_claims {
+                    state.claims_dirty = false;
+                }
+                state.others = others;
+                Standing::Held { fence }
+            }
+            Ok(LeaseAnswer::HeldElsewhere {
+                holder,
+                expires_in,
+                detail,
+                others,
+            }) => {
+                if state.tenure.take().is_some() {
+                    tracing::warn!(event = "lease.lost", holder = %self.holder, other = %holder, expires_in_s = expires_in.as_secs(), "another keeper holds the lease now: this keeper refreshes nothing until it gets it back");
+                }
+                state.others = others;
+                Standing::HeldElsewhere(Refusal {
+                    holder,
+                    expires_in,
+                    detail,
+                })
+            }
+            Err(e) => {
+                // A lease this keeper cannot renew runs out on its own clock: `may_request`
+                // stops new token requests when too little is left.
+                Standing::Unavailable(e)
+            }
+        };
+        let said = standing.reason().unwrap_or_default();
+        if !standing.held() && state.last.as_deref() != Some(said.as_str()) {
+            tracing::warn!(event = "lease.standby", holder = %self.holder, pid = self.pid, reason = %said, "this keeper is a standby: it delivers its own journaled answers and refreshes nothing");
+        }
+        state.last = Some(said);
+        standing
+    }
+
+    /// Takes or renews the lease when this keeper does not hold it, a third of its life has
+    /// passed, or its claims changed since the instance last got them.
+    pub async fn ensure(&self) -> Standing {
+        let fresh = {
+            let state = self.state();
+            state
+                .tenure
+                .filter(|t| !t.renewal_due(self.now()) && !state.claims_dirty)
+        };
+        match fresh {
+            Some(t) => Standing::Held { fence: t.fence },
+            None => self.renew().await,
+        }
+    }
+
+    /// Adds `ids` to this keeper's claims and tells the instance, before their token requests.
+    /// `false` when the lease is not held after it (or the claim set would outgrow what one
+    /// call carries): then no request may start.
+    pub async fn claim(&self, ids: &[String]) -> bool {
+        {
+            let mut state = self.state();
+            let fresh = ids.iter().filter(|id| !state.claims.contains(*id)).count();
+            if state.claims.len() + fresh > MAX_CLAIMS {
+                return false;
+            }
+            if fresh > 0 {
+                state.claims.extend(ids.iter().cloned());
+                state.claims_dirty = true;
+            }
+        }
+        self.ensure().await.held()
+    }
+
+    /// Keeps `ids` claimed (answers waiting in the journal, refreshes interrupted by a crash),
+    /// without asking the instance yet.
+    pub fn keep_claimed(&self, ids: impl IntoIterator<Item = String>) {
+        let mut state = self.state();
+        let before = state.claims.len();
+        state.claims.extend(ids);
+        if state.claims.len() != before {
+            state.claims_dirty = true;
+        }
+    }
+
+    /// Drops the claims on `ids` (answers verified in ServiceNow, or requests never sent); the
+    /// instance learns it with the next lease call.
+    pub fn unclaim<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut state = self.state();
+        for id in ids {
+            if state.claims.remove(id) {
+                state.claims_dirty = true;
+            }
+        }
+    }
+
+    /// Whether a token request may start now: the lease is held with more than the request's
+    /// deadline left, on this keeper's monotonic clock.
+    pub fn may_request(&self) -> bool {
+        self.state()
+            .tenure
+            .is_some_and(|t| t.allows_request(self.now(), self.margin))
+    }
+
+    /// When the lease is due for renewal (`None` when it is not held): the daemon's renewal task
+    /// sleeps until then.
+    pub fn renewal_in(&self) -> Option<Duration> {
+        let state = self.state();
+        let t = state.tenure?;
+        Some(
+            t.sent_at
+                .saturating_add(t.ttl / 3)
+                .saturating_sub(self.now()),
+        )
+    }
+
+    /// The credentials other keepers claim: sys_id → holder.
+    pub fn claimed_elsewhere(&self) -> HashMap<String, String> {
+        self.state()
+            .others
+            .iter()
+            .map(|c| (c.sys_id.clone(), c.holder.clone()))
+            .collect()
+    }
+
+    /// Drops another keeper's stale claims (its credential was re-authorised since), as the
+    /// holder of the lease.
+    pub async fn drop_stale_claims(&self, stale: &[Claim]) {
+        let mut by_holder: HashMap<&str, Vec<String>> = HashMap::new();
+        for c in stale {
+            by_holder
+                .entry(c.holder.as_str())
+                .or_default()
+                .push(c.sys_id.clone());
+        }
+        for (holder, ids) in by_holder {
+            match self.instance.drop_claims(holder, &ids).await {
+                Ok(()) => {
+                    tracing::info!(event = "lease.stale_claims_dropped", other = %holder, credentials = %ids.join(","), "another keeper's claims were stale (the credentials changed since): dropped");
+                    let mut state = self.state();
+                    state
+                        .others
+                        .retain(|c| c.holder != holder || !ids.contains(&c.sys_id));
+                }
+                Err(e) => {
+                    tracing::warn!(event = "lease.claims_drop_failed", other = %holder, error = %e, "could not drop another keeper's stale claims");
+                }
+            }
+        }
+    }
+
+    /// Releases the lease (its claims stay on the instance: answers may still wait in the
+    /// journal). A failure is logged: the lease then lapses by itself.
+    pub async fn release(&self) {
+        let _one = self.calls.lock().await;
+        let held = self.state().tenure.take().is_some();
+        if !held {
+            return;
+        }
+        match self.instance.release_lease(&self.holder).await {
+            Ok(()) => {
+                tracing::info!(event = "lease.released", holder = %self.holder, "the lease is released")
+            }
+            Err(e) => {
+                tracing::warn!(event = "lease.release_failed", holder = %self.holder, error = %e, "could not release the lease; it lapses by itself")
+            }
+        }
+    }
+
+    /// What `status` and the metrics show.
+    pub fn snapshot(&self) -> LeaseSnapshot {
+        let now = self.now();
+        let state = self.state();
+        LeaseSnapshot {
+            holder: self.holder.clone(),
+            held: state.tenure.is_some_and(|t| t.left(now) > Duration::ZERO),
+            fence: state.last_fence,
+            takeovers: state.takeovers,
+            claims: state.claims.len(),
+        }
+    }
+}
+
+/// This machine's name: the kernel's, else `/etc/hostname`, else `$HOSTNAME`; empty when none
+/// says (the holder id then says `unknown-host`).
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+}
