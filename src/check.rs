@@ -372,6 +372,11 @@ pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions
     } else {
         skipped("companion verifies", "the companion does not answer")
     });
+    steps.push(if companion_ok {
+        lease_step(&instance, settings).await
+    } else {
+        skipped("lease", "the companion does not answer")
+    });
     match &user {
         Some(user) => {
             steps.push(time_zone_step(&text(user, "time_zone")));
@@ -733,6 +738,77 @@ async fn verify_endpoint_step(instance: &Instance) -> Step {
             Some(runbook::UPDATE_SET),
         ),
         Err(e) => step(name, Verdict::Fail, e.to_string(), None, Some(runbook::UPDATE_SET)),
+    }
+}
+
+/// Who holds the instance's keeper lease, and whose claims keep credentials waiting. Reads
+/// only: `check` never takes the lease.
+async fn lease_step(instance: &Instance, settings: &Settings) -> Step {
+    let name = "lease";
+    let view = match instance.read_lease().await {
+        Ok(view) => view,
+        Err(e) if e.endpoint_missing() => return step(
+            name,
+            Verdict::Fail,
+            format!("the companion has no /lease endpoint: {e}"),
+            Some("update the companion from migrations-docs/ (import the current update set): without the lease the keeper refreshes nothing, so that two keepers can never spend one refresh token".into()),
+            Some(runbook::UPDATE_SET),
+        ),
+        Err(e) => return step(name, Verdict::Fail, e.to_string(), None, Some(runbook::UPDATE_SET)),
+    };
+    // This machine's keeper, when its journal exists: "(this keeper)" beside its id.
+    let own = Journal::open_read_only(&settings.state.dir)
+        .ok()
+        .flatten()
+        .map(|journal| crate::lease::own_holder_id(&journal));
+    let mine = |holder: &str| {
+        if own.as_deref() == Some(holder) {
+            " (this keeper)"
+        } else {
+            ""
+        }
+    };
+    let held = match &view.holder {
+        Some(holder) => format!(
+            "held by keeper {holder}{}{} for {} more second(s), fence {}",
+            mine(holder),
+            view.pid
+                .map(|p| format!(", process {p}"))
+                .unwrap_or_default(),
+            view.expires_in.as_secs(),
+            view.fence
+        ),
+        None if view.fence == 0 => "never taken yet: the first keeper to run takes it".into(),
+        None => format!(
+            "free (the last holder's lease, fence {}, ended): the next keeper to run takes it",
+            view.fence
+        ),
+    };
+    let mut by_holder: std::collections::BTreeMap<&str, usize> = Default::default();
+    for claim in &view.claims {
+        *by_holder.entry(claim.holder.as_str()).or_default() += 1;
+    }
+    // Claims of a keeper that does not hold the lease keep their credentials from every other
+    // keeper: right while it delivers its journal, wrong once it is gone for good.
+    let idle: Vec<String> = by_holder
+        .iter()
+        .filter(|(holder, _)| view.holder.as_deref() != Some(**holder))
+        .map(|(holder, n)| format!("{holder}{} claims {n} credential(s)", mine(holder)))
+        .collect();
+    let claims = match by_holder.values().sum::<usize>() {
+        0 => "no credential is claimed".to_string(),
+        n => format!("{n} credential(s) claimed by {} keeper(s)", by_holder.len()),
+    };
+    if idle.is_empty() {
+        pass(name, format!("{held}; {claims}"))
+    } else {
+        step(
+            name,
+            Verdict::Warn,
+            format!("{held}; {claims}; without the lease: {}", idle.join("; ")),
+            Some("a keeper without the lease keeps its claims until its journal delivers them (start it again, or let it run); if a keeper is gone for good with its journal, `sn-oauth-keeper lease drop-claims --holder <id>` frees its credentials".into()),
+            None,
+        )
     }
 }
 

@@ -36,6 +36,9 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 /// The staleness limit never drops below this, so short test intervals do not flap.
 pub const MIN_STALENESS: Duration = Duration::from_secs(60);
 
+/// The lease task never asks the instance more often than this.
+const MIN_LEASE_WAIT: Duration = Duration::from_millis(200);
+
 /// What the daemon learned about its own cycles: the facts behind `/healthz` and `/readyz`.
 /// The verdicts are pure functions of these facts and the time, so their semantics are tested
 /// without waiting for anything.
@@ -490,6 +493,9 @@ impl Daemon {
         control: Control,
     ) -> Result<Stopped, DaemonError> {
         let mut keeper = self.keeper(Arc::clone(&self.settings))?;
+        self.metrics
+            .observe_interval(self.settings.refresh.interval);
+        let mut lease_task = self.keep_lease(&keeper);
         let health = Arc::new(Mutex::new(Health::new(
             self.clock.now(),
             self.settings.refresh.interval,
@@ -573,6 +579,9 @@ impl Daemon {
                     }
                 }
             }
+            if let Some(lease) = keeper.lease() {
+                self.metrics.observe_lease(&lease.snapshot());
+            }
             // A real write each cycle, so /readyz knows the disk still takes one.
             if let Err(e) = self.journal.heartbeat().await {
                 tracing::error!(event = "journal.write_failed", error = %e, "the journal's heartbeat write failed");
@@ -588,6 +597,10 @@ impl Daemon {
                     _ = tokio::time::sleep_until(next) => break,
                     _ = control.reload.notified() => {
                         self.reload(&mut keeper);
+                        // The new keeper's lease renews the same one (same holder id).
+                        lease_task.abort();
+                        lease_task = self.keep_lease(&keeper);
+                        self.metrics.observe_interval(self.settings.refresh.interval);
                         if let Ok(mut h) = health.lock() {
                             h.interval = self.settings.refresh.interval;
                         }
@@ -598,6 +611,20 @@ impl Daemon {
             if control.stop.is_cancelled() {
                 break;
             }
+        }
+        lease_task.abort();
+        if let Some(lease) = keeper.lease() {
+            if stopped == Stopped::Clean {
+                // Nothing is in flight: a standby may take over at once.
+                lease.release().await;
+            } else {
+                tracing::warn!(
+                    event = "lease.left_to_lapse",
+                    ttl_s = self.settings.lease.ttl.as_secs(),
+                    "refreshes were abandoned: the lease is not released but lapses by itself; this keeper's claims stay until its journal delivers"
+                );
+            }
+            self.metrics.observe_lease(&lease.snapshot());
         }
         tracing::info!(
             event = "daemon.stopped",
@@ -610,6 +637,24 @@ impl Daemon {
             Err(e) => return Err(DaemonError::Serve(std::io::Error::other(e))),
         }
         Ok(stopped)
+    }
+
+    /// The task that keeps the lease between (and during) cycles: it renews it at a third of its
+    /// life, and a standby asks again soon after the holder's lease would lapse. A keeper
+    /// without a lease (none without a journal) gets a task that ends at once.
+    fn keep_lease(&self, keeper: &Keeper) -> tokio::task::JoinHandle<()> {
+        let lease = keeper.lease().cloned();
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(async move {
+            let Some(lease) = lease else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(lease.next_call_in().max(MIN_LEASE_WAIT)).await;
+                lease.ensure().await;
+                metrics.observe_lease(&lease.snapshot());
+            }
+        })
     }
 
     /// When the next cycle starts: an interval after the last one started, plus a little

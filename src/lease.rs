@@ -13,11 +13,16 @@
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::lease::{Tenure, holder_id};
+use crate::domain::report::LeaseStatus;
+use crate::journal::Journal;
 use crate::servicenow::lease::{Claim, LeaseAnswer, MAX_CLAIMS};
 use crate::servicenow::{Instance, SnError};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// How soon a keeper asks again when the instance did not answer a lease call.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(10);
 
 /// Where a keeper stands with the lease.
 #[derive(Debug, Clone)]
@@ -45,11 +50,15 @@ impl Standing {
     pub fn reason(&self) -> Option<String> {
         match self {
             Standing::Held { .. } => None,
+            // The companion's words name the holder's process and how long it has left.
+            Standing::HeldElsewhere(r) if !r.detail.is_empty() => Some(format!(
+                "the lease is held by keeper {}: {}",
+                r.holder, r.detail
+            )),
             Standing::HeldElsewhere(r) => Some(format!(
-                "the lease is held by keeper {} for {} more second(s): {}",
+                "the lease is held by keeper {} for {} more second(s)",
                 r.holder,
-                r.expires_in.as_secs(),
-                r.detail
+                r.expires_in.as_secs()
             )),
             Standing::Unavailable(e) if e.endpoint_missing() => Some(format!(
                 "the companion has no /lease endpoint ({e}): update the companion from migrations-docs/ (runbook step 2); until then the keeper refreshes nothing, so two keepers can never spend one token"
@@ -81,10 +90,28 @@ struct State {
     others: Vec<Claim>,
     /// The last fence this keeper held.
     last_fence: Option<u64>,
-    /// How often it took the lease over (newly acquired, not renewed).
-    takeovers: u64,
-    /// The last answer, for logs that say only what changed.
-    last: Option<String>,
+    /// Why this keeper does not hold the lease, as last answered (`None`: it does, or it has
+    /// not asked yet); logs say only what changed.
+    refusal: Option<String>,
+    /// The other keeper that held the lease at the last answer, if one did.
+    elsewhere: Option<Refusal>,
+    /// When to call the instance next while the lease is not held: a standby asks again soon
+    /// after the holder's lease would lapse.
+    retry_at: Duration,
+    /// Whether the claim set outgrew what one call carries (logged once).
+    overflowing: bool,
+}
+
+/// What [`LeaseKeeper::claim`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimResult {
+    /// Claimed, and the lease is held: the token requests may start.
+    Claimed,
+    /// The lease is not held (another keeper has it, or the instance did not answer).
+    LeaseNotHeld,
+    /// The claims would outgrow what one lease call carries ([`MAX_CLAIMS`]): the answers
+    /// waiting in the journal must reach ServiceNow first.
+    Full,
 }
 
 /// A keeper's hold on the lease.
@@ -103,7 +130,7 @@ pub struct LeaseKeeper {
     calls: tokio::sync::Mutex<()>,
 }
 
-/// What `status` and the metrics show of this keeper's lease.
+/// What the metrics show of this keeper's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSnapshot {
     /// This keeper's holder id.
@@ -112,29 +139,38 @@ pub struct LeaseSnapshot {
     pub held: bool,
     /// The fence it holds (or last held).
     pub fence: Option<u64>,
-    /// How often it took the lease over.
-    pub takeovers: u64,
     /// How many credentials it claims.
     pub claims: usize,
 }
 
 impl LeaseKeeper {
-    /// The lease of the keeper whose journal has `journal_identity`, on `instance`.
+    /// The lease of the keeper with `journal`, on `instance`. It starts out claiming what the
+    /// journal may hold the only valid token of, so even its first call keeps those claims.
     pub fn new(
         instance: Instance,
-        journal_identity: &str,
+        journal: &Journal,
         settings: &Settings,
         clock: SharedClock,
     ) -> LeaseKeeper {
+        let claims = journal.own_claims().unwrap_or_else(|e| {
+            // The cycle reads the journal again and fails loudly; the claims follow then.
+            tracing::warn!(event = "journal.read_failed", error = %e, "could not read which credentials the journal holds");
+            Vec::new()
+        });
+        let state = State {
+            claims_dirty: !claims.is_empty(),
+            claims: claims.into_iter().collect(),
+            ..State::default()
+        };
         LeaseKeeper {
             instance,
-            holder: holder_id(&host_name(), journal_identity),
+            holder: own_holder_id(journal),
             pid: std::process::id(),
             ttl: settings.lease.ttl,
             margin: settings.refresh.timeout,
             origin: clock.monotonic(),
             clock,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             calls: tokio::sync::Mutex::new(()),
         }
     }
@@ -159,8 +195,15 @@ impl LeaseKeeper {
     pub async fn renew(&self) -> Standing {
         let _one = self.calls.lock().await;
         let (claims, send_claims) = {
-            let state = self.state();
-            let claims: Vec<String> = state.claims.iter().cloned().collect();
+            let mut state = self.state();
+            let over = state.claims.len() > MAX_CLAIMS;
+            if over && !state.overflowing {
+                // Only a journal from before the lease existed can hold this many answers:
+                // `claim` never lets the set grow past the limit.
+                tracing::error!(event = "lease.claims_overflow", holder = %self.holder, claims = state.claims.len(), limit = MAX_CLAIMS, "more credentials wait in the journal than one lease call can claim: the first {MAX_CLAIMS} are claimed; let the journal drain (journal list) before running a second keeper");
+            }
+            state.overflowing = over;
+            let claims: Vec<String> = state.claims.iter().take(MAX_CLAIMS).cloned().collect();
             (claims, state.claims_dirty || state.tenure.is_none())
         };
         let sent_at = self.now();
@@ -176,11 +219,7 @@ impl LeaseKeeper {
         let mut state = self.state();
         let standing = match answer {
             Ok(LeaseAnswer::Held { fence, others }) => {
-                let newly = state.last_fence != Some(fence);
-                if newly && state.last_fence.is_some() {
-                    state.takeovers += 1;
-                }
-                if newly {
+                if state.last_fence != Some(fence) {
                     tracing::info!(event = "lease.acquired", holder = %self.holder, pid = self.pid, fence, ttl_s = self.ttl.as_secs(), "this keeper holds the instance's lease");
                 }
                 state.tenure = Some(Tenure {
@@ -193,6 +232,8 @@ impl LeaseKeeper {
                     state.claims_dirty = false;
                 }
                 state.others = others;
+                state.elsewhere = None;
+                state.retry_at = sent_at.saturating_add(self.ttl / 3);
                 Standing::Held { fence }
             }
             Ok(LeaseAnswer::HeldElsewhere {
@@ -205,23 +246,37 @@ impl LeaseKeeper {
                     tracing::warn!(event = "lease.lost", holder = %self.holder, other = %holder, expires_in_s = expires_in.as_secs(), "another keeper holds the lease now: this keeper refreshes nothing until it gets it back");
                 }
                 state.others = others;
-                Standing::HeldElsewhere(Refusal {
+                // A standby asks again just after the holder's lease would lapse.
+                state.retry_at = self.now().saturating_add(
+                    expires_in
+                        .saturating_add(Duration::from_secs(1))
+                        .min(self.ttl / 3),
+                );
+                let refusal = Refusal {
                     holder,
                     expires_in,
                     detail,
-                })
+                };
+                state.elsewhere = Some(refusal.clone());
+                Standing::HeldElsewhere(refusal)
             }
             Err(e) => {
                 // A lease this keeper cannot renew runs out on its own clock: `may_request`
                 // stops new token requests when too little is left.
+                state.retry_at = self
+                    .now()
+                    .saturating_add(RETRY_UNAVAILABLE.min(self.ttl / 3));
+                state.elsewhere = None;
                 Standing::Unavailable(e)
             }
         };
-        let said = standing.reason().unwrap_or_default();
-        if !standing.held() && state.last.as_deref() != Some(said.as_str()) {
+        let refusal = standing.reason();
+        if let Some(said) = &refusal
+            && state.refusal.as_ref() != Some(said)
+        {
             tracing::warn!(event = "lease.standby", holder = %self.holder, pid = self.pid, reason = %said, "this keeper is a standby: it delivers its own journaled answers and refreshes nothing");
         }
-        state.last = Some(said);
+        state.refusal = refusal;
         standing
     }
 
@@ -241,21 +296,24 @@ impl LeaseKeeper {
     }
 
     /// Adds `ids` to this keeper's claims and tells the instance, before their token requests.
-    /// `false` when the lease is not held after it (or the claim set would outgrow what one
-    /// call carries): then no request may start.
-    pub async fn claim(&self, ids: &[String]) -> bool {
+    /// Unless [`ClaimResult::Claimed`], no request may start (and the caller unclaims `ids`).
+    pub async fn claim(&self, ids: &[String]) -> ClaimResult {
         {
             let mut state = self.state();
             let fresh = ids.iter().filter(|id| !state.claims.contains(*id)).count();
             if state.claims.len() + fresh > MAX_CLAIMS {
-                return false;
+                return ClaimResult::Full;
             }
             if fresh > 0 {
                 state.claims.extend(ids.iter().cloned());
                 state.claims_dirty = true;
             }
         }
-        self.ensure().await.held()
+        if self.ensure().await.held() {
+            ClaimResult::Claimed
+        } else {
+            ClaimResult::LeaseNotHeld
+        }
     }
 
     /// Keeps `ids` claimed (answers waiting in the journal, refreshes interrupted by a crash),
@@ -288,16 +346,18 @@ impl LeaseKeeper {
             .is_some_and(|t| t.allows_request(self.now(), self.margin))
     }
 
-    /// When the lease is due for renewal (`None` when it is not held): the daemon's renewal task
-    /// sleeps until then.
-    pub fn renewal_in(&self) -> Option<Duration> {
-        let state = self.state();
-        let t = state.tenure?;
-        Some(
-            t.sent_at
-                .saturating_add(t.ttl / 3)
-                .saturating_sub(self.now()),
-        )
+    /// How long until the instance should be asked again: the renewal at a third of the
+    /// lease's life while it is held; otherwise soon after the holder's lease would lapse (a
+    /// standby), or a little later when the instance did not answer. The daemon's lease task
+    /// sleeps this long.
+    pub fn next_call_in(&self) -> Duration {
+        self.state().retry_at.saturating_sub(self.now())
+    }
+
+    /// Why this keeper does not hold the lease, as the instance last answered; `None` when it
+    /// holds it or has not asked yet.
+    pub fn refusal(&self) -> Option<String> {
+        self.state().refusal.clone()
     }
 
     /// The credentials other keepers claim: sys_id → holder.
@@ -353,7 +413,40 @@ impl LeaseKeeper {
         }
     }
 
-    /// What `status` and the metrics show.
+    /// The lease as this keeper last saw it, for the cycle's report.
+    pub fn status(&self) -> LeaseStatus {
+        let now = self.now();
+        let state = self.state();
+        let held = state.tenure.filter(|t| t.left(now) > Duration::ZERO);
+        let (holder, pid, expires_in) = match (held, &state.elsewhere) {
+            (Some(t), _) => (
+                Some(self.holder.clone()),
+                Some(u64::from(self.pid)),
+                Some(t.left(now)),
+            ),
+            (None, Some(other)) => (Some(other.holder.clone()), None, Some(other.expires_in)),
+            (None, None) => (None, None, None),
+        };
+        LeaseStatus {
+            this_keeper: held.is_some(),
+            holder,
+            pid,
+            expires_in,
+            fence: held.map(|t| t.fence),
+            claimed_elsewhere: state
+                .others
+                .iter()
+                .map(|c| (c.sys_id.clone(), c.holder.clone()))
+                .collect(),
+            problem: if held.is_none() && state.elsewhere.is_none() {
+                state.refusal.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// What the metrics show.
     pub fn snapshot(&self) -> LeaseSnapshot {
         let now = self.now();
         let state = self.state();
@@ -361,10 +454,14 @@ impl LeaseKeeper {
             holder: self.holder.clone(),
             held: state.tenure.is_some_and(|t| t.left(now) > Duration::ZERO),
             fence: state.last_fence,
-            takeovers: state.takeovers,
             claims: state.claims.len(),
         }
     }
+}
+
+/// The holder id of this machine's keeper with `journal`.
+pub fn own_holder_id(journal: &Journal) -> String {
+    holder_id(&host_name(), journal.identity())
 }
 
 /// This machine's name: the kernel's, else `/etc/hostname`, else `$HOSTNAME`; empty when none

@@ -180,6 +180,11 @@ enum Command {
         #[command(subcommand)]
         action: JournalCommand,
     },
+    /// The instance's keeper lease: who holds it, and the claims of keepers gone for good.
+    Lease {
+        #[command(subcommand)]
+        action: LeaseCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell to complete for.
@@ -213,6 +218,21 @@ enum JournalCommand {
         /// File holding the new key.
         #[arg(long, value_name = "FILE")]
         new_key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeaseCommand {
+    /// Drop every claim of a keeper whose journal is lost for good, so the credentials it
+    /// claimed are refreshed again. Never for a keeper that may come back: its journal may
+    /// hold the only valid refresh tokens of those credentials.
+    DropClaims {
+        /// The gone keeper's holder id (as `status` and the logs name it).
+        #[arg(long, value_name = "ID")]
+        holder: String,
+        /// Do not ask for confirmation (scripts).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -304,6 +324,9 @@ async fn dispatch(cli: Cli, terminal: Terminal) -> anyhow::Result<u8> {
             let round_trip = round_trip.then_some(round_trip_registry);
             with_settings(cli.config, |s| check_cmd(s, format, record, round_trip)).await
         }
+        Command::Lease {
+            action: LeaseCommand::DropClaims { holder, yes },
+        } => with_settings(cli.config, |s| lease_drop_claims(s, holder, yes)).await,
         Command::Journal {
             action: JournalCommand::List { format },
         } => with_settings(cli.config, |s| journal_list(s, format)).await,
@@ -426,7 +449,14 @@ async fn once(
         daemon::shutdown_signal().await;
         signal_stop.cancel();
     });
-    let report = match keeper.cycle(mode, &stop).await {
+    let cycle = keeper.cycle(mode, &stop).await;
+    // Why the lease was not this keeper's, if it was not: said after the report.
+    let refusal = keeper.lease().and_then(|lease| lease.refusal());
+    if let Some(lease) = keeper.lease() {
+        // So that `once` after `once` (or a daemon's standby) never waits for it to lapse.
+        lease.release().await;
+    }
+    let report = match cycle {
         Ok(r) => r,
         Err(e) => return Ok(cycle_exit(&e)),
     };
@@ -447,6 +477,10 @@ async fn once(
             print!("{}", report::outcome_table(&shown));
         }
         print!("{}", report::cycle_summary(&report));
+    }
+    if let Some(reason) = refusal {
+        eprintln!("error: {reason}; without the lease this keeper starts no token request");
+        return Ok(EXIT_FAILURES);
     }
     Ok(if report.failures() > 0 {
         EXIT_FAILURES
@@ -620,6 +654,71 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
             }
         }
     }
+    Ok(0)
+}
+
+async fn lease_drop_claims(settings: Settings, holder: String, yes: bool) -> anyhow::Result<u8> {
+    let keeper = Keeper::new(Arc::new(settings), None).context("building the HTTP clients")?;
+    let instance = keeper.instance();
+    let view = match instance.read_lease().await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: cannot read the lease: {e}");
+            return Ok(if e.instance_unusable() {
+                EXIT_INSTANCE
+            } else {
+                EXIT_FAILURES
+            });
+        }
+    };
+    let claimed: Vec<String> = view
+        .claims
+        .iter()
+        .filter(|c| c.holder == holder)
+        .map(|c| c.sys_id.clone())
+        .collect();
+    if claimed.is_empty() {
+        println!("keeper {holder} claims no credential: nothing to drop");
+        return Ok(0);
+    }
+    if view.holder.as_deref() == Some(holder.as_str()) {
+        eprintln!(
+            "error: keeper {holder} holds the lease now ({} more second(s)): it is alive, and its claims are its own to drop; stop it first, or let it deliver its journal",
+            view.expires_in.as_secs()
+        );
+        return Ok(EXIT_FAILURES);
+    }
+    eprintln!(
+        "warning: dropping keeper {holder}'s claims on {} credential(s): {}",
+        claimed.len(),
+        claimed.join(", ")
+    );
+    eprintln!(
+        "warning: the next keeper refreshes them with the refresh tokens ServiceNow holds. If {holder}'s journal still exists it may hold the only valid refresh tokens of these credentials: at a provider that rotates them, the old ones are then refused and the grants revoked. Drop the claims only when that keeper's state directory (or its key) is lost for good."
+    );
+    if !yes {
+        use std::io::{BufRead, IsTerminal};
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: not a terminal: pass --yes to drop the claims without asking");
+            return Ok(EXIT_CONFIG);
+        }
+        eprint!("type the holder id to drop its claims: ");
+        let mut typed = String::new();
+        std::io::stdin().lock().read_line(&mut typed)?;
+        if typed.trim() != holder {
+            eprintln!("error: not confirmed: nothing was dropped");
+            return Ok(EXIT_FAILURES);
+        }
+    }
+    if let Err(e) = instance.drop_claims(&holder, &claimed).await {
+        eprintln!("error: dropping the claims failed: {e}");
+        return Ok(EXIT_FAILURES);
+    }
+    tracing::warn!(event = "lease.claims_dropped", other = %holder, credentials = %claimed.join(","), "an operator dropped another keeper's claims");
+    println!(
+        "dropped keeper {holder}'s claims on {} credential(s)",
+        claimed.len()
+    );
     Ok(0)
 }
 

@@ -11,6 +11,7 @@ use crate::domain::deadline::refresh_token_deadline;
 use crate::domain::plan::State;
 use crate::domain::report::{CredentialReport, CycleReport, Outcome};
 use crate::engine::CycleError;
+use crate::lease::LeaseSnapshot;
 use crate::observe::{Exchange, Observe};
 use jiff::Timestamp;
 use prometheus_client::collector::Collector;
@@ -250,6 +251,15 @@ pub struct Metrics {
     journal_pending: Gauge,
     instance_reachable: Gauge,
     last_success: Gauge<f64, AtomicU64>,
+    interval: Gauge,
+    lease_held: Gauge,
+    lease_fence: Gauge,
+    lease_takeovers: Counter,
+    lease_last_held: Gauge<f64, AtomicU64>,
+    /// The fence this keeper last held, to count takeovers (a new fence) across lease objects
+    /// (a SIGHUP builds a new one, which renews the same fence).
+    lease_fence_seen: Mutex<Option<u64>>,
+    clock: SharedClock,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -323,10 +333,41 @@ impl Metrics {
             "UNIX time at which the last successful cycle ended",
             last_success.clone(),
         );
+        let interval = Gauge::default();
+        registry.register(
+            "refresh_interval_seconds",
+            "refresh.interval in force: the time between cycles",
+            interval.clone(),
+        );
+        let lease_held = Gauge::default();
+        registry.register(
+            "lease_held",
+            "1 while this keeper holds the instance's lease (it may refresh), 0 while it is a standby",
+            lease_held.clone(),
+        );
+        let lease_fence = Gauge::default();
+        registry.register(
+            "lease_fence",
+            "The fence of the lease this keeper holds or last held (0: never held); it grows by one with each new holder",
+            lease_fence.clone(),
+        );
+        let lease_takeovers = Counter::default();
+        registry.register(
+            "lease_takeovers",
+            "How often this keeper newly acquired the lease (at start, or taking over from another keeper)",
+            lease_takeovers.clone(),
+        );
+        let lease_last_held = Gauge::<f64, AtomicU64>::default();
+        lease_last_held.set(clock.now().as_millisecond() as f64 / 1000.0);
+        registry.register(
+            "lease_last_held_timestamp_seconds",
+            "UNIX time at which this keeper last held the lease (its start time while it never has)",
+            lease_last_held.clone(),
+        );
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         registry.register_collector(Box::new(EstateCollector {
             snapshot: Arc::clone(&snapshot),
-            clock,
+            clock: Arc::clone(&clock),
         }));
         Metrics {
             registry,
@@ -338,7 +379,41 @@ impl Metrics {
             journal_pending,
             instance_reachable,
             last_success,
+            interval,
+            lease_held,
+            lease_fence,
+            lease_takeovers,
+            lease_last_held,
+            lease_fence_seen: Mutex::new(None),
+            clock,
             snapshot,
+        }
+    }
+
+    /// Records `refresh.interval` in force (at start and after a reload).
+    pub fn observe_interval(&self, interval: std::time::Duration) {
+        self.interval
+            .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// Records where this keeper stands with the lease.
+    pub fn observe_lease(&self, lease: &LeaseSnapshot) {
+        self.lease_held.set(i64::from(lease.held));
+        if let Some(fence) = lease.fence {
+            self.lease_fence
+                .set(i64::try_from(fence).unwrap_or(i64::MAX));
+        }
+        if lease.held {
+            self.lease_last_held
+                .set(self.clock.now().as_millisecond() as f64 / 1000.0);
+            let mut seen = self
+                .lease_fence_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *seen != lease.fence {
+                self.lease_takeovers.inc();
+                *seen = lease.fence;
+            }
         }
     }
 
@@ -573,9 +648,17 @@ mod tests {
                     None,
                 ),
             ],
+            lease: None,
         };
         metrics.observe_cycle(&report, &settings(), at(T0 + 2));
         metrics.observe_journal(1, Some(at(T0 - 20)));
+        metrics.observe_interval(Duration::from_secs(180));
+        metrics.observe_lease(&LeaseSnapshot {
+            holder: "host/journal".into(),
+            held: true,
+            fence: Some(7),
+            claims: 0,
+        });
         metrics.exchange(&Exchange {
             peer: Peer::Instance,
             endpoint: "table/oauth_credential".into(),

@@ -1,7 +1,7 @@
 //! Renderings of the estate for people (aligned tables) and scripts (JSON). No secret ever
 //! reaches these types: they are built from cycle reports, which hold none.
 
-use crate::domain::report::{CredentialReport, CycleReport, Outcome, OutcomeKind};
+use crate::domain::report::{CredentialReport, CycleReport, LeaseStatus, Outcome, OutcomeKind};
 use crate::domain::time::{format_sn_utc, relative};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -33,6 +33,27 @@ pub struct StatusRow {
     pub last_error: Option<String>,
     /// When the keeper last refreshed it (UTC), if ever.
     pub last_refreshed: Option<String>,
+    /// The keeper whose journal it waits for: that keeper claims it, so no other refreshes it.
+    pub waiting_for: Option<String>,
+}
+
+/// The instance's keeper lease in `status --format json`.
+#[derive(Debug, Serialize)]
+pub struct LeaseDocument {
+    /// Who holds it (`null`: nobody, or it could not be read).
+    pub holder: Option<String>,
+    /// Whether the holder is this keeper (this host, this state directory's journal).
+    pub this_keeper: bool,
+    /// The holder's process id, when the instance knows it.
+    pub pid: Option<u64>,
+    /// Seconds the holder's lease had left when read.
+    pub expires_in_s: Option<u64>,
+    /// The lease's fence: it grows by one with each new holder.
+    pub fence: Option<u64>,
+    /// How many credentials other keepers claim (they wait for those keepers' journals).
+    pub claimed_elsewhere: usize,
+    /// Why the lease could not be read.
+    pub problem: Option<String>,
 }
 
 /// The `status --format json` document.
@@ -44,6 +65,8 @@ pub struct StatusDocument {
     pub summary: std::collections::BTreeMap<String, usize>,
     /// One row per refresh-token credential.
     pub credentials: Vec<StatusRow>,
+    /// The instance's keeper lease (`null` when it was not read).
+    pub lease: Option<LeaseDocument>,
 }
 
 /// Builds the JSON status document.
@@ -69,6 +92,10 @@ pub fn status_document(report: &CycleReport) -> StatusDocument {
                 refresh_expires: c.refresh_expires.map(format_sn_utc),
                 last_error: c.last_error.clone(),
                 last_refreshed: c.last_success.map(format_sn_utc),
+                waiting_for: report
+                    .lease
+                    .as_ref()
+                    .and_then(|l| l.claimed_elsewhere.get(&c.sys_id).cloned()),
             }
         })
         .collect();
@@ -76,7 +103,45 @@ pub fn status_document(report: &CycleReport) -> StatusDocument {
         generated_at: format_sn_utc(report.started),
         summary,
         credentials,
+        lease: report.lease.as_ref().map(|l| LeaseDocument {
+            holder: l.holder.clone(),
+            this_keeper: l.this_keeper,
+            pid: l.pid,
+            expires_in_s: l.expires_in.map(|d| d.as_secs()),
+            fence: l.fence,
+            claimed_elsewhere: l.claimed_elsewhere.len(),
+            problem: l.problem.clone(),
+        }),
     }
+}
+
+/// One line on the instance's keeper lease: who holds it, for how long, what waits.
+pub fn lease_line(lease: &LeaseStatus) -> String {
+    let held = match (&lease.holder, &lease.problem) {
+        (Some(holder), _) => format!(
+            "held by keeper {holder}{}{}{}",
+            if lease.this_keeper {
+                " (this keeper)"
+            } else {
+                ""
+            },
+            lease
+                .pid
+                .map(|p| format!(", process {p}"))
+                .unwrap_or_default(),
+            lease
+                .expires_in
+                .map(|d| format!(", {} s left", d.as_secs()))
+                .unwrap_or_default(),
+        ),
+        (None, Some(problem)) => format!("unknown: {problem}"),
+        (None, None) => "free: the next keeper to run takes it".to_string(),
+    };
+    let waiting = match lease.claimed_elsewhere.len() {
+        0 => String::new(),
+        n => format!("; {n} credential(s) wait for another keeper's journal"),
+    };
+    format!("lease: {held}{waiting}\n")
 }
 
 /// Renders rows as an aligned table with a header line.
@@ -220,6 +285,9 @@ pub fn status_table_painted(report: &CycleReport, colour: bool) -> String {
         },
     );
     out.push_str(&summary_line(report));
+    if let Some(lease) = &report.lease {
+        out.push_str(&lease_line(lease));
+    }
     out
 }
 

@@ -313,6 +313,7 @@ pub fn settle(facts: CycleFacts<'_>) -> Settlement {
             duration,
             rows,
             credentials: lines,
+            lease: None,
         },
         remember,
         notices,

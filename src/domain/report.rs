@@ -197,6 +197,30 @@ pub struct CycleReport {
     pub rows: usize,
     /// One entry per credential, ordered by sys_id.
     pub credentials: Vec<CredentialReport>,
+    /// The instance's keeper lease as the cycle saw it; `None` where no lease was asked for
+    /// (a keeper that writes nothing and could not be told, or one built without a journal
+    /// whose cycle did not read it).
+    pub lease: Option<LeaseStatus>,
+}
+
+/// The instance's keeper lease, as a cycle saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseStatus {
+    /// Who holds it; `None` when nobody does, or it could not be read (`problem`).
+    pub holder: Option<String>,
+    /// Whether the holder is this keeper (its host and journal).
+    pub this_keeper: bool,
+    /// The holder's process id, when known.
+    pub pid: Option<u64>,
+    /// How long the holder's lease had left when last asked.
+    pub expires_in: Option<Duration>,
+    /// The lease's fence, when known.
+    pub fence: Option<u64>,
+    /// Credentials other keepers claim: refresh row sys_id → holder id. This keeper leaves
+    /// them alone ("waiting for keeper X's journal").
+    pub claimed_elsewhere: std::collections::BTreeMap<String, String>,
+    /// Why the lease could not be read or taken (secret-free).
+    pub problem: Option<String>,
 }
 
 impl CycleReport {

@@ -5,9 +5,10 @@
 use super::Keeper;
 use crate::domain::credential::Credential;
 use crate::domain::lease::claim_is_stale;
+use crate::domain::report::LeaseStatus;
 use crate::domain::report::Settled;
 use crate::journal::Journal;
-use crate::lease::LeaseKeeper;
+use crate::lease::{LeaseKeeper, own_holder_id};
 use crate::servicenow::lease::Claim;
 use std::collections::HashMap;
 
@@ -17,14 +18,17 @@ pub(super) struct LeaseTerms {
     pub refused: Option<String>,
     /// The credentials other keepers claim, stale claims left out: sys_id → holder.
     pub claimed_elsewhere: HashMap<String, String>,
+    /// The lease as read, for the report of a cycle that only looks (`status`, dry runs).
+    pub seen: Option<LeaseStatus>,
 }
 
 impl LeaseTerms {
-    /// A keeper without a lease to keep (dry runs, `status`).
+    /// A keeper without a lease to keep.
     pub(super) fn free() -> LeaseTerms {
         LeaseTerms {
             refused: None,
             claimed_elsewhere: HashMap::new(),
+            seen: None,
         }
     }
 }
@@ -78,6 +82,53 @@ impl Keeper {
         LeaseTerms {
             refused: standing.reason(),
             claimed_elsewhere: kept,
+            seen: None,
+        }
+    }
+
+    /// The lease as the instance has it, read without taking it, for a cycle that only looks
+    /// (`status`, `once --dry-run`): it shows who holds it, and which credentials wait for
+    /// another keeper's journal. A lease that cannot be read is a note in the report, not a
+    /// failure: looking needs no lease.
+    pub(super) async fn observed_terms(&self, history: Option<&Journal>) -> LeaseTerms {
+        let own = history.map(own_holder_id);
+        let status = match self.instance.read_lease().await {
+            Ok(view) => {
+                let this_keeper = view.holder.is_some() && view.holder == own;
+                LeaseStatus {
+                    this_keeper,
+                    pid: view.pid.filter(|_| view.holder.is_some()),
+                    expires_in: view.holder.as_ref().map(|_| view.expires_in),
+                    holder: view.holder,
+                    fence: Some(view.fence),
+                    claimed_elsewhere: view
+                        .claims
+                        .into_iter()
+                        .filter(|c| Some(&c.holder) != own.as_ref())
+                        .map(|c| (c.sys_id, c.holder))
+                        .collect(),
+                    problem: None,
+                }
+            }
+            Err(e) => LeaseStatus {
+                problem: Some(if e.endpoint_missing() {
+                    format!(
+                        "the companion has no /lease endpoint ({e}): update the companion from migrations-docs/ (runbook step 2); until then the keeper refreshes nothing"
+                    )
+                } else {
+                    format!("the lease could not be read: {e}")
+                }),
+                ..LeaseStatus::default()
+            },
+        };
+        LeaseTerms {
+            refused: None,
+            claimed_elsewhere: status
+                .claimed_elsewhere
+                .iter()
+                .map(|(id, holder)| (id.clone(), holder.clone()))
+                .collect(),
+            seen: Some(status),
         }
     }
 

@@ -200,7 +200,7 @@ impl Keeper {
         self.lease = self.journal.as_ref().map(|journal| {
             Arc::new(LeaseKeeper::new(
                 self.instance.clone(),
-                journal.identity(),
+                journal,
                 &self.settings,
                 Arc::clone(&self.clock),
             ))
@@ -276,15 +276,9 @@ impl Keeper {
                 let records = journal.pending()?;
                 if let Some(lease) = &self.lease {
                     // Claimed first: what waits in the journal, and what a crash interrupted.
-                    let own: Vec<String> = records
-                        .iter()
-                        .map(|r| match r {
-                            Ok(o) => o.credential().to_string(),
-                            Err(bad) => bad.credential.clone(),
-                        })
-                        .chain(context.interrupted.keys().cloned())
-                        .collect();
-                    terms = self.lease_terms(lease, journal, own, &by_id).await;
+                    terms = self
+                        .lease_terms(lease, journal, journal.own_claims()?, &by_id)
+                        .await;
                 }
                 // Delivering its own answers needs no lease: nobody else touches what it claims.
                 let (redelivered, waiting) =
@@ -294,6 +288,9 @@ impl Keeper {
                 results.extend(redelivered);
             }
             _ => {
+                if mode == Mode::DryRun {
+                    terms = self.observed_terms(history.as_deref()).await;
+                }
                 let summaries = match &history {
                     Some(j) => j.summaries()?,
                     None => Vec::new(),
@@ -362,8 +359,13 @@ impl Keeper {
         {
             tracing::warn!(event = "journal.outcome_failed", error = %e, "could not remember the cycle's outcomes");
         }
-        log_cycle(&settlement.report, mode);
-        Ok(settlement.report)
+        let mut report = settlement.report;
+        report.lease = match (&self.lease, mode) {
+            (Some(lease), Mode::Apply) => Some(lease.status()),
+            _ => terms.seen,
+        };
+        log_cycle(&report, mode);
+        Ok(report)
     }
 
     /// The planner's view without acting: what `status` shows.

@@ -13,6 +13,7 @@ use crate::domain::guidance::{self, CompanionFailure, registry_label};
 use crate::domain::report::{Outcome, Settled};
 use crate::events::StateChange;
 use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Obtained, Rotated};
+use crate::lease::ClaimResult;
 use crate::oauth::{RefreshRequest, TokenError, TokenSet};
 use crate::servicenow::{COMPANION_BATCH, CompanionSecrets, SecretRequest, SnError};
 use crate::transaction::Transition;
@@ -148,9 +149,21 @@ impl Keeper {
                         .filter(|c| secrets.contains_key(c.id()))
                         .map(|c| c.id().to_string())
                         .collect();
-                    lease.claim(&ids).await
+                    let claimed = lease.claim(&ids).await;
+                    if claimed != ClaimResult::Claimed {
+                        // Nothing of this batch is sent: nothing to keep claimed.
+                        lease.unclaim(&ids);
+                    }
+                    if claimed == ClaimResult::Full {
+                        tracing::warn!(
+                            event = "lease.claims_full",
+                            credentials = ids.len(),
+                            "the lease's claim set is full (answers wait in the journal): this batch waits for the next cycle"
+                        );
+                    }
+                    claimed
                 }
-                None => true,
+                None => ClaimResult::Claimed,
             };
             for c in chunk {
                 let id = c.id().to_string();
@@ -159,10 +172,18 @@ impl Keeper {
                     self.observer.refresh_finished();
                     continue;
                 }
-                if !claimed {
-                    results.insert(id, Settled::only(lease_lost()));
-                    self.observer.refresh_finished();
-                    continue;
+                match claimed {
+                    ClaimResult::Claimed => {}
+                    ClaimResult::LeaseNotHeld => {
+                        results.insert(id, Settled::only(lease_lost()));
+                        self.observer.refresh_finished();
+                        continue;
+                    }
+                    ClaimResult::Full => {
+                        results.insert(id, Settled::only(Outcome::Deferred));
+                        self.observer.refresh_finished();
+                        continue;
+                    }
                 }
                 let Some(secret) = secrets.remove(&id) else {
                     tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %guidance::NO_REFRESH_TOKEN, "no refresh token");

@@ -451,6 +451,21 @@ impl Journal {
         })
     }
 
+    /// The credentials this journal may hold the only valid refresh token of: an answer waits
+    /// for ServiceNow, or a refresh was sent and never concluded. The keeper claims them on the
+    /// instance's lease until they are settled.
+    pub fn own_claims(&self) -> Result<Vec<String>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT credential FROM pending UNION SELECT credential FROM intent ORDER BY 1",
+            )?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Every pending answer, decrypted, oldest first: what a restart resumes from. A record
     /// that does not open (sealed with another key, corrupted) is returned as a [`BadRecord`]:
     /// it holds back its own credential, not the others. Fails as a whole only when the
