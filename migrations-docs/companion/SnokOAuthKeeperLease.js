@@ -26,10 +26,15 @@ SnokOAuthKeeperLease.MAX_HOLDER = 100;
 SnokOAuthKeeperLease.MIN_TTL = 10;
 SnokOAuthKeeperLease.MAX_TTL = 600;
 SnokOAuthKeeperLease.MAX_CLAIMS = 1000;
+/** The largest process id a holder may give: every OS's pids are unsigned 32-bit or smaller. */
+SnokOAuthKeeperLease.MAX_PID = 4294967295;
 
 /** What a refused holder is told, wherever it was sent. */
 SnokOAuthKeeperLease.HOLDER_RULE = 'holder must be a string of 1 to ' + SnokOAuthKeeperLease.MAX_HOLDER +
     ' characters without control characters';
+
+/** What a refused process id is told. */
+SnokOAuthKeeperLease.PID_RULE = 'pid must be a whole number from 1 to ' + SnokOAuthKeeperLease.MAX_PID;
 
 /**
  * A holder id: 1 to 100 characters (Unicode code points), none of them a control character
@@ -57,10 +62,20 @@ SnokOAuthKeeperLease.isHolder = function (value) {
     return characters >= 1 && characters <= SnokOAuthKeeperLease.MAX_HOLDER;
 };
 
+/** Whether a JSON value is a whole number from `min` to `max` (60.0 is 60; "60" is no number). */
+SnokOAuthKeeperLease.isWholeNumber = function (value, min, max) {
+    return typeof value === 'number' && isFinite(value) && Math.floor(value) === value &&
+        value >= min && value <= max;
+};
+
 /** A lease time to live: a whole number of seconds from 10 to 600. */
 SnokOAuthKeeperLease.isTtl = function (value) {
-    return typeof value === 'number' && isFinite(value) && Math.floor(value) === value &&
-        value >= SnokOAuthKeeperLease.MIN_TTL && value <= SnokOAuthKeeperLease.MAX_TTL;
+    return SnokOAuthKeeperLease.isWholeNumber(value, SnokOAuthKeeperLease.MIN_TTL, SnokOAuthKeeperLease.MAX_TTL);
+};
+
+/** A holder's process id: a whole number from 1 to MAX_PID. */
+SnokOAuthKeeperLease.isPid = function (value) {
+    return SnokOAuthKeeperLease.isWholeNumber(value, 1, SnokOAuthKeeperLease.MAX_PID);
 };
 
 /** How a holder appears in an audit line: JSON-quoted, so any character it may hold reads plainly. */
@@ -119,6 +134,13 @@ SnokOAuthKeeperLease.deleteRow = function (sysId) {
 SnokOAuthKeeperLease.leaseRow = function () {
     var row = new GlideRecord(SnokOAuthKeeperLease.TABLE);
     return row.get('u_kind', 'lease') ? row : null;
+};
+
+/** The process id the lease row stores, or null when it stores none (or nothing that is one). */
+SnokOAuthKeeperLease.storedPid = function (row) {
+    // '' + a Java string is a JavaScript string; '' + null is 'null', which is no number.
+    var pid = Number('' + row.getValue('u_pid'));
+    return SnokOAuthKeeperLease.isPid(pid) ? pid : null;
 };
 
 /** Every claim row, as {holder, sys_id, id} (id: the row's own sys_id). */
@@ -245,11 +267,12 @@ SnokOAuthKeeperLease.prototype = {
 
     /**
      * Acquires or renews the lease for `holder`, then (when it holds it and `claims` is an array)
-     * makes `claims` its claim set, less the ids other holders claim. Answers
-     * {held: true, outcome: 'acquired'|'renewed', fence, claimed} or
-     * {held: false, holder, expiresIn} when another holder's lease has not expired.
+     * makes `claims` its claim set, less the ids other holders claim. `pid` (null: not sent) is
+     * stored with the lease; a renewal without one keeps the stored one, an acquisition without
+     * one stores none. Answers {held: true, outcome: 'acquired'|'renewed', fence, claimed} or
+     * {held: false, holder, expiresIn, pid} when another holder's lease has not expired.
      */
-    acquire: function (holder, ttlSeconds, claims) {
+    acquire: function (holder, ttlSeconds, claims, pid) {
         var row = SnokOAuthKeeperLease.leaseRow();
         var first = row === null;
         var outcome = 'acquired';
@@ -262,7 +285,10 @@ SnokOAuthKeeperLease.prototype = {
             var current = row.getValue('u_holder');
             if (this.isLive(row) && current !== holder) {
                 var left = parseInt(row.getValue('u_expires_ms'), 10) - this.now;
-                return { held: false, holder: current, expiresIn: Math.ceil(left / 1000) };
+                return {
+                    held: false, holder: current, expiresIn: Math.ceil(left / 1000),
+                    pid: SnokOAuthKeeperLease.storedPid(row)
+                };
             }
             // A renewal only while unexpired: after an expiry or a release even the same holder
             // acquires anew, so it learns from the fence that its lease lapsed.
@@ -276,6 +302,12 @@ SnokOAuthKeeperLease.prototype = {
         row.setValue('u_holder', holder);
         row.setValue('u_fence', fence);
         row.setValue('u_expires_ms', String(this.now + ttlSeconds * 1000));
+        if (pid !== null) {
+            row.setValue('u_pid', String(pid));
+        } else if (outcome === 'acquired') {
+            // A new holder never inherits the process id of the one before.
+            row.setValue('u_pid', '');
+        }
         SnokOAuthKeeperLease.written(first ? row.insert() : row.update());
         var claimed = claims === null ? null : SnokOAuthKeeperLease.replaceClaims(holder, claims);
         return { held: true, outcome: outcome, fence: fence, claimed: claimed };
