@@ -11,7 +11,9 @@
  * Every read-then-write runs inside one GlideMutex section, so two callers on two nodes never
  * interleave: the second waits for the first (up to SPIN_WAIT_MS x MAX_SPINS) and then sees its
  * result. A caller that cannot get the mutex in that time is told to retry (503), never answered
- * from a half-read state.
+ * from a half-read state. The read-only status (GET /lease) takes the same section: the lease row
+ * and the claim rows are written one after the other, and only the section shows them as they
+ * stand between two calls.
  *
  * ES5, as global server scripts run in ES5 mode. The wire contract is fixed in
  * migrations-docs/README.md, and tests/contract/companion.json holds its cases.
@@ -115,9 +117,9 @@ SnokOAuthKeeperLease.holderParam = function (call) {
     return given[0];
 };
 
-/** The answer when the lease mutex could not be had in time: retry. */
+/** The answer when the lease mutex could not be had in time: retry. `holder`: null for a read. */
 SnokOAuthKeeperLease.busy = function (call, holder) {
-    call.audit('holder=' + SnokOAuthKeeperLease.quoted(holder) + ' outcome=busy');
+    call.audit((holder === null ? '' : 'holder=' + SnokOAuthKeeperLease.quoted(holder) + ' ') + 'outcome=busy');
     call.send(503, SnokOAuthKeeperCompanion.failure('Lease busy',
         'Another call is changing the lease; retry in a moment'));
 };
@@ -222,12 +224,15 @@ SnokOAuthKeeperLease.dropClaims = function (holder, ids) {
     return removed;
 };
 
-/** The claims of every holder but `holder`, as the answers carry them, in a stable order. */
-SnokOAuthKeeperLease.otherClaims = function (holder) {
+/**
+ * The claims of every holder but `except` (null: of every holder), as the answers carry them, in a
+ * stable order.
+ */
+SnokOAuthKeeperLease.listedClaims = function (except) {
     var rows = SnokOAuthKeeperLease.claimRows();
     var out = [];
     for (var i = 0; i < rows.length; i++) {
-        if (rows[i].holder !== holder) {
+        if (rows[i].holder !== except) {
             out.push({ holder: rows[i].holder, sys_id: rows[i].sys_id });
         }
     }
@@ -265,6 +270,11 @@ SnokOAuthKeeperLease.prototype = {
         return row !== null && parseInt(row.getValue('u_expires_ms'), 10) > this.now;
     },
 
+    /** The time a live lease row has left, in whole seconds rounded up (at least 1). */
+    expiresIn: function (row) {
+        return Math.ceil((parseInt(row.getValue('u_expires_ms'), 10) - this.now) / 1000);
+    },
+
     /**
      * Acquires or renews the lease for `holder`, then (when it holds it and `claims` is an array)
      * makes `claims` its claim set, less the ids other holders claim. `pid` (null: not sent) is
@@ -284,9 +294,8 @@ SnokOAuthKeeperLease.prototype = {
         } else {
             var current = row.getValue('u_holder');
             if (this.isLive(row) && current !== holder) {
-                var left = parseInt(row.getValue('u_expires_ms'), 10) - this.now;
                 return {
-                    held: false, holder: current, expiresIn: Math.ceil(left / 1000),
+                    held: false, holder: current, expiresIn: this.expiresIn(row),
                     pid: SnokOAuthKeeperLease.storedPid(row)
                 };
             }
@@ -311,6 +320,23 @@ SnokOAuthKeeperLease.prototype = {
         SnokOAuthKeeperLease.written(first ? row.insert() : row.update());
         var claimed = claims === null ? null : SnokOAuthKeeperLease.replaceClaims(holder, claims);
         return { held: true, outcome: outcome, fence: fence, claimed: claimed };
+    },
+
+    /**
+     * The lease as it stands and every holder's claims, changing nothing: {holder, fence,
+     * expiresIn, pid, claims}. While no one holds it, holder and pid are null, expiresIn 0, and
+     * fence the last one (0 before the first lease ever).
+     */
+    status: function () {
+        var row = SnokOAuthKeeperLease.leaseRow();
+        var live = this.isLive(row);
+        return {
+            holder: live ? row.getValue('u_holder') : null,
+            fence: row === null ? 0 : parseInt(row.getValue('u_fence'), 10),
+            expiresIn: live ? this.expiresIn(row) : 0,
+            pid: live ? SnokOAuthKeeperLease.storedPid(row) : null,
+            claims: SnokOAuthKeeperLease.listedClaims(null)
+        };
     },
 
     /** Releases the lease if `holder` holds it (its claims stay); whether it did. */

@@ -5,9 +5,9 @@
  *
  * One keeper per instance: the caller gets (or renews) the lease unless another holder's lease has
  * not expired, and, holding it, may replace its claims on credentials and store its process id,
- * which a refused keeper's 409 names. Every answer (200 and 409) carries the claims of every other
- * holder. The lease itself lives in the Script Include SnokOAuthKeeperLease; who may call, the
- * audit line and the answer's shape in SnokOAuthKeeperCompanion. Global scope, ES5.
+ * which a refused keeper's 409 and GET /lease name. Every answer (200 and 409) carries the claims
+ * of every other holder. The lease itself lives in the Script Include SnokOAuthKeeperLease; who
+ * may call, the audit line and the answer's shape in SnokOAuthKeeperCompanion. Global scope, ES5.
  */
 (function process(/*RESTAPIRequest*/ request, /*RESTAPIResponse*/ response) {
     var call = new SnokOAuthKeeperCompanion(request, response, 'POST /lease');
@@ -67,7 +67,7 @@
     var lease = new SnokOAuthKeeperLease();
     var answer = lease.exclusive(function () {
         var outcome = this.acquire(holder, ttl, claims, pid);
-        outcome.others = SnokOAuthKeeperLease.otherClaims(holder);
+        outcome.others = SnokOAuthKeeperLease.listedClaims(holder);
         return outcome;
     });
     if (answer === null) {

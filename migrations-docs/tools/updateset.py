@@ -75,6 +75,9 @@ RESOURCES = [
              "DELETE ?holder=<id>: release the lease"),
     Resource("claims_release", "claims release", "DELETE", "/lease/claims", "claims-release.js",
              "DELETE ?holder=<id>&sys_id=<id>[,...]: drop claims"),
+    # Added after 1.0.0's first five; read-only, under the REST ACL of /lease like its siblings.
+    Resource("lease_status", "lease status", "GET", "/lease", "lease-status.js",
+             "GET: who holds the lease (fence, time left, pid) and every claim; changes nothing"),
 ]
 SCRIPT_INCLUDES = [
     ScriptInclude("SnokOAuthKeeperCompanion",

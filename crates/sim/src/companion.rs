@@ -57,6 +57,7 @@ enum Resource {
     Secrets,
     Verify,
     Lease,
+    LeaseStatus,
     LeaseRelease,
     ClaimsRelease,
 }
@@ -69,6 +70,7 @@ impl Resource {
             ("GET" | "HEAD", "/secrets") => Some(Resource::Secrets),
             ("POST", "/verify") => Some(Resource::Verify),
             ("POST", "/lease") => Some(Resource::Lease),
+            ("GET" | "HEAD", "/lease") => Some(Resource::LeaseStatus),
             ("DELETE", "/lease") => Some(Resource::LeaseRelease),
             ("DELETE", "/lease/claims") => Some(Resource::ClaimsRelease),
             _ => None,
@@ -81,6 +83,7 @@ impl Resource {
             Resource::Secrets => "GET /secrets",
             Resource::Verify => "POST /verify",
             Resource::Lease => "POST /lease",
+            Resource::LeaseStatus => "GET /lease",
             Resource::LeaseRelease => "DELETE /lease",
             Resource::ClaimsRelease => "DELETE /lease/claims",
         }
@@ -119,6 +122,7 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
         Resource::Secrets => secrets::answer(&mut call, req),
         Resource::Verify => verify::answer(&mut call, req),
         Resource::Lease => lease::acquire(&mut call, req),
+        Resource::LeaseStatus => lease::status(&mut call),
         Resource::LeaseRelease => lease::release(&mut call, req),
         Resource::ClaimsRelease => lease::release_claims(&mut call, req),
     }

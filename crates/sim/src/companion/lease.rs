@@ -10,6 +10,9 @@
 //!   the ids other holders claim, and `pid` is stored with the lease (a renewal without one keeps
 //!   the stored one, an acquisition without one stores none). Every answer lists the claims of
 //!   every other holder.
+//! - `GET {companion_path}/lease` → `200 {"result":{"holder","fence","expires_in","pid"},
+//!   "claims":[…]}`: who holds the lease (`null` when no one), with every holder's claims;
+//!   changes nothing.
 //! - `DELETE {companion_path}/lease?holder=` → `204`, releasing it if that holder holds it.
 //! - `DELETE {companion_path}/lease/claims?holder=&sys_id=…` → `204`, dropping those claims.
 //!
@@ -90,6 +93,17 @@ impl Stored {
     fn expires_in(&self, now_ms: i64) -> i64 {
         (self.expires_ms - now_ms + 999) / 1000
     }
+}
+
+/// What `GET /lease` reads: the lease as it stands (holder and pid `None` while no one holds it).
+#[derive(Debug)]
+struct Status {
+    holder: Option<String>,
+    /// The last fence; 0 before the first lease ever.
+    fence: u64,
+    /// 0 while no one holds it.
+    expires_in: i64,
+    pid: Option<u32>,
 }
 
 /// What a lease request came to.
@@ -183,6 +197,25 @@ impl LeaseBook {
         self.claims
             .retain(|id, claimant| claimant != holder || !ids.contains(id));
         before - self.claims.len()
+    }
+
+    /// The lease as it stands at `now_ms`, changing nothing.
+    fn status(&self, now_ms: i64) -> Status {
+        let fence = self.lease.as_ref().map_or(0, |l| l.fence);
+        match self.live(now_ms) {
+            Some(live) => Status {
+                holder: Some(live.holder.clone()),
+                fence,
+                expires_in: live.expires_in(now_ms),
+                pid: live.pid,
+            },
+            None => Status {
+                holder: None,
+                fence,
+                expires_in: 0,
+                pid: None,
+            },
+        }
     }
 
     /// Every claim, in the order the answers list them: by holder, then sys_id.
@@ -368,6 +401,34 @@ fn whole_number(value: &Value, range: RangeInclusive<f64>) -> Option<f64> {
         .filter(|n| n.is_finite() && n.fract() == 0.0 && range.contains(n))
 }
 
+/// `GET /lease`: takes nothing (query parameters are ignored) and changes nothing.
+pub(super) fn status(call: &mut Call<'_>) -> SimResponse {
+    let now_ms = call.st.now().as_millisecond();
+    let book = &call.st.instance.lease;
+    let status = book.status(now_ms);
+    let claims = book.all_claims();
+    call.audit(&format!(
+        "holder={} fence={} expires_in={} claims={}",
+        status
+            .holder
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), quoted),
+        status.fence,
+        status.expires_in,
+        claims.len()
+    ));
+    let body = json!({
+        "result": {
+            "holder": status.holder,
+            "fence": status.fence,
+            "expires_in": status.expires_in,
+            "pid": status.pid,
+        },
+        "claims": claims_json(claims),
+    });
+    call.send(200, &body)
+}
+
 /// The `claims` of a lease request: an array of at most [`MAX_CLAIMS`] sys_ids, as sent.
 fn claims_of(call: &mut Call<'_>, claims: &Value) -> Result<Vec<String>, SimResponse> {
     let Some(claims) = claims.as_array() else {
@@ -531,8 +592,8 @@ mod tests {
     proptest! {
         /// Whatever keepers do, in any order and at any time: one holder at a time, a fence
         /// that never goes back and moves exactly on each new acquisition, a refused caller
-        /// changes nothing, a credential has at most one claimant, and the stored pid is the last
-        /// one the holder sent since it acquired the lease.
+        /// changes nothing, a credential has at most one claimant, the stored pid is the last
+        /// one the holder sent since it acquired the lease, and the status reads all of it.
         #[test]
         fn one_holder_and_rising_fences(ops in proptest::collection::vec(op(), 1..60)) {
             let mut book = LeaseBook::default();
@@ -613,6 +674,21 @@ mod tests {
                         book.expire(now);
                         prop_assert!(book.live(now).is_none());
                         prop_assert_eq!(book.view().map(|v| v.fence), before.view().map(|v| v.fence));
+                    }
+                }
+                // The status reads the lease as stored, and reading it changes nothing.
+                let read = book.clone();
+                let status = book.status(now);
+                prop_assert_eq!(book.view(), read.view());
+                prop_assert_eq!(status.fence, book.view().map_or(0, |v| v.fence));
+                match book.view().filter(|v| v.expires_at.as_millisecond() > now) {
+                    Some(live) => {
+                        prop_assert_eq!(status.holder.as_deref(), Some(live.holder.as_str()));
+                        prop_assert_eq!(status.pid, live.pid);
+                        prop_assert!((1..=MAX_TTL_SECS).contains(&status.expires_in));
+                    }
+                    None => {
+                        prop_assert_eq!((status.holder, status.expires_in, status.pid), (None, 0, None));
                     }
                 }
                 // A credential has one claimant at most (the book is keyed by sys_id), and
