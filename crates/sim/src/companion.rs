@@ -100,9 +100,11 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
         .strip_prefix(shared.companion_path.as_str())
         .unwrap_or_default()
         .trim_end_matches('/');
-    let resource = Resource::route(&req.method.to_ascii_uppercase(), path);
-    // Without the update set there is no such API: the instance answers as for any unknown
-    // `/api/` path.
+    let resource = Resource::route(&req.method.to_ascii_uppercase(), path).filter(|resource| {
+        *resource != Resource::LeaseStatus || st.instance.companion_lease_status
+    });
+    // Without the update set there is no such API (and an older one lacks the newer resources):
+    // the instance answers as for any unknown `/api/` path.
     let Some(resource) = resource.filter(|_| st.instance.companion_installed) else {
         return error(
             &mut st,

@@ -330,7 +330,11 @@ pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
             Err(refused) => return refused,
         },
     };
-    let pid = match body.get("pid") {
+    // A companion from before the pid ignores it, as it ignores every key it does not know.
+    let sent_pid = body
+        .get("pid")
+        .filter(|_| call.st.instance.companion_lease_status);
+    let pid = match sent_pid {
         None => None,
         Some(pid) => match whole_number(pid, 1.0..=f64::from(u32::MAX)) {
             // Whole and within 1..=u32::MAX: exact as a u32.

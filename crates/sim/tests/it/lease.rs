@@ -206,3 +206,36 @@ async fn keeper_tests_read_the_lease_and_its_pid_as_get_lease_answers_them() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sim.companion_lease().unwrap().pid, None);
 }
+
+#[tokio::test]
+async fn a_companion_from_before_lease_status_lacks_it_and_ignores_a_pid() {
+    let sim = start(Estate::empty(49).with_companion_before_lease_status()).await;
+    let resp = get(&sim, &format!("{}/lease", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Requested URI does not represent any resource"
+    );
+    assert!(sim.companion_audit().is_empty(), "no script ran");
+    // Even a pid that is no pid: a key it does not know.
+    let (status, _) = post_lease(
+        &sim,
+        json!({"holder": "keeper-a", "ttl_seconds": 60, "pid": "4242"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = post_lease(
+        &sim,
+        json!({"holder": "keeper-a", "ttl_seconds": 60, "pid": 4242}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sim.companion_lease().unwrap().pid, None);
+    let (status, body) = post_lease(&sim, json!({"holder": "keeper-b", "ttl_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["error"]["detail"],
+        "Another keeper holds the lease for 60 more second(s); only one keeper may work on an \
+         instance. Retry after it expires or is released."
+    );
+}
