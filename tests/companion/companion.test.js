@@ -130,22 +130,31 @@ test('the scripts refuse to run without the role even when asked nothing', () =>
 const holderA = { method: 'POST', path: '/lease', body: { holder: 'keeper-a', ttl_seconds: 60, claims: [generatedId(1)] } };
 const holderB = { method: 'POST', path: '/lease', body: { holder: 'keeper-b', ttl_seconds: 60, claims: [generatedId(1)] } };
 
-test('a second caller never runs inside the lease section of the first', () => {
-  const instance = instanceFor();
-  let inner = null;
-  // Keeper B calls while keeper A is between reading the lease and writing it.
+/**
+ * Calls `outer`, and `inner` while `outer` is between reading the lease and writing it (at its
+ * first write); both answers.
+ */
+function callDuring(instance, outer, inner) {
+  let innerAnswer = null;
   instance.beforeWrite = () => {
-    if (inner === null) {
-      inner = callOf(instance, contract.default_roles, holderB);
+    if (innerAnswer === null) {
+      innerAnswer = callOf(instance, contract.default_roles, inner);
     }
   };
-  const outer = callOf(instance, contract.default_roles, holderA);
+  const outerAnswer = callOf(instance, contract.default_roles, outer);
+  instance.beforeWrite = () => {};
+  return { outer: outerAnswer, inner: innerAnswer };
+}
+
+test('a second caller never runs inside the lease section of the first', () => {
+  const instance = instanceFor();
+  // Keeper B calls while keeper A is between reading the lease and writing it.
+  const { outer, inner } = callDuring(instance, holderA, holderB);
   assert.equal(outer.status, 200);
   assert.equal(JSON.parse(outer.body).result.fence, 1);
   // B found the section taken: told to retry, never answered from a half-written lease.
   assert.equal(inner.status, 503);
   assert.equal(JSON.parse(inner.body).error.message, 'Lease busy');
-  instance.beforeWrite = () => {};
   // Retried once A is done, B sees A's lease, and A's claim stays A's.
   const retried = callOf(instance, contract.default_roles, holderB);
   assert.equal(retried.status, 409);
@@ -156,19 +165,13 @@ const leaseStatus = { method: 'GET', path: '/lease' };
 
 test('a lease status read never runs inside a lease call, and so never sees it half written', () => {
   const instance = instanceFor();
-  let inner = null;
   // The read comes while keeper A is between reading the lease and writing it.
-  instance.beforeWrite = () => {
-    if (inner === null) {
-      inner = callOf(instance, contract.default_roles, leaseStatus);
-    }
-  };
-  assert.equal(callOf(instance, contract.default_roles, holderA).status, 200);
+  const { outer, inner } = callDuring(instance, holderA, leaseStatus);
+  assert.equal(outer.status, 200);
   assert.equal(inner.status, 503);
   assert.deepEqual(JSON.parse(inner.body).error,
     { message: 'Lease busy', detail: 'Another call is changing the lease; retry in a moment' });
   assert.ok(instance.logs.some((l) => l.message === `user=${contract.user_name} GET /lease outcome=busy`));
-  instance.beforeWrite = () => {};
   const retried = callOf(instance, contract.default_roles, leaseStatus);
   assert.deepEqual(JSON.parse(retried.body), {
     result: { holder: 'keeper-a', fence: 1, expires_in: 60, pid: null },
