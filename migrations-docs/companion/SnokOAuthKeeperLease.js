@@ -11,7 +11,9 @@
  * Every read-then-write runs inside one GlideMutex section, so two callers on two nodes never
  * interleave: the second waits for the first (up to SPIN_WAIT_MS x MAX_SPINS) and then sees its
  * result. A caller that cannot get the mutex in that time is told to retry (503), never answered
- * from a half-read state.
+ * from a half-read state. The read-only status (GET /lease) takes the same section: the lease row
+ * and the claim rows are written one after the other, and only the section shows them as they
+ * stand between two calls.
  *
  * ES5, as global server scripts run in ES5 mode. The wire contract is fixed in
  * migrations-docs/README.md, and tests/contract/companion.json holds its cases.
@@ -26,10 +28,15 @@ SnokOAuthKeeperLease.MAX_HOLDER = 100;
 SnokOAuthKeeperLease.MIN_TTL = 10;
 SnokOAuthKeeperLease.MAX_TTL = 600;
 SnokOAuthKeeperLease.MAX_CLAIMS = 1000;
+/** The largest process id a holder may give: every OS's pids are unsigned 32-bit or smaller. */
+SnokOAuthKeeperLease.MAX_PID = 4294967295;
 
 /** What a refused holder is told, wherever it was sent. */
 SnokOAuthKeeperLease.HOLDER_RULE = 'holder must be a string of 1 to ' + SnokOAuthKeeperLease.MAX_HOLDER +
     ' characters without control characters';
+
+/** What a refused process id is told. */
+SnokOAuthKeeperLease.PID_RULE = 'pid must be a whole number from 1 to ' + SnokOAuthKeeperLease.MAX_PID;
 
 /**
  * A holder id: 1 to 100 characters (Unicode code points), none of them a control character
@@ -57,10 +64,20 @@ SnokOAuthKeeperLease.isHolder = function (value) {
     return characters >= 1 && characters <= SnokOAuthKeeperLease.MAX_HOLDER;
 };
 
+/** Whether a JSON value is a whole number from `min` to `max` (60.0 is 60; "60" is no number). */
+SnokOAuthKeeperLease.isWholeNumber = function (value, min, max) {
+    return typeof value === 'number' && isFinite(value) && Math.floor(value) === value &&
+        value >= min && value <= max;
+};
+
 /** A lease time to live: a whole number of seconds from 10 to 600. */
 SnokOAuthKeeperLease.isTtl = function (value) {
-    return typeof value === 'number' && isFinite(value) && Math.floor(value) === value &&
-        value >= SnokOAuthKeeperLease.MIN_TTL && value <= SnokOAuthKeeperLease.MAX_TTL;
+    return SnokOAuthKeeperLease.isWholeNumber(value, SnokOAuthKeeperLease.MIN_TTL, SnokOAuthKeeperLease.MAX_TTL);
+};
+
+/** A holder's process id: a whole number from 1 to MAX_PID. */
+SnokOAuthKeeperLease.isPid = function (value) {
+    return SnokOAuthKeeperLease.isWholeNumber(value, 1, SnokOAuthKeeperLease.MAX_PID);
 };
 
 /** How a holder appears in an audit line: JSON-quoted, so any character it may hold reads plainly. */
@@ -100,9 +117,9 @@ SnokOAuthKeeperLease.holderParam = function (call) {
     return given[0];
 };
 
-/** The answer when the lease mutex could not be had in time: retry. */
+/** The answer when the lease mutex could not be had in time: retry. `holder`: null for a read. */
 SnokOAuthKeeperLease.busy = function (call, holder) {
-    call.audit('holder=' + SnokOAuthKeeperLease.quoted(holder) + ' outcome=busy');
+    call.audit((holder === null ? '' : 'holder=' + SnokOAuthKeeperLease.quoted(holder) + ' ') + 'outcome=busy');
     call.send(503, SnokOAuthKeeperCompanion.failure('Lease busy',
         'Another call is changing the lease; retry in a moment'));
 };
@@ -119,6 +136,13 @@ SnokOAuthKeeperLease.deleteRow = function (sysId) {
 SnokOAuthKeeperLease.leaseRow = function () {
     var row = new GlideRecord(SnokOAuthKeeperLease.TABLE);
     return row.get('u_kind', 'lease') ? row : null;
+};
+
+/** The process id the lease row stores, or null when it stores none (or nothing that is one). */
+SnokOAuthKeeperLease.storedPid = function (row) {
+    // '' + a Java string is a JavaScript string; '' + null is 'null', which is no number.
+    var pid = Number('' + row.getValue('u_pid'));
+    return SnokOAuthKeeperLease.isPid(pid) ? pid : null;
 };
 
 /** Every claim row, as {holder, sys_id, id} (id: the row's own sys_id). */
@@ -200,12 +224,15 @@ SnokOAuthKeeperLease.dropClaims = function (holder, ids) {
     return removed;
 };
 
-/** The claims of every holder but `holder`, as the answers carry them, in a stable order. */
-SnokOAuthKeeperLease.otherClaims = function (holder) {
+/**
+ * The claims of every holder but `except` (null: of every holder), as the answers carry them, in a
+ * stable order.
+ */
+SnokOAuthKeeperLease.listedClaims = function (except) {
     var rows = SnokOAuthKeeperLease.claimRows();
     var out = [];
     for (var i = 0; i < rows.length; i++) {
-        if (rows[i].holder !== holder) {
+        if (rows[i].holder !== except) {
             out.push({ holder: rows[i].holder, sys_id: rows[i].sys_id });
         }
     }
@@ -243,13 +270,19 @@ SnokOAuthKeeperLease.prototype = {
         return row !== null && parseInt(row.getValue('u_expires_ms'), 10) > this.now;
     },
 
+    /** The time a live lease row has left, in whole seconds rounded up (at least 1). */
+    expiresIn: function (row) {
+        return Math.ceil((parseInt(row.getValue('u_expires_ms'), 10) - this.now) / 1000);
+    },
+
     /**
      * Acquires or renews the lease for `holder`, then (when it holds it and `claims` is an array)
-     * makes `claims` its claim set, less the ids other holders claim. Answers
-     * {held: true, outcome: 'acquired'|'renewed', fence, claimed} or
-     * {held: false, holder, expiresIn} when another holder's lease has not expired.
+     * makes `claims` its claim set, less the ids other holders claim. `pid` (null: not sent) is
+     * stored with the lease; a renewal without one keeps the stored one, an acquisition without
+     * one stores none. Answers {held: true, outcome: 'acquired'|'renewed', fence, claimed} or
+     * {held: false, holder, expiresIn, pid} when another holder's lease has not expired.
      */
-    acquire: function (holder, ttlSeconds, claims) {
+    acquire: function (holder, ttlSeconds, claims, pid) {
         var row = SnokOAuthKeeperLease.leaseRow();
         var first = row === null;
         var outcome = 'acquired';
@@ -261,8 +294,10 @@ SnokOAuthKeeperLease.prototype = {
         } else {
             var current = row.getValue('u_holder');
             if (this.isLive(row) && current !== holder) {
-                var left = parseInt(row.getValue('u_expires_ms'), 10) - this.now;
-                return { held: false, holder: current, expiresIn: Math.ceil(left / 1000) };
+                return {
+                    held: false, holder: current, expiresIn: this.expiresIn(row),
+                    pid: SnokOAuthKeeperLease.storedPid(row)
+                };
             }
             // A renewal only while unexpired: after an expiry or a release even the same holder
             // acquires anew, so it learns from the fence that its lease lapsed.
@@ -276,9 +311,32 @@ SnokOAuthKeeperLease.prototype = {
         row.setValue('u_holder', holder);
         row.setValue('u_fence', fence);
         row.setValue('u_expires_ms', String(this.now + ttlSeconds * 1000));
+        if (pid !== null) {
+            row.setValue('u_pid', String(pid));
+        } else if (outcome === 'acquired') {
+            // A new holder never inherits the process id of the one before.
+            row.setValue('u_pid', '');
+        }
         SnokOAuthKeeperLease.written(first ? row.insert() : row.update());
         var claimed = claims === null ? null : SnokOAuthKeeperLease.replaceClaims(holder, claims);
         return { held: true, outcome: outcome, fence: fence, claimed: claimed };
+    },
+
+    /**
+     * The lease as it stands and every holder's claims, changing nothing: {holder, fence,
+     * expiresIn, pid, claims}. While no one holds it, holder and pid are null, expiresIn 0, and
+     * fence the last one (0 before the first lease ever).
+     */
+    status: function () {
+        var row = SnokOAuthKeeperLease.leaseRow();
+        var live = this.isLive(row);
+        return {
+            holder: live ? row.getValue('u_holder') : null,
+            fence: row === null ? 0 : parseInt(row.getValue('u_fence'), 10),
+            expiresIn: live ? this.expiresIn(row) : 0,
+            pid: live ? SnokOAuthKeeperLease.storedPid(row) : null,
+            claims: SnokOAuthKeeperLease.listedClaims(null)
+        };
     },
 
     /** Releases the lease if `holder` holds it (its claims stay); whether it did. */

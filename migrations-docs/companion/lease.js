@@ -1,12 +1,13 @@
 /*
  * sn-oauth-keeper companion: resource "lease" of the Scripted REST API "OAuth Keeper Companion"
- * POST /api/snok/oauth_keeper/lease  {"holder":"<id>","ttl_seconds":<10-600>[,"claims":[...]]}
+ * POST /api/snok/oauth_keeper/lease
+ *   {"holder":"<id>","ttl_seconds":<10-600>[,"claims":[...]][,"pid":<process id>]}
  *
- * One keeper per instance: the caller gets (or renews) the lease unless another holder's lease
- * has not expired, and, holding it, may replace its claims on credentials. Every answer (200 and
- * 409) carries the claims of every other holder. The lease itself lives in the Script Include
- * SnokOAuthKeeperLease; who may call, the audit line and the answer's shape in
- * SnokOAuthKeeperCompanion. Global scope, ES5.
+ * One keeper per instance: the caller gets (or renews) the lease unless another holder's lease has
+ * not expired, and, holding it, may replace its claims on credentials and store its process id,
+ * which a refused keeper's 409 and GET /lease name. Every answer (200 and 409) carries the claims
+ * of every other holder. The lease itself lives in the Script Include SnokOAuthKeeperLease; who
+ * may call, the audit line and the answer's shape in SnokOAuthKeeperCompanion. Global scope, ES5.
  */
 (function process(/*RESTAPIRequest*/ request, /*RESTAPIResponse*/ response) {
     var call = new SnokOAuthKeeperCompanion(request, response, 'POST /lease');
@@ -52,12 +53,21 @@
         }
     }
 
+    var pid = null;
+    if (Object.prototype.hasOwnProperty.call(body, 'pid')) {
+        pid = body.pid;
+        if (!SnokOAuthKeeperLease.isPid(pid)) {
+            call.refuse(400, 'Invalid parameter pid', SnokOAuthKeeperLease.PID_RULE, 'bad_pid');
+            return;
+        }
+    }
+
     var holder = body.holder;
     var ttl = body.ttl_seconds;
     var lease = new SnokOAuthKeeperLease();
     var answer = lease.exclusive(function () {
-        var outcome = this.acquire(holder, ttl, claims);
-        outcome.others = SnokOAuthKeeperLease.otherClaims(holder);
+        var outcome = this.acquire(holder, ttl, claims, pid);
+        outcome.others = SnokOAuthKeeperLease.listedClaims(holder);
         return outcome;
     });
     if (answer === null) {
@@ -68,7 +78,8 @@
         call.audit('holder=' + SnokOAuthKeeperLease.quoted(holder) + ' outcome=held_by_other other=' +
             SnokOAuthKeeperLease.quoted(answer.holder) + ' expires_in=' + answer.expiresIn);
         var conflict = SnokOAuthKeeperCompanion.failure('Lease held by another keeper',
-            'Another keeper holds the lease for ' + answer.expiresIn + ' more second(s); only one ' +
+            'Another keeper' + (answer.pid === null ? '' : ' (process ' + answer.pid + ')') +
+            ' holds the lease for ' + answer.expiresIn + ' more second(s); only one ' +
             'keeper may work on an instance. Retry after it expires or is released.');
         conflict.result = { holder: answer.holder, expires_in: answer.expiresIn };
         conflict.claims = answer.others;
@@ -77,6 +88,7 @@
     }
     call.audit('holder=' + SnokOAuthKeeperLease.quoted(holder) + ' outcome=' + answer.outcome +
         ' fence=' + answer.fence + ' ttl_seconds=' + ttl +
-        (answer.claimed === null ? '' : ' claims=' + answer.claimed + '/' + claims.length));
+        (answer.claimed === null ? '' : ' claims=' + answer.claimed + '/' + claims.length) +
+        (pid === null ? '' : ' pid=' + pid));
     call.send(200, { result: { holder: holder, fence: answer.fence, ttl_seconds: ttl }, claims: answer.others });
 })(request, response);

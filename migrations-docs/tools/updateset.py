@@ -70,11 +70,14 @@ RESOURCES = [
     Resource("verify", "verify", "POST", "/verify", "verify.js",
              'POST {"tokens":[{"sys_id","sha256"}]}: whether stored tokens hash to the digests'),
     Resource("lease", "lease", "POST", "/lease", "lease.js",
-             'POST {"holder","ttl_seconds"[,"claims"]}: one keeper per instance'),
+             'POST {"holder","ttl_seconds"[,"claims"][,"pid"]}: one keeper per instance'),
     Resource("lease_release", "lease release", "DELETE", "/lease", "lease-release.js",
              "DELETE ?holder=<id>: release the lease"),
     Resource("claims_release", "claims release", "DELETE", "/lease/claims", "claims-release.js",
              "DELETE ?holder=<id>&sys_id=<id>[,...]: drop claims"),
+    # Added after 1.0.0's first five; read-only, under the REST ACL of /lease like its siblings.
+    Resource("lease_status", "lease status", "GET", "/lease", "lease-status.js",
+             "GET: who holds the lease (fence, time left, pid) and every claim; changes nothing"),
 ]
 SCRIPT_INCLUDES = [
     ScriptInclude("SnokOAuthKeeperCompanion",
@@ -95,6 +98,8 @@ LEASE_COLUMNS = [
     ("u_fence", "Fence", "integer", ""),
     ("u_expires_ms", "Expires (epoch milliseconds)", "string", "20"),
     ("u_credential", "Credential (refresh row sys_id)", "string", "32"),
+    # A string, as u_expires_ms: pids reach 4294967295, past a 32-bit signed integer column.
+    ("u_pid", "Holder's process id", "string", "10"),
 ]
 GLIDE_TYPES = {"collection": "Collection", "string": "String", "integer": "Integer"}
 # The API's default ACL: the REST_Endpoint ACL of the first resource, as in release 1.0.0.

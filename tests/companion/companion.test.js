@@ -25,6 +25,7 @@ const resources = {
   'GET /secrets': script('secrets.js'),
   'POST /verify': script('verify.js'),
   'POST /lease': script('lease.js'),
+  'GET /lease': script('lease-status.js'),
   'DELETE /lease': script('lease-release.js'),
   'DELETE /lease/claims': script('claims-release.js'),
 };
@@ -129,26 +130,66 @@ test('the scripts refuse to run without the role even when asked nothing', () =>
 const holderA = { method: 'POST', path: '/lease', body: { holder: 'keeper-a', ttl_seconds: 60, claims: [generatedId(1)] } };
 const holderB = { method: 'POST', path: '/lease', body: { holder: 'keeper-b', ttl_seconds: 60, claims: [generatedId(1)] } };
 
-test('a second caller never runs inside the lease section of the first', () => {
-  const instance = instanceFor();
-  let inner = null;
-  // Keeper B calls while keeper A is between reading the lease and writing it.
+/**
+ * Calls `outer`, and `inner` while `outer` is between reading the lease and writing it (at its
+ * first write); both answers.
+ */
+function callDuring(instance, outer, inner) {
+  let innerAnswer = null;
   instance.beforeWrite = () => {
-    if (inner === null) {
-      inner = callOf(instance, contract.default_roles, holderB);
+    if (innerAnswer === null) {
+      innerAnswer = callOf(instance, contract.default_roles, inner);
     }
   };
-  const outer = callOf(instance, contract.default_roles, holderA);
+  const outerAnswer = callOf(instance, contract.default_roles, outer);
+  instance.beforeWrite = () => {};
+  return { outer: outerAnswer, inner: innerAnswer };
+}
+
+test('a second caller never runs inside the lease section of the first', () => {
+  const instance = instanceFor();
+  // Keeper B calls while keeper A is between reading the lease and writing it.
+  const { outer, inner } = callDuring(instance, holderA, holderB);
   assert.equal(outer.status, 200);
   assert.equal(JSON.parse(outer.body).result.fence, 1);
   // B found the section taken: told to retry, never answered from a half-written lease.
   assert.equal(inner.status, 503);
   assert.equal(JSON.parse(inner.body).error.message, 'Lease busy');
-  instance.beforeWrite = () => {};
   // Retried once A is done, B sees A's lease, and A's claim stays A's.
   const retried = callOf(instance, contract.default_roles, holderB);
   assert.equal(retried.status, 409);
   assert.deepEqual(JSON.parse(retried.body).claims, [{ holder: 'keeper-a', sys_id: generatedId(1) }]);
+});
+
+const leaseStatus = { method: 'GET', path: '/lease' };
+
+test('a lease status read never runs inside a lease call, and so never sees it half written', () => {
+  const instance = instanceFor();
+  // The read comes while keeper A is between reading the lease and writing it.
+  const { outer, inner } = callDuring(instance, holderA, leaseStatus);
+  assert.equal(outer.status, 200);
+  assert.equal(inner.status, 503);
+  assert.deepEqual(JSON.parse(inner.body).error,
+    { message: 'Lease busy', detail: 'Another call is changing the lease; retry in a moment' });
+  assert.ok(instance.logs.some((l) => l.message === `user=${contract.user_name} GET /lease outcome=busy`));
+  const retried = callOf(instance, contract.default_roles, leaseStatus);
+  assert.deepEqual(JSON.parse(retried.body), {
+    result: { holder: 'keeper-a', fence: 1, expires_in: 60, pid: null },
+    claims: [{ holder: 'keeper-a', sys_id: generatedId(1) }],
+  });
+});
+
+test('a lease status read writes nothing', () => {
+  const instance = instanceFor();
+  callOf(instance, contract.default_roles, holderA);
+  instance.advance(60);
+  const tables = structuredClone(instance.tables);
+  instance.beforeWrite = (table) => {
+    throw new Error(`GET /lease wrote to ${table}`);
+  };
+  assert.equal(callOf(instance, contract.default_roles, leaseStatus).status, 200);
+  assert.deepEqual(instance.tables, tables);
+  assert.equal(instance.mutexes.size, 0, 'the mutex is released');
 });
 
 test('a write the database refuses fails the call, and the lease section is left', () => {

@@ -41,6 +41,7 @@ const SCHEMA = {
   sys_user_role: { name: 'string', assignable_by: 'reference' },
   u_snok_oauth_keeper_lease: {
     u_kind: 'string', u_holder: 'string', u_fence: 'integer', u_expires_ms: 'string', u_credential: 'string',
+    u_pid: 'string',
   },
 };
 

@@ -57,6 +57,7 @@ enum Resource {
     Secrets,
     Verify,
     Lease,
+    LeaseStatus,
     LeaseRelease,
     ClaimsRelease,
 }
@@ -69,6 +70,7 @@ impl Resource {
             ("GET" | "HEAD", "/secrets") => Some(Resource::Secrets),
             ("POST", "/verify") => Some(Resource::Verify),
             ("POST", "/lease") => Some(Resource::Lease),
+            ("GET" | "HEAD", "/lease") => Some(Resource::LeaseStatus),
             ("DELETE", "/lease") => Some(Resource::LeaseRelease),
             ("DELETE", "/lease/claims") => Some(Resource::ClaimsRelease),
             _ => None,
@@ -81,6 +83,7 @@ impl Resource {
             Resource::Secrets => "GET /secrets",
             Resource::Verify => "POST /verify",
             Resource::Lease => "POST /lease",
+            Resource::LeaseStatus => "GET /lease",
             Resource::LeaseRelease => "DELETE /lease",
             Resource::ClaimsRelease => "DELETE /lease/claims",
         }
@@ -97,9 +100,11 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
         .strip_prefix(shared.companion_path.as_str())
         .unwrap_or_default()
         .trim_end_matches('/');
-    let resource = Resource::route(&req.method.to_ascii_uppercase(), path);
-    // Without the update set there is no such API: the instance answers as for any unknown
-    // `/api/` path.
+    let resource = Resource::route(&req.method.to_ascii_uppercase(), path).filter(|resource| {
+        *resource != Resource::LeaseStatus || st.instance.companion_lease_status
+    });
+    // Without the update set there is no such API (and an older one lacks the newer resources):
+    // the instance answers as for any unknown `/api/` path.
     let Some(resource) = resource.filter(|_| st.instance.companion_installed) else {
         return error(
             &mut st,
@@ -119,6 +124,7 @@ pub(crate) fn handle(shared: &Shared, req: &Incoming) -> SimResponse {
         Resource::Secrets => secrets::answer(&mut call, req),
         Resource::Verify => verify::answer(&mut call, req),
         Resource::Lease => lease::acquire(&mut call, req),
+        Resource::LeaseStatus => lease::status(&mut call),
         Resource::LeaseRelease => lease::release(&mut call, req),
         Resource::ClaimsRelease => lease::release_claims(&mut call, req),
     }

@@ -137,6 +137,15 @@ impl Estate {
         self
     }
 
+    /// The companion as its update set was before `GET /lease` and the lease's `pid`: `GET
+    /// /lease` answers like any unknown resource, and `POST /lease` ignores a `pid` as it ignores
+    /// every key it does not know (stores none, never names one in a `409`).
+    #[must_use]
+    pub fn with_companion_before_lease_status(mut self) -> Estate {
+        self.instance.companion_lease_status = false;
+        self
+    }
+
     /// Serves the companion at another base path, as when the instance gave the Scripted REST
     /// API its own company-code namespace.
     #[must_use]

@@ -122,6 +122,9 @@ pub(crate) struct InstanceSide {
     pub acls: BTreeSet<(String, String)>,
     /// Whether the companion Scripted REST API exists.
     pub companion_installed: bool,
+    /// Whether the companion has `GET /lease` and stores a lease's pid (false: the update set
+    /// from before them).
+    pub companion_lease_status: bool,
     /// Tables whose "Allow access to this table via web services" box is cleared.
     pub closed_to_web_services: BTreeSet<String>,
     pub oauth: OAuthServer,
@@ -152,6 +155,7 @@ impl Default for InstanceSide {
                 .map(|(n, o)| ((*n).to_owned(), (*o).to_owned()))
                 .collect(),
             companion_installed: true,
+            companion_lease_status: true,
             closed_to_web_services: BTreeSet::new(),
             oauth: OAuthServer::default(),
             audit: Vec::new(),

@@ -2,12 +2,17 @@
 //! `lease-release.js`, `claims-release.js` and the script include `SnokOAuthKeeperLease` keep
 //! them in their table.
 //!
-//! - `POST {companion_path}/lease` `{"holder","ttl_seconds"[,"claims"]}` → `200
+//! - `POST {companion_path}/lease` `{"holder","ttl_seconds"[,"claims"][,"pid"]}` → `200
 //!   {"result":{"holder","fence","ttl_seconds"},"claims":[…]}` when the caller holds the lease
 //!   after the call (acquired: previous fence + 1, the first ever 1; renewed while unexpired:
-//!   fence unchanged), else `409` with the holder and `expires_in`. Holding it, `claims` replaces
-//!   the caller's claim set, less the ids other holders claim. Every answer lists the claims of
+//!   fence unchanged), else `409` with the holder and `expires_in` (its `detail` names the
+//!   holder's process id when known). Holding it, `claims` replaces the caller's claim set, less
+//!   the ids other holders claim, and `pid` is stored with the lease (a renewal without one keeps
+//!   the stored one, an acquisition without one stores none). Every answer lists the claims of
 //!   every other holder.
+//! - `GET {companion_path}/lease` → `200 {"result":{"holder","fence","expires_in","pid"},
+//!   "claims":[…]}`: who holds the lease (`null` when no one), with every holder's claims;
+//!   changes nothing.
 //! - `DELETE {companion_path}/lease?holder=` → `204`, releasing it if that holder holds it.
 //! - `DELETE {companion_path}/lease/claims?holder=&sys_id=…` → `204`, dropping those claims.
 //!
@@ -17,6 +22,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -41,6 +47,9 @@ pub const MAX_CLAIMS: usize = 1_000;
 const HOLDER_RULE: &str =
     "holder must be a string of 1 to 100 characters without control characters";
 
+/// What a refused process id is told: every OS's pids fit in an unsigned 32-bit number.
+const PID_RULE: &str = "pid must be a whole number from 1 to 4294967295";
+
 /// The lease as the instance stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompanionLease {
@@ -50,6 +59,8 @@ pub struct CompanionLease {
     pub fence: u64,
     /// When it expires (or expired, or was released).
     pub expires_at: Timestamp,
+    /// The process id its holder gave (informational), if it gave one.
+    pub pid: Option<u32>,
 }
 
 /// A keeper's claim on a credential (its refresh row's sys_id).
@@ -74,6 +85,25 @@ struct Stored {
     holder: String,
     fence: u64,
     expires_ms: i64,
+    pid: Option<u32>,
+}
+
+impl Stored {
+    /// The time it has left, in whole seconds rounded up: 1 while even a millisecond is left.
+    fn expires_in(&self, now_ms: i64) -> i64 {
+        (self.expires_ms - now_ms + 999) / 1000
+    }
+}
+
+/// What `GET /lease` reads: the lease as it stands (holder and pid `None` while no one holds it).
+#[derive(Debug)]
+struct Status {
+    holder: Option<String>,
+    /// The last fence; 0 before the first lease ever.
+    fence: u64,
+    /// 0 while no one holds it.
+    expires_in: i64,
+    pid: Option<u32>,
 }
 
 /// What a lease request came to.
@@ -87,7 +117,11 @@ enum Acquired {
         claimed: Option<usize>,
     },
     /// Another holder's lease has not expired.
-    HeldByOther { holder: String, expires_in: i64 },
+    HeldByOther {
+        holder: String,
+        expires_in: i64,
+        pid: Option<u32>,
+    },
 }
 
 impl LeaseBook {
@@ -95,31 +129,35 @@ impl LeaseBook {
         self.lease.as_ref().filter(|l| l.expires_ms > now_ms)
     }
 
+    /// Acquires or renews the lease for `holder`; holding it, `claims` (when sent) becomes its
+    /// claim set and `pid` is stored (a renewal without one keeps the stored one, an
+    /// acquisition without one stores none).
     fn acquire(
         &mut self,
         holder: &str,
         ttl_secs: i64,
         claims: Option<&[String]>,
+        pid: Option<u32>,
         now_ms: i64,
     ) -> Acquired {
-        let (renewed, fence) = match (self.live(now_ms), &self.lease) {
+        let (renewed, fence, pid) = match (self.live(now_ms), &self.lease) {
             (Some(live), _) if live.holder != holder => {
-                // Whole seconds, rounded up: 1 while even a millisecond is left.
-                let left = live.expires_ms - now_ms;
                 return Acquired::HeldByOther {
                     holder: live.holder.clone(),
-                    expires_in: (left + 999) / 1000,
+                    expires_in: live.expires_in(now_ms),
+                    pid: live.pid,
                 };
             }
-            (Some(live), _) => (true, live.fence),
+            (Some(live), _) => (true, live.fence, pid.or(live.pid)),
             // After an expiry or a release even the same holder acquires anew.
-            (None, Some(lapsed)) => (false, lapsed.fence + 1),
-            (None, None) => (false, 1),
+            (None, Some(lapsed)) => (false, lapsed.fence + 1, pid),
+            (None, None) => (false, 1, pid),
         };
         self.lease = Some(Stored {
             holder: holder.to_owned(),
             fence,
             expires_ms: now_ms + ttl_secs * 1000,
+            pid,
         });
         let claimed = claims.map(|ids| self.replace_claims(holder, ids));
         Acquired::Held {
@@ -161,6 +199,25 @@ impl LeaseBook {
         before - self.claims.len()
     }
 
+    /// The lease as it stands at `now_ms`, changing nothing.
+    fn status(&self, now_ms: i64) -> Status {
+        let fence = self.lease.as_ref().map_or(0, |l| l.fence);
+        match self.live(now_ms) {
+            Some(live) => Status {
+                holder: Some(live.holder.clone()),
+                fence,
+                expires_in: live.expires_in(now_ms),
+                pid: live.pid,
+            },
+            None => Status {
+                holder: None,
+                fence,
+                expires_in: 0,
+                pid: None,
+            },
+        }
+    }
+
     /// Every claim, in the order the answers list them: by holder, then sys_id.
     fn all_claims(&self) -> Vec<LeaseClaim> {
         let mut out: Vec<LeaseClaim> = self
@@ -181,6 +238,7 @@ impl LeaseBook {
             holder: l.holder.clone(),
             fence: l.fence,
             expires_at: Timestamp::from_millisecond(l.expires_ms).unwrap_or(Timestamp::MIN),
+            pid: l.pid,
         })
     }
 
@@ -257,9 +315,7 @@ pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
     };
     let ttl = body
         .get("ttl_seconds")
-        .and_then(Value::as_f64)
-        .filter(|t| t.is_finite() && t.fract() == 0.0)
-        .filter(|t| (MIN_TTL_SECS as f64..=MAX_TTL_SECS as f64).contains(t));
+        .and_then(|t| whole_number(t, MIN_TTL_SECS as f64..=MAX_TTL_SECS as f64));
     let Some(ttl) = ttl else {
         let detail =
             format!("ttl_seconds must be a whole number from {MIN_TTL_SECS} to {MAX_TTL_SECS}");
@@ -274,24 +330,41 @@ pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
             Err(refused) => return refused,
         },
     };
+    // A companion from before the pid ignores it, as it ignores every key it does not know.
+    let sent_pid = body
+        .get("pid")
+        .filter(|_| call.st.instance.companion_lease_status);
+    let pid = match sent_pid {
+        None => None,
+        Some(pid) => match whole_number(pid, 1.0..=f64::from(u32::MAX)) {
+            // Whole and within 1..=u32::MAX: exact as a u32.
+            Some(pid) => Some(pid as u32),
+            None => return call.refuse(400, "Invalid parameter pid", PID_RULE, "bad_pid"),
+        },
+    };
     let now_ms = call.st.now().as_millisecond();
     let book = &mut call.st.instance.lease;
-    let acquired = book.acquire(holder, ttl, claims.as_deref(), now_ms);
+    let acquired = book.acquire(holder, ttl, claims.as_deref(), pid, now_ms);
     let others = book.all_claims().into_iter().filter(|c| c.holder != holder);
     let others = claims_json(others);
     match acquired {
         Acquired::HeldByOther {
             holder: other,
             expires_in,
+            pid: other_pid,
         } => {
             call.audit(&format!(
                 "holder={} outcome=held_by_other other={} expires_in={expires_in}",
                 quoted(holder),
                 quoted(&other)
             ));
+            let who = match other_pid {
+                Some(other_pid) => format!("Another keeper (process {other_pid})"),
+                None => "Another keeper".to_owned(),
+            };
             let detail = format!(
-                "Another keeper holds the lease for {expires_in} more second(s); only one keeper \
-                 may work on an instance. Retry after it expires or is released."
+                "{who} holds the lease for {expires_in} more second(s); only one keeper may work \
+                 on an instance. Retry after it expires or is released."
             );
             let body = json!({
                 "error": {"message": "Lease held by another keeper", "detail": detail},
@@ -310,8 +383,9 @@ pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
                 (Some(held), Some(sent)) => format!(" claims={held}/{}", sent.len()),
                 _ => String::new(),
             };
+            let pid = pid.map(|pid| format!(" pid={pid}")).unwrap_or_default();
             call.audit(&format!(
-                "holder={} outcome={} fence={fence} ttl_seconds={ttl}{claimed}",
+                "holder={} outcome={} fence={fence} ttl_seconds={ttl}{claimed}{pid}",
                 quoted(holder),
                 if renewed { "renewed" } else { "acquired" },
             ));
@@ -322,6 +396,41 @@ pub(super) fn acquire(call: &mut Call<'_>, req: &Incoming) -> SimResponse {
             call.send(200, &body)
         }
     }
+}
+
+/// A JSON number that is whole and within `range` (`60.0` counts, `"60"` does not).
+fn whole_number(value: &Value, range: RangeInclusive<f64>) -> Option<f64> {
+    value
+        .as_f64()
+        .filter(|n| n.is_finite() && n.fract() == 0.0 && range.contains(n))
+}
+
+/// `GET /lease`: takes nothing (query parameters are ignored) and changes nothing.
+pub(super) fn status(call: &mut Call<'_>) -> SimResponse {
+    let now_ms = call.st.now().as_millisecond();
+    let book = &call.st.instance.lease;
+    let status = book.status(now_ms);
+    let claims = book.all_claims();
+    call.audit(&format!(
+        "holder={} fence={} expires_in={} claims={}",
+        status
+            .holder
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), quoted),
+        status.fence,
+        status.expires_in,
+        claims.len()
+    ));
+    let body = json!({
+        "result": {
+            "holder": status.holder,
+            "fence": status.fence,
+            "expires_in": status.expires_in,
+            "pid": status.pid,
+        },
+        "claims": claims_json(claims),
+    });
+    call.send(200, &body)
 }
 
 /// The `claims` of a lease request: an array of at most [`MAX_CLAIMS`] sys_ids, as sent.
@@ -451,6 +560,7 @@ mod tests {
             holder: usize,
             ttl: i64,
             claims: Option<Vec<u8>>,
+            pid: Option<u32>,
         },
         Advance(i64),
         Release(usize),
@@ -461,8 +571,13 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         let ids = || proptest::collection::vec(0u8..8, 0..6);
         prop_oneof![
-            4 => (0..3usize, MIN_TTL_SECS..=MAX_TTL_SECS, proptest::option::of(ids()))
-                .prop_map(|(holder, ttl, claims)| Op::Acquire { holder, ttl, claims }),
+            4 => (
+                0..3usize,
+                MIN_TTL_SECS..=MAX_TTL_SECS,
+                proptest::option::of(ids()),
+                proptest::option::of(1u32..),
+            )
+                .prop_map(|(holder, ttl, claims, pid)| Op::Acquire { holder, ttl, claims, pid }),
             3 => (0i64..700_000).prop_map(Op::Advance),
             1 => (0..3usize).prop_map(Op::Release),
             1 => (0..3usize, ids()).prop_map(|(h, ids)| Op::DropClaims(h, ids)),
@@ -481,7 +596,8 @@ mod tests {
     proptest! {
         /// Whatever keepers do, in any order and at any time: one holder at a time, a fence
         /// that never goes back and moves exactly on each new acquisition, a refused caller
-        /// changes nothing, and a credential has at most one claimant.
+        /// changes nothing, a credential has at most one claimant, the stored pid is the last
+        /// one the holder sent since it acquired the lease, and the status reads all of it.
         #[test]
         fn one_holder_and_rising_fences(ops in proptest::collection::vec(op(), 1..60)) {
             let mut book = LeaseBook::default();
@@ -490,14 +606,15 @@ mod tests {
             for op in ops {
                 let before = book.clone();
                 match op {
-                    Op::Acquire { holder, ttl, claims } => {
+                    Op::Acquire { holder, ttl, claims, pid } => {
                         let holder = HOLDERS[holder];
                         let ids: Option<Vec<String>> = claims.map(|c| c.into_iter().map(id).collect());
-                        let live = before.live(now).map(|l| (l.holder.clone(), l.expires_ms));
-                        match book.acquire(holder, ttl, ids.as_deref(), now) {
-                            Acquired::HeldByOther { holder: other, expires_in } => {
-                                let (live_holder, expires) = live.clone().unwrap();
+                        let live = before.live(now).map(|l| (l.holder.clone(), l.expires_ms, l.pid));
+                        match book.acquire(holder, ttl, ids.as_deref(), pid, now) {
+                            Acquired::HeldByOther { holder: other, expires_in, pid: other_pid } => {
+                                let (live_holder, expires, live_pid) = live.clone().unwrap();
                                 prop_assert_eq!(&other, &live_holder);
+                                prop_assert_eq!(other_pid, live_pid);
                                 prop_assert_ne!(other.as_str(), holder);
                                 prop_assert_eq!(expires_in, (expires - now + 999) / 1000);
                                 prop_assert!((1..=MAX_TTL_SECS).contains(&expires_in));
@@ -514,6 +631,8 @@ mod tests {
                                 fence = got;
                                 let view = book.view().unwrap();
                                 prop_assert_eq!(view.holder.as_str(), holder);
+                                let kept = live.and_then(|(_, _, stored)| stored);
+                                prop_assert_eq!(view.pid, if renewed { pid.or(kept) } else { pid });
                                 prop_assert_eq!(view.expires_at.as_millisecond(), now + ttl * 1000);
                                 let others: BTreeSet<String> = before
                                     .claims()
@@ -559,6 +678,21 @@ mod tests {
                         book.expire(now);
                         prop_assert!(book.live(now).is_none());
                         prop_assert_eq!(book.view().map(|v| v.fence), before.view().map(|v| v.fence));
+                    }
+                }
+                // The status reads the lease as stored, and reading it changes nothing.
+                let read = book.clone();
+                let status = book.status(now);
+                prop_assert_eq!(book.view(), read.view());
+                prop_assert_eq!(status.fence, book.view().map_or(0, |v| v.fence));
+                match book.view().filter(|v| v.expires_at.as_millisecond() > now) {
+                    Some(live) => {
+                        prop_assert_eq!(status.holder.as_deref(), Some(live.holder.as_str()));
+                        prop_assert_eq!(status.pid, live.pid);
+                        prop_assert!((1..=MAX_TTL_SECS).contains(&status.expires_in));
+                    }
+                    None => {
+                        prop_assert_eq!((status.holder, status.expires_in, status.pid), (None, 0, None));
                     }
                 }
                 // A credential has one claimant at most (the book is keyed by sys_id), and

@@ -210,6 +210,7 @@ async fn the_platform_refuses_unauthenticated_calls_before_the_script() {
         (Method::GET, "/secrets"),
         (Method::POST, "/verify"),
         (Method::POST, "/lease"),
+        (Method::GET, "/lease"),
         (Method::DELETE, "/lease"),
         (Method::DELETE, "/lease/claims"),
     ] {

@@ -1,7 +1,8 @@
 //! The companion's lease under concurrent callers, over real sockets: whatever order the
-//! simultaneous requests of two keepers arrive in, exactly one holds the lease, fences only
-//! rise, and a refused keeper changes nothing. Also what tests of the keeper use: reading the
-//! lease and its claims, and expiring it without waiting.
+//! simultaneous requests of two keepers (and readers of `GET /lease`) arrive in, exactly one
+//! holds the lease, fences only rise, a refused keeper changes nothing, and a reader sees the
+//! lease and the claims as they stand between two calls. Also what tests of the keeper use:
+//! reading the lease, its holder's pid and its claims, and expiring it without waiting.
 
 use super::support::*;
 use reqwest::{Method, StatusCode};
@@ -26,6 +27,12 @@ async fn post_lease(sim: &Simulator, body: Value) -> (StatusCode, Value) {
     (resp.status(), json(resp).await)
 }
 
+async fn lease_status(sim: &Simulator) -> Value {
+    let resp = get(sim, &format!("{}/lease", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    json(resp).await
+}
+
 fn claims_of(sim: &Simulator, holder: &str) -> Vec<LeaseClaim> {
     sim.companion_lease_claims()
         .into_iter()
@@ -41,13 +48,19 @@ async fn of_two_keepers_calling_at_once_exactly_one_holds_the_lease() {
         let claims_before: Vec<Vec<LeaseClaim>> =
             keepers.iter().map(|k| claims_of(&sim, k)).collect();
         let mut calls = JoinSet::new();
+        let mut reads = JoinSet::new();
         for i in 0..40 {
-            let sim = sim.clone();
+            let keeper = sim.clone();
             let holder = keepers[i % 2];
             let body = json!({"holder": holder, "ttl_seconds": 60, "claims": [id(i % 7), id(100 + i % 3)]});
-            calls.spawn(async move { (holder, post_lease(&sim, body).await) });
+            calls.spawn(async move { (holder, post_lease(&keeper, body).await) });
+            if i % 4 == 0 {
+                let reader = sim.clone();
+                reads.spawn(async move { lease_status(&reader).await });
+            }
         }
         let answers = calls.join_all().await;
+        let reads = reads.join_all().await;
         let winners: Vec<&str> = answers
             .iter()
             .filter(|(_, (status, _))| *status == StatusCode::OK)
@@ -70,6 +83,28 @@ async fn of_two_keepers_calling_at_once_exactly_one_holds_the_lease() {
                 assert_eq!(*status, StatusCode::CONFLICT);
                 assert_eq!(body["result"]["holder"], json!(winner));
             }
+        }
+        for read in &reads {
+            // Before the winner's call: no one holds it, at the last round's fence; after: the
+            // winner at this round's. Never a credential listed twice.
+            let result = &read["result"];
+            if result["holder"].is_null() {
+                assert_eq!(result["fence"], json!(round - 1), "round {round}: {read}");
+                assert_eq!(result["expires_in"], json!(0));
+            } else {
+                assert_eq!(result["holder"], json!(winner), "round {round}: {read}");
+                assert_eq!(result["fence"], json!(round));
+            }
+            let mut listed: Vec<&str> = read["claims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["sys_id"].as_str().unwrap())
+                .collect();
+            let all = listed.len();
+            listed.sort_unstable();
+            listed.dedup();
+            assert_eq!(listed.len(), all, "round {round}: {read}");
         }
         let lease = sim.companion_lease().unwrap();
         assert_eq!((lease.holder.as_str(), lease.fence), (winner, round));
@@ -123,5 +158,84 @@ async fn a_keeper_test_can_expire_the_lease_without_waiting() {
             holder: "keeper-a".to_owned(),
             sys_id: id(1)
         }]
+    );
+}
+
+#[tokio::test]
+async fn keeper_tests_read_the_lease_and_its_pid_as_get_lease_answers_them() {
+    let sim = start(Estate::empty(48)).await;
+    let (status, _) = post_lease(
+        &sim,
+        json!({"holder": "keeper-a", "ttl_seconds": 60, "claims": [id(1)], "pid": 4242}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let lease = sim.companion_lease().unwrap();
+    assert_eq!(lease.pid, Some(4242));
+    assert_eq!(
+        lease_status(&sim).await,
+        json!({
+            "result": {"holder": "keeper-a", "fence": 1, "expires_in": 60, "pid": 4242},
+            "claims": [{"holder": "keeper-a", "sys_id": id(1)}],
+        })
+    );
+    // HEAD is GET without a body, as for every GET of the instance.
+    let resp = req(
+        &sim,
+        Method::HEAD,
+        &format!("{}/lease", sim.companion_path()),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        sim.companion_lease(),
+        Some(lease),
+        "reading changes nothing"
+    );
+
+    sim.expire_companion_lease();
+    assert_eq!(
+        lease_status(&sim).await["result"],
+        json!({"holder": null, "fence": 1, "expires_in": 0, "pid": null})
+    );
+    // A new holder without a pid stores none.
+    let (status, _) = post_lease(&sim, json!({"holder": "keeper-b", "ttl_seconds": 60})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sim.companion_lease().unwrap().pid, None);
+}
+
+#[tokio::test]
+async fn a_companion_from_before_lease_status_lacks_it_and_ignores_a_pid() {
+    let sim = start(Estate::empty(49).with_companion_before_lease_status()).await;
+    let resp = get(&sim, &format!("{}/lease", sim.companion_path())).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(resp).await["error"]["message"],
+        "Requested URI does not represent any resource"
+    );
+    assert!(sim.companion_audit().is_empty(), "no script ran");
+    // Even a pid that is no pid: a key it does not know.
+    let (status, _) = post_lease(
+        &sim,
+        json!({"holder": "keeper-a", "ttl_seconds": 60, "pid": "4242"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = post_lease(
+        &sim,
+        json!({"holder": "keeper-a", "ttl_seconds": 60, "pid": 4242}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sim.companion_lease().unwrap().pid, None);
+    let (status, body) = post_lease(&sim, json!({"holder": "keeper-b", "ttl_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["error"]["detail"],
+        "Another keeper holds the lease for 60 more second(s); only one keeper may work on an \
+         instance. Retry after it expires or is released."
     );
 }
