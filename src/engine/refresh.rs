@@ -52,6 +52,14 @@ fn lease_lost() -> Outcome {
     }
 }
 
+/// A credential whose claim the lease refused: not refreshed now.
+fn not_claimed(refusal: ClaimResult) -> Settled {
+    match refusal {
+        ClaimResult::Full => Settled::only(Outcome::Deferred),
+        ClaimResult::Claimed | ClaimResult::LeaseNotHeld => Settled::only(lease_lost()),
+    }
+}
+
 /// A credential not refreshed because the journal cannot commit.
 fn journal_down() -> Outcome {
     Outcome::Failed {
@@ -140,50 +148,22 @@ impl Keeper {
                 }
             };
             let (answers, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
-            // Claimed before their token requests: a keeper that takes over later never
-            // presents a token this one may have spent.
-            let claimed = match &self.lease {
-                Some(lease) => {
-                    let ids: Vec<String> = chunk
-                        .iter()
-                        .filter(|c| secrets.contains_key(c.id()))
-                        .map(|c| c.id().to_string())
-                        .collect();
-                    let claimed = lease.claim(&ids).await;
-                    if claimed != ClaimResult::Claimed {
-                        // Nothing of this batch is sent: nothing to keep claimed.
-                        lease.unclaim(&ids);
-                    }
-                    if claimed == ClaimResult::Full {
-                        tracing::warn!(
-                            event = "lease.claims_full",
-                            credentials = ids.len(),
-                            "the lease's claim set is full (answers wait in the journal): this batch waits for the next cycle"
-                        );
-                    }
-                    claimed
-                }
-                None => ClaimResult::Claimed,
-            };
-            for c in chunk {
+            // Claimed in waves of `concurrency`, each just before its token requests: a keeper
+            // that takes over never presents a token this one may have spent, and one that
+            // dies leaves claimed little more than what it actually asked for.
+            let mut claimed_until = 0;
+            let mut refused: Option<ClaimResult> = None;
+            for (i, c) in chunk.iter().enumerate() {
                 let id = c.id().to_string();
                 if context.journal_failed.load(Ordering::SeqCst) {
                     results.insert(id, Settled::only(journal_down()));
                     self.observer.refresh_finished();
                     continue;
                 }
-                match claimed {
-                    ClaimResult::Claimed => {}
-                    ClaimResult::LeaseNotHeld => {
-                        results.insert(id, Settled::only(lease_lost()));
-                        self.observer.refresh_finished();
-                        continue;
-                    }
-                    ClaimResult::Full => {
-                        results.insert(id, Settled::only(Outcome::Deferred));
-                        self.observer.refresh_finished();
-                        continue;
-                    }
+                if let Some(refusal) = refused {
+                    results.insert(id, not_claimed(refusal));
+                    self.observer.refresh_finished();
+                    continue;
                 }
                 let Some(secret) = secrets.remove(&id) else {
                     tracing::warn!(event = "credential.failed", credential = %id, registry = %registry_label(c), class = "instance", guidance = %guidance::NO_REFRESH_TOKEN, "no refresh token");
@@ -195,6 +175,35 @@ impl Keeper {
                     results.insert(id, Settled::only(Outcome::Deferred));
                     continue;
                 };
+                if let Some(lease) = &self.lease
+                    && i >= claimed_until
+                {
+                    let wave: Vec<(usize, String)> = chunk
+                        .iter()
+                        .enumerate()
+                        .skip(i)
+                        .filter(|(j, c)| *j == i || secrets.contains_key(c.id()))
+                        .take(self.settings.refresh.concurrency)
+                        .map(|(j, c)| (j, c.id().to_string()))
+                        .collect();
+                    claimed_until = wave.last().map_or(i, |(j, _)| j + 1);
+                    let ids: Vec<String> = wave.into_iter().map(|(_, id)| id).collect();
+                    let claim = lease.claim(&ids).await;
+                    if claim != ClaimResult::Claimed {
+                        // Nothing of this wave is sent: nothing to keep claimed.
+                        lease.unclaim(&ids);
+                        if claim == ClaimResult::Full {
+                            tracing::warn!(
+                                event = "lease.claims_full",
+                                "the lease's claim set is full (answers wait in the journal): the rest of this batch waits for the next cycle"
+                            );
+                        }
+                        refused = Some(claim);
+                        results.insert(id, not_claimed(claim));
+                        self.observer.refresh_finished();
+                        continue;
+                    }
+                }
                 let (keeper, credential, stop, journal, context, answers) = (
                     self.clone(),
                     (*c).clone(),
