@@ -86,6 +86,9 @@ struct State {
     claims: BTreeSet<String>,
     /// Whether `claims` changed since the instance last got them.
     claims_dirty: bool,
+    /// Claims let go since the instance last got the whole set: a keeper without the lease
+    /// cannot replace its set, so it removes these one by one.
+    dropped: BTreeSet<String>,
     /// The other holders' claims, as last answered.
     others: Vec<Claim>,
     /// The last fence this keeper held.
@@ -216,67 +219,92 @@ impl LeaseKeeper {
                 send_claims.then_some(claims.as_slice()),
             )
             .await;
-        let mut state = self.state();
-        let standing = match answer {
-            Ok(LeaseAnswer::Held { fence, others }) => {
-                if state.last_fence != Some(fence) {
-                    tracing::info!(event = "lease.acquired", holder = %self.holder, pid = self.pid, fence, ttl_s = self.ttl.as_secs(), "this keeper holds the instance's lease");
+        let (standing, dropped) = {
+            let mut state = self.state();
+            let standing = match answer {
+                Ok(LeaseAnswer::Held { fence, others }) => {
+                    if state.last_fence != Some(fence) {
+                        tracing::info!(event = "lease.acquired", holder = %self.holder, pid = self.pid, fence, ttl_s = self.ttl.as_secs(), "this keeper holds the instance's lease");
+                    }
+                    state.tenure = Some(Tenure {
+                        fence,
+                        sent_at,
+                        ttl: self.ttl,
+                    });
+                    state.last_fence = Some(fence);
+                    if send_claims {
+                        state.claims_dirty = false;
+                        state.dropped.clear();
+                    }
+                    state.others = others;
+                    state.elsewhere = None;
+                    state.retry_at = sent_at.saturating_add(self.ttl / 3);
+                    Standing::Held { fence }
                 }
-                state.tenure = Some(Tenure {
-                    fence,
-                    sent_at,
-                    ttl: self.ttl,
-                });
-                state.last_fence = Some(fence);
-                if send_claims {
-                    state.claims_dirty = false;
-                }
-                state.others = others;
-                state.elsewhere = None;
-                state.retry_at = sent_at.saturating_add(self.ttl / 3);
-                Standing::Held { fence }
-            }
-            Ok(LeaseAnswer::HeldElsewhere {
-                holder,
-                expires_in,
-                detail,
-                others,
-            }) => {
-                if state.tenure.take().is_some() {
-                    tracing::warn!(event = "lease.lost", holder = %self.holder, other = %holder, expires_in_s = expires_in.as_secs(), "another keeper holds the lease now: this keeper refreshes nothing until it gets it back");
-                }
-                state.others = others;
-                // A standby asks again just after the holder's lease would lapse.
-                state.retry_at = self.now().saturating_add(
-                    expires_in
-                        .saturating_add(Duration::from_secs(1))
-                        .min(self.ttl / 3),
-                );
-                let refusal = Refusal {
+                Ok(LeaseAnswer::HeldElsewhere {
                     holder,
                     expires_in,
                     detail,
-                };
-                state.elsewhere = Some(refusal.clone());
-                Standing::HeldElsewhere(refusal)
+                    others,
+                }) => {
+                    if state.tenure.take().is_some() {
+                        tracing::warn!(event = "lease.lost", holder = %self.holder, other = %holder, expires_in_s = expires_in.as_secs(), "another keeper holds the lease now: this keeper refreshes nothing until it gets it back");
+                    }
+                    state.others = others;
+                    // A standby asks again just after the holder's lease would lapse.
+                    state.retry_at = self.now().saturating_add(
+                        expires_in
+                            .saturating_add(Duration::from_secs(1))
+                            .min(self.ttl / 3),
+                    );
+                    let refusal = Refusal {
+                        holder,
+                        expires_in,
+                        detail,
+                    };
+                    state.elsewhere = Some(refusal.clone());
+                    Standing::HeldElsewhere(refusal)
+                }
+                Err(e) => {
+                    // A lease this keeper cannot renew runs out on its own clock: `may_request`
+                    // stops new token requests when too little is left.
+                    state.retry_at = self
+                        .now()
+                        .saturating_add(RETRY_UNAVAILABLE.min(self.ttl / 3));
+                    state.elsewhere = None;
+                    Standing::Unavailable(e)
+                }
+            };
+            let refusal = standing.reason();
+            if let Some(said) = &refusal
+                && state.refusal.as_ref() != Some(said)
+            {
+                tracing::warn!(event = "lease.standby", holder = %self.holder, pid = self.pid, reason = %said, "this keeper is a standby: it delivers its own journaled answers and refreshes nothing");
             }
-            Err(e) => {
-                // A lease this keeper cannot renew runs out on its own clock: `may_request`
-                // stops new token requests when too little is left.
-                state.retry_at = self
-                    .now()
-                    .saturating_add(RETRY_UNAVAILABLE.min(self.ttl / 3));
-                state.elsewhere = None;
-                Standing::Unavailable(e)
-            }
+            state.refusal = refusal;
+            let dropped: Vec<String> = if standing.held() {
+                Vec::new()
+            } else {
+                state.dropped.iter().cloned().collect()
+            };
+            (standing, dropped)
         };
-        let refusal = standing.reason();
-        if let Some(said) = &refusal
-            && state.refusal.as_ref() != Some(said)
-        {
-            tracing::warn!(event = "lease.standby", holder = %self.holder, pid = self.pid, reason = %said, "this keeper is a standby: it delivers its own journaled answers and refreshes nothing");
+        if !dropped.is_empty() {
+            // Without the lease its set cannot be replaced: the settled claims go one by one,
+            // so the holder may refresh those credentials again.
+            match self.instance.drop_claims(&self.holder, &dropped).await {
+                Ok(()) => {
+                    tracing::info!(event = "lease.claims_released", holder = %self.holder, credentials = dropped.len(), "claims on credentials whose answers reached ServiceNow released without the lease");
+                    let mut state = self.state();
+                    for id in &dropped {
+                        state.dropped.remove(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event = "lease.claims_release_failed", holder = %self.holder, error = %e, "could not release settled claims; retried with the next lease call");
+                }
+            }
         }
-        state.refusal = refusal;
         standing
     }
 
@@ -305,7 +333,10 @@ impl LeaseKeeper {
                 return ClaimResult::Full;
             }
             if fresh > 0 {
-                state.claims.extend(ids.iter().cloned());
+                for id in ids {
+                    state.dropped.remove(id);
+                    state.claims.insert(id.clone());
+                }
                 state.claims_dirty = true;
             }
         }
@@ -321,19 +352,24 @@ impl LeaseKeeper {
     pub fn keep_claimed(&self, ids: impl IntoIterator<Item = String>) {
         let mut state = self.state();
         let before = state.claims.len();
-        state.claims.extend(ids);
+        for id in ids {
+            state.dropped.remove(&id);
+            state.claims.insert(id);
+        }
         if state.claims.len() != before {
             state.claims_dirty = true;
         }
     }
 
     /// Drops the claims on `ids` (answers verified in ServiceNow, or requests never sent); the
-    /// instance learns it with the next lease call.
+    /// instance learns it with the next lease call (a replaced set while this keeper holds the
+    /// lease, a removal otherwise).
     pub fn unclaim<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
         let mut state = self.state();
         for id in ids {
             if state.claims.remove(id) {
                 state.claims_dirty = true;
+                state.dropped.insert(id.clone());
             }
         }
     }

@@ -1,18 +1,12 @@
 //! The daemon as a service manager runs it: the real binary, its endpoints and their semantics,
 //! its signals (SIGTERM with a grace period, SIGHUP reload) and its log volume.
 
-use crate::support::Bed;
+use crate::support::{Bed, PATIENCE, Running};
 use serde_json::Value;
 use sn_oauth_keeper_sim::{
     CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Target,
 };
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
-
-/// Generous bound for anything the daemon should do "soon"; never a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::Client::builder()
@@ -25,109 +19,6 @@ async fn get(url: &str) -> Option<(u16, String)> {
         .ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
-}
-
-/// The real binary running `run`, with its stderr (JSON log lines) collected as they come.
-struct Running {
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    base: String,
-}
-
-impl Running {
-    async fn start(bed: &Bed, config: &Path, password: &str) -> Running {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("SN_PASSWORD", password)
-            .env("SN_OAUTH_KEEPER_KEY", bed.key_hex())
-            .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        {
-            let lines = Arc::clone(&lines);
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut running = Running {
-            child,
-            lines,
-            base: String::new(),
-        };
-        let started = running.wait_for("daemon.started").await;
-        running.base = format!("http://{}", started["listen"].as_str().unwrap());
-        running
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-            .collect()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.events().iter().filter(|e| e["event"] == event).count()
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// Waits until the n-th (1-based) line with this event exists, and returns it.
-    async fn wait_for_nth(&self, event: &str, n: usize) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(found) = self
-                .events()
-                .into_iter()
-                .filter(|e| e["event"] == event)
-                .nth(n - 1)
-            {
-                return found;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event} #{n} in:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_for(&self, event: &str) -> Value {
-        self.wait_for_nth(event, 1).await
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_code(mut self) -> (Option<i32>, String) {
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("the daemon stops")
-            .unwrap();
-        // Let the reader drain what the process wrote last.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (status.code(), self.log())
-    }
 }
 
 fn graph_estate(seed: u64) -> (Estate, String) {

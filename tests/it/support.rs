@@ -1,5 +1,6 @@
 //! The test bed.
 
+use serde_json::Value;
 use sn_oauth_keeper::config::Settings;
 use sn_oauth_keeper::domain::report::CycleReport;
 use sn_oauth_keeper::engine::{Keeper, Mode};
@@ -10,8 +11,10 @@ use sn_oauth_keeper_sim::{
     Simulator, Target,
 };
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// A running simulator with a state directory and a journal key.
@@ -68,13 +71,24 @@ impl Bed {
 
     /// Writes a config file for the binary; secrets go through the environment.
     pub fn config_file(&self, extra: &str) -> PathBuf {
-        let path = self.dir.path().join("keeper.toml");
+        self.config_file_at("keeper.toml", &self.dir.path().join("state"), extra)
+    }
+
+    /// Writes the config file of a second keeper beside the first: `<name>.toml`, with a state
+    /// directory (and so a journal) of its own.
+    pub fn config_file_named(&self, name: &str, extra: &str) -> PathBuf {
+        let state = self.dir.path().join(name).join("state");
+        self.config_file_at(&format!("{name}.toml"), &state, extra)
+    }
+
+    fn config_file_at(&self, file: &str, state: &Path, extra: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
         let text = format!(
             "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n{extra}",
             self.sim.base_url(),
             self.sim.username(),
             self.sim.companion_path(),
-            self.dir.path().join("state").display()
+            state.display()
         );
         std::fs::write(&path, text).expect("config written");
         path
@@ -230,4 +244,111 @@ pub fn install_once(
     install(&cache)?;
     std::fs::write(&done, b"").map_err(|e| e.to_string())?;
     Ok(cache)
+}
+
+/// Generous bound for anything a daemon should do "soon"; never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The real binary running `run`, with its stderr (JSON log lines) collected as they come.
+pub struct Running {
+    pub child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The admin server's base URL.
+    pub base: String,
+}
+
+impl Running {
+    pub async fn start(bed: &Bed, config: &Path, password: &str) -> Running {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("SN_PASSWORD", password)
+            .env("SN_OAUTH_KEEPER_KEY", bed.key_hex())
+            .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        {
+            let lines = Arc::clone(&lines);
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut running = Running {
+            child,
+            lines,
+            base: String::new(),
+        };
+        let started = running.wait_for("daemon.started").await;
+        running.base = format!("http://{}", started["listen"].as_str().unwrap());
+        running
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect()
+    }
+
+    pub fn count(&self, event: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == event).count()
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the n-th (1-based) line with this event exists, and returns it.
+    pub async fn wait_for_nth(&self, event: &str, n: usize) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self
+                .events()
+                .into_iter()
+                .filter(|e| e["event"] == event)
+                .nth(n - 1)
+            {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} #{n} in:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for(&self, event: &str) -> Value {
+        self.wait_for_nth(event, 1).await
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn exit_code(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the daemon stops")
+            .unwrap();
+        // Let the reader drain what the process wrote last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status.code(), self.log())
+    }
 }

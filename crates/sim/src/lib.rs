@@ -449,6 +449,27 @@ impl Simulator {
             .map_or(0, |p| p.token_requests)
     }
 
+    /// Every refresh token `provider` was presented by an authenticated client, in arrival
+    /// order (faulted requests are not among them: a fault answers before the provider sees
+    /// the request).
+    pub fn presented_refresh_tokens(&self, provider: &str) -> Vec<String> {
+        self.shared()
+            .lock()
+            .providers
+            .get(provider)
+            .map_or_else(Vec::new, |p| p.presented.clone())
+    }
+
+    /// How many grants (token families) `provider` has revoked: by the user, or by reuse
+    /// detection.
+    pub fn revoked_grants(&self, provider: &str) -> usize {
+        self.shared()
+            .lock()
+            .providers
+            .get(provider)
+            .map_or(0, |p| p.revoked_families())
+    }
+
     /// Stops serving: no new connections, in-flight ones are cut.
     pub fn shutdown(&self) {
         stop(&self.handle.shared, &self.handle.stop);

@@ -66,6 +66,9 @@ pub(crate) struct Provider {
     seen_jtis: HashSet<String>,
     /// Token POSTs received (faulted ones included).
     pub token_requests: usize,
+    /// Every refresh token presented by an authenticated client, in arrival order: the
+    /// provider's own record of who spent what.
+    pub presented: Vec<String>,
 }
 
 /// Why a token request fails.
@@ -140,6 +143,7 @@ impl Provider {
             families: Vec::new(),
             seen_jtis: HashSet::new(),
             token_requests: 0,
+            presented: Vec::new(),
         }
     }
 
@@ -180,6 +184,14 @@ impl Provider {
     }
 
     /// Whether `token` would be accepted now (for its own client).
+    /// How many families (grants) are revoked.
+    pub(crate) fn revoked_families(&self) -> usize {
+        self.families
+            .iter()
+            .filter(|f| f.revoked_at.is_some())
+            .count()
+    }
+
     pub(crate) fn is_valid(&self, token: &str, now: i64) -> bool {
         self.check(token, None, now).is_ok()
     }
@@ -321,6 +333,7 @@ impl Provider {
             .cloned()
             .ok_or_else(|| Failure::UnknownClient(client_id.clone()))?;
         let presented = field("refresh_token").ok_or(Failure::MissingParam("refresh_token"))?;
+        self.presented.push(presented.clone());
         let rt = match self.check(&presented, Some(&client_id), now) {
             Ok(rt) => rt.clone(),
             Err(Failure::ReuseDetected) => {
