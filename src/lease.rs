@@ -45,6 +45,16 @@ impl Standing {
         matches!(self, Standing::Held { .. })
     }
 
+    /// Who or what keeps the lease from this keeper, without the time left; `None` when it
+    /// holds it.
+    fn cause(&self) -> Option<String> {
+        match self {
+            Standing::Held { .. } => None,
+            Standing::HeldElsewhere(r) => Some(format!("held by {}", r.holder)),
+            Standing::Unavailable(e) => Some(e.to_string()),
+        }
+    }
+
     /// Why this keeper does not refresh, in a sentence with the fix; `None` when it holds the
     /// lease.
     pub fn reason(&self) -> Option<String> {
@@ -94,8 +104,10 @@ struct State {
     /// The last fence this keeper held.
     last_fence: Option<u64>,
     /// Why this keeper does not hold the lease, as last answered (`None`: it does, or it has
-    /// not asked yet); logs say only what changed.
+    /// not asked yet).
     refusal: Option<String>,
+    /// What `refusal` is about, without the seconds left: logs say only what changed.
+    refusal_cause: Option<String>,
     /// The other keeper that held the lease at the last answer, if one did.
     elsewhere: Option<Refusal>,
     /// When to call the instance next while the lease is not held: a standby asks again soon
@@ -276,12 +288,15 @@ impl LeaseKeeper {
                 }
             };
             let refusal = standing.reason();
+            // Said once per cause: the seconds left change with every call.
+            let cause = standing.cause();
             if let Some(said) = &refusal
-                && state.refusal.as_ref() != Some(said)
+                && state.refusal_cause != cause
             {
                 tracing::warn!(event = "lease.standby", holder = %self.holder, pid = self.pid, reason = %said, "this keeper is a standby: it delivers its own journaled answers and refreshes nothing");
             }
             state.refusal = refusal;
+            state.refusal_cause = cause;
             let dropped: Vec<String> = if standing.held() {
                 Vec::new()
             } else {

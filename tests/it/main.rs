@@ -14,6 +14,9 @@
 //!   metrics sample and table are what `/metrics` serves.
 //! - `ops`: `--help`, completions, the man page, colour and progress only on a terminal, and the
 //!   configs shipped in `deploy/`.
+//! - `lease`: two keepers on one instance (chaos): started together, one paused past the lease
+//!   while it holds unconfirmed answers, one killed, `once` beside a daemon — against the
+//!   simulator's strict rotating provider and oidc-provider; no token is ever presented twice.
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
@@ -48,6 +51,7 @@ mod faults;
 mod instance;
 mod journal;
 mod kill;
+mod lease;
 mod oidc;
 mod ops;
 #[cfg(feature = "sim")]

@@ -1,0 +1,314 @@
+//! Two keepers on one instance, as the lease makes them: started together, one paused (SIGSTOP)
+//! for longer than the lease while it holds answers ServiceNow has not confirmed, one killed,
+//! and `once` started beside a running daemon. What counts is the provider's own record: no
+//! refresh token is ever presented twice, no grant is revoked, every credential ends refreshed,
+//! and the paused keeper's journal delivers what it held.
+
+use crate::support::{Bed, PATIENCE, Running};
+use serde_json::Value;
+use sn_oauth_keeper_sim::{
+    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, SeededCredential,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The lease's life in these tests: the shortest the config allows, so takeovers come soon.
+const TTL: &str = "10s";
+
+/// A daemon's config: cycles every second, token requests bounded well inside the lease.
+fn daemon_config(bed: &Bed, name: &str) -> PathBuf {
+    bed.config_file_named(
+        name,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[refresh]\ninterval = \"1s\"\ntimeout = \"4s\"\nconcurrency = 2\n\n[lease]\nttl = \"{TTL}\"\n"
+        ),
+    )
+}
+
+/// Twelve credentials at a strict rotating provider (a rotated refresh token presented again
+/// revokes the whole grant), all due.
+fn strict_estate(seed: u64) -> (Estate, Vec<SeededCredential>) {
+    let mut estate = Estate::empty(seed).with_user_time_zone("UTC");
+    let reg = estate.add_registry(
+        RegistrySpec::new("Okta", ProviderKind::RotatingReuseDetection).provider_id("okta"),
+    );
+    let seeded = (0..12)
+        .map(|i| {
+            estate.add_credential(CredentialSpec::new(&reg, format!("Sync {i}")).access_missing())
+        })
+        .collect();
+    (estate, seeded)
+}
+
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn presented(bed: &Bed) -> Vec<String> {
+    bed.sim.presented_refresh_tokens("okta")
+}
+
+/// Makes every access token of these credentials expired, so the next cycle refreshes them.
+fn expire_access(bed: &Bed, credentials: &[&SeededCredential]) {
+    let past = bed
+        .sim
+        .now()
+        .checked_sub(jiff::SignedDuration::from_hours(1))
+        .unwrap()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let profiles: HashSet<&str> = credentials
+        .iter()
+        .map(|c| c.requestor_profile.as_str())
+        .collect();
+    for row in bed.sim.rows("oauth_credential") {
+        if row.get("type").map(String::as_str) == Some("access_token")
+            && row
+                .get("oauth_requestor_profile")
+                .is_some_and(|p| profiles.contains(p.as_str()))
+        {
+            bed.sim
+                .set_row_field("oauth_credential", &row["sys_id"], "expires", &past);
+        }
+    }
+}
+
+fn holder_of(keeper: &Running) -> Option<String> {
+    keeper
+        .events()
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "lease.acquired")
+        .and_then(|e| e["holder"].as_str().map(str::to_string))
+}
+
+async fn journal_list(bed: &Bed, config: &Path) -> Vec<Value> {
+    let out = bed
+        .run_binary(&[
+            "journal",
+            "list",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn status(bed: &Bed, config: &Path) -> Value {
+    let out = bed
+        .run_binary(&[
+            "status",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn send_signal(keeper: &Running, name: &str) {
+    let pid = keeper.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Every refresh token the provider saw, once; no grant revoked; every credential's stored
+/// refresh token is the live one and its access row exists.
+fn assert_no_token_burned(bed: &Bed, seeded: &[SeededCredential]) {
+    let presented = presented(bed);
+    let mut seen = HashSet::new();
+    for token in &presented {
+        assert!(seen.insert(token), "a refresh token was presented twice");
+    }
+    assert_eq!(bed.sim.revoked_grants("okta"), 0, "a grant was revoked");
+    for c in seeded {
+        let stored = bed
+            .sim
+            .decrypted("oauth_credential", &c.refresh_sys_id, "token_received")
+            .expect("a refresh token in ServiceNow");
+        assert_ne!(stored, c.refresh_token, "{}: never refreshed", c.name);
+        assert!(
+            bed.sim.provider_valid("okta", &stored),
+            "{}: the stored refresh token is not the live one",
+            c.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twice() {
+    let (estate, seeded) = strict_estate(71);
+    let bed = Bed::start(estate).await;
+    // Four credentials' refresh rows refuse writes: their rotated tokens stay in the journal of
+    // whichever keeper refreshes them, claimed, the only valid ones.
+    let stuck: Vec<&SeededCredential> = seeded.iter().take(4).collect();
+    for c in &stuck {
+        bed.sim.inject(
+            Fault::status(FaultTarget::TableApi, 503)
+                .method("PATCH")
+                .path(&c.refresh_sys_id),
+        );
+    }
+    let (config_a, config_b) = (daemon_config(&bed, "a"), daemon_config(&bed, "b"));
+    // Started together: exactly one of them takes the lease.
+    let (a, b) = tokio::join!(
+        Running::start(&bed, &config_a, bed.sim.password()),
+        Running::start(&bed, &config_b, bed.sim.password())
+    );
+    eventually("one keeper holds the lease", || {
+        holder_of(&a).is_some() || holder_of(&b).is_some()
+    })
+    .await;
+    let (active, active_config, standby, standby_config) = if holder_of(&a).is_some() {
+        (a, config_a, b, config_b)
+    } else {
+        (b, config_b, a, config_a)
+    };
+    let active_id = holder_of(&active).unwrap();
+    eventually("every credential was asked for once", || {
+        presented(&bed).len() == 12
+    })
+    .await;
+    // Only the four stuck answers stay claimed: the others reached ServiceNow.
+    let stuck_ids: HashSet<&str> = stuck.iter().map(|c| c.refresh_sys_id.as_str()).collect();
+    eventually("only the four stuck answers stay claimed", || {
+        let claims = bed.sim.companion_lease_claims();
+        claims.len() == 4
+            && claims
+                .iter()
+                .all(|k| k.holder == active_id && stuck_ids.contains(k.sys_id.as_str()))
+    })
+    .await;
+    assert!(holder_of(&standby).is_none(), "{}", standby.log());
+
+    // The active keeper stops dead, holding the only valid tokens of four credentials; the
+    // writes would work now.
+    send_signal(&active, "STOP");
+    bed.sim.clear_faults();
+    let fresh: Vec<&SeededCredential> = seeded.iter().skip(4).collect();
+    expire_access(&bed, &fresh);
+    eventually("the standby takes the lapsed lease over", || {
+        holder_of(&standby).is_some()
+    })
+    .await;
+    let standby_id = holder_of(&standby).unwrap();
+    assert_ne!(standby_id, active_id);
+    eventually(
+        "the new holder refreshes the eight unclaimed credentials",
+        || presented(&bed).len() >= 20,
+    )
+    .await;
+    // A cycle later it still has not touched the four claimed ones: their tokens in
+    // ServiceNow are spent, the live ones wait in the paused keeper's journal.
+    let cycles = standby.count("cycle.finished");
+    eventually("the new holder runs another cycle", || {
+        standby.count("cycle.finished") > cycles
+    })
+    .await;
+    assert_eq!(
+        presented(&bed).len(),
+        20,
+        "a claimed credential was refreshed"
+    );
+    // It leaves the four claimed ones alone, and says why.
+    let report = status(&bed, &standby_config).await;
+    for c in &stuck {
+        let row = report["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["sys_id"] == c.refresh_sys_id.as_str())
+            .unwrap();
+        assert_eq!(row["waiting_for"], active_id.as_str(), "{report:#}");
+    }
+    assert_eq!(report["lease"]["holder"], standby_id.as_str(), "{report:#}");
+
+    // `once` beside the running daemon: refused, naming the holder and its process; nothing sent.
+    let before = presented(&bed).len();
+    let once_config = bed.config_file_named(
+        "laptop",
+        &format!("[lease]\nttl = \"{TTL}\"\n[refresh]\ntimeout = \"4s\"\n"),
+    );
+    let out = bed
+        .run_binary(&["once", "--config", once_config.to_str().unwrap()])
+        .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("the lease is held by keeper {standby_id}")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("(process {})", standby.child.id().unwrap())),
+        "{said}"
+    );
+    assert_eq!(
+        presented(&bed).len(),
+        before,
+        "the refused once asked for a token"
+    );
+
+    // The paused keeper wakes up past its lease: it refreshes nothing, delivers its journal and
+    // lets go of its claims.
+    send_signal(&active, "CONT");
+    eventually("the woken keeper's claims are released", || {
+        !bed.sim
+            .companion_lease_claims()
+            .iter()
+            .any(|k| k.holder == active_id)
+    })
+    .await;
+    assert!(journal_list(&bed, &active_config).await.is_empty());
+    assert_eq!(
+        presented(&bed).len(),
+        20,
+        "the woken keeper asked for a token"
+    );
+    assert!(
+        active.count("lease.lost") + active.count("lease.standby") > 0,
+        "{}",
+        active.log()
+    );
+
+    // The holder refreshes all twelve now — the four with the tokens the woken keeper delivered.
+    let everything: Vec<&SeededCredential> = seeded.iter().collect();
+    expire_access(&bed, &everything);
+    eventually("the holder refreshes all twelve", || {
+        presented(&bed).len() == 32
+    })
+    .await;
+
+    // The holder dies between cycles; the other takes over and refreshes everything.
+    let finished = standby.count("cycle.finished");
+    eventually("the holder finishes a cycle", || {
+        standby.count("cycle.finished") > finished
+    })
+    .await;
+    let mut standby = standby;
+    standby.child.start_kill().unwrap();
+    let _ = standby.child.wait().await;
+    expire_access(&bed, &everything);
+    eventually("the survivor takes over and refreshes all twelve", || {
+        presented(&bed).len() == 44
+    })
+    .await;
+
+    send_signal(&active, "TERM");
+    let (code, log) = active.exit_code().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("\"event\":\"lease.released\""), "{log}");
+    assert_no_token_burned(&bed, &seeded);
+}
