@@ -4,6 +4,7 @@
 //! refresh token is ever presented twice, no grant is revoked, every credential ends refreshed,
 //! and the paused keeper's journal delivers what it held.
 
+use crate::oidc::{Server, assert_all_live, assert_no_reuse, grants, post_client, rotating_estate};
 use crate::support::{Bed, PATIENCE, Running};
 use serde_json::Value;
 use sn_oauth_keeper_sim::{
@@ -41,16 +42,45 @@ fn strict_estate(seed: u64) -> (Estate, Vec<SeededCredential>) {
     (estate, seeded)
 }
 
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE * 2;
-    while !done() {
+    while !done().await {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn presented(bed: &Bed) -> Vec<String> {
-    bed.sim.presented_refresh_tokens("okta")
+/// The provider's own books, as the test reads them.
+trait Books {
+    /// Every refresh token (or its digest) presented to the provider, in order.
+    async fn presented(&self) -> Vec<String>;
+}
+
+/// The simulator's strict rotating provider.
+struct SimBooks<'a>(&'a Bed);
+
+impl Books for SimBooks<'_> {
+    async fn presented(&self) -> Vec<String> {
+        self.0.sim.presented_refresh_tokens("okta")
+    }
+}
+
+impl Books for Server {
+    async fn presented(&self) -> Vec<String> {
+        grants(&self.log().await)
+            .into_iter()
+            .filter(|g| g["grant_type"] == "refresh_token")
+            .map(|g| g["refresh_token_sha256"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// No refresh token was presented twice.
+async fn assert_each_presented_once(books: &impl Books) {
+    let mut seen = HashSet::new();
+    for token in books.presented().await {
+        assert!(seen.insert(token), "a refresh token was presented twice");
+    }
 }
 
 /// Makes every access token of these credentials expired, so the next cycle refreshes them.
@@ -127,12 +157,8 @@ fn send_signal(keeper: &Running, name: &str) {
 
 /// Every refresh token the provider saw, once; no grant revoked; every credential's stored
 /// refresh token is the live one and its access row exists.
-fn assert_no_token_burned(bed: &Bed, seeded: &[SeededCredential]) {
-    let presented = presented(bed);
-    let mut seen = HashSet::new();
-    for token in &presented {
-        assert!(seen.insert(token), "a refresh token was presented twice");
-    }
+async fn assert_no_token_burned(bed: &Bed, seeded: &[SeededCredential]) {
+    assert_each_presented_once(&SimBooks(bed)).await;
     assert_eq!(bed.sim.revoked_grants("okta"), 0, "a grant was revoked");
     for c in seeded {
         let stored = bed
@@ -148,10 +174,13 @@ fn assert_no_token_burned(bed: &Bed, seeded: &[SeededCredential]) {
     }
 }
 
-#[tokio::test]
-async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twice() {
-    let (estate, seeded) = strict_estate(71);
-    let bed = Bed::start(estate).await;
+/// The scenario, at whichever provider `books` reads: two daemons started together; the holder
+/// paused past its lease while it holds four answers ServiceNow refused; the other takes over
+/// and leaves those four alone; `once` beside it is refused; the paused one wakes, delivers and
+/// lets go; the holder refreshes everything; the holder is killed between cycles and the
+/// survivor refreshes everything.
+async fn two_keepers(bed: &Bed, seeded: &[SeededCredential], books: &impl Books) {
+    let count = async || books.presented().await.len();
     // Four credentials' refresh rows refuse writes: their rotated tokens stay in the journal of
     // whichever keeper refreshes them, claimed, the only valid ones.
     let stuck: Vec<&SeededCredential> = seeded.iter().take(4).collect();
@@ -162,13 +191,13 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
                 .path(&c.refresh_sys_id),
         );
     }
-    let (config_a, config_b) = (daemon_config(&bed, "a"), daemon_config(&bed, "b"));
+    let (config_a, config_b) = (daemon_config(bed, "a"), daemon_config(bed, "b"));
     // Started together: exactly one of them takes the lease.
     let (a, b) = tokio::join!(
-        Running::start(&bed, &config_a, bed.sim.password()),
-        Running::start(&bed, &config_b, bed.sim.password())
+        Running::start(bed, &config_a, bed.sim.password()),
+        Running::start(bed, &config_b, bed.sim.password())
     );
-    eventually("one keeper holds the lease", || {
+    eventually("one keeper holds the lease", async || {
         holder_of(&a).is_some() || holder_of(&b).is_some()
     })
     .await;
@@ -178,13 +207,13 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
         (b, config_b, a, config_a)
     };
     let active_id = holder_of(&active).unwrap();
-    eventually("every credential was asked for once", || {
-        presented(&bed).len() == 12
+    eventually("every credential was asked for once", async || {
+        count().await == 12
     })
     .await;
     // Only the four stuck answers stay claimed: the others reached ServiceNow.
     let stuck_ids: HashSet<&str> = stuck.iter().map(|c| c.refresh_sys_id.as_str()).collect();
-    eventually("only the four stuck answers stay claimed", || {
+    eventually("only the four stuck answers stay claimed", async || {
         let claims = bed.sim.companion_lease_claims();
         claims.len() == 4
             && claims
@@ -199,8 +228,8 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
     send_signal(&active, "STOP");
     bed.sim.clear_faults();
     let fresh: Vec<&SeededCredential> = seeded.iter().skip(4).collect();
-    expire_access(&bed, &fresh);
-    eventually("the standby takes the lapsed lease over", || {
+    expire_access(bed, &fresh);
+    eventually("the standby takes the lapsed lease over", async || {
         holder_of(&standby).is_some()
     })
     .await;
@@ -208,23 +237,19 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
     assert_ne!(standby_id, active_id);
     eventually(
         "the new holder refreshes the eight unclaimed credentials",
-        || presented(&bed).len() >= 20,
+        async || count().await >= 20,
     )
     .await;
     // A cycle later it still has not touched the four claimed ones: their tokens in
     // ServiceNow are spent, the live ones wait in the paused keeper's journal.
     let cycles = standby.count("cycle.finished");
-    eventually("the new holder runs another cycle", || {
+    eventually("the new holder runs another cycle", async || {
         standby.count("cycle.finished") > cycles
     })
     .await;
-    assert_eq!(
-        presented(&bed).len(),
-        20,
-        "a claimed credential was refreshed"
-    );
+    assert_eq!(count().await, 20, "a claimed credential was refreshed");
     // It leaves the four claimed ones alone, and says why.
-    let report = status(&bed, &standby_config).await;
+    let report = status(bed, &standby_config).await;
     for c in &stuck {
         let row = report["credentials"]
             .as_array()
@@ -237,7 +262,7 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
     assert_eq!(report["lease"]["holder"], standby_id.as_str(), "{report:#}");
 
     // `once` beside the running daemon: refused, naming the holder and its process; nothing sent.
-    let before = presented(&bed).len();
+    let before = count().await;
     let once_config = bed.config_file_named(
         "laptop",
         &format!("[lease]\nttl = \"{TTL}\"\n[refresh]\ntimeout = \"4s\"\n"),
@@ -255,28 +280,20 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
         said.contains(&format!("(process {})", standby.child.id().unwrap())),
         "{said}"
     );
-    assert_eq!(
-        presented(&bed).len(),
-        before,
-        "the refused once asked for a token"
-    );
+    assert_eq!(count().await, before, "the refused once asked for a token");
 
     // The paused keeper wakes up past its lease: it refreshes nothing, delivers its journal and
     // lets go of its claims.
     send_signal(&active, "CONT");
-    eventually("the woken keeper's claims are released", || {
+    eventually("the woken keeper's claims are released", async || {
         !bed.sim
             .companion_lease_claims()
             .iter()
             .any(|k| k.holder == active_id)
     })
     .await;
-    assert!(journal_list(&bed, &active_config).await.is_empty());
-    assert_eq!(
-        presented(&bed).len(),
-        20,
-        "the woken keeper asked for a token"
-    );
+    assert!(journal_list(bed, &active_config).await.is_empty());
+    assert_eq!(count().await, 20, "the woken keeper asked for a token");
     assert!(
         active.count("lease.lost") + active.count("lease.standby") > 0,
         "{}",
@@ -285,30 +302,51 @@ async fn two_daemons_a_pause_past_the_lease_and_a_kill_never_present_a_token_twi
 
     // The holder refreshes all twelve now — the four with the tokens the woken keeper delivered.
     let everything: Vec<&SeededCredential> = seeded.iter().collect();
-    expire_access(&bed, &everything);
-    eventually("the holder refreshes all twelve", || {
-        presented(&bed).len() == 32
+    expire_access(bed, &everything);
+    eventually("the holder refreshes all twelve", async || {
+        count().await == 32
     })
     .await;
 
     // The holder dies between cycles; the other takes over and refreshes everything.
     let finished = standby.count("cycle.finished");
-    eventually("the holder finishes a cycle", || {
+    eventually("the holder finishes a cycle", async || {
         standby.count("cycle.finished") > finished
     })
     .await;
     let mut standby = standby;
     standby.child.start_kill().unwrap();
     let _ = standby.child.wait().await;
-    expire_access(&bed, &everything);
-    eventually("the survivor takes over and refreshes all twelve", || {
-        presented(&bed).len() == 44
-    })
+    expire_access(bed, &everything);
+    eventually(
+        "the survivor takes over and refreshes all twelve",
+        async || count().await == 44,
+    )
     .await;
 
     send_signal(&active, "TERM");
     let (code, log) = active.exit_code().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("\"event\":\"lease.released\""), "{log}");
-    assert_no_token_burned(&bed, &seeded);
+    assert_each_presented_once(books).await;
+}
+
+#[tokio::test]
+async fn two_daemons_at_a_strict_rotating_provider_never_present_a_token_twice() {
+    let (estate, seeded) = strict_estate(71);
+    let bed = Bed::start(estate).await;
+    two_keepers(&bed, &seeded, &SimBooks(&bed)).await;
+    assert_no_token_burned(&bed, &seeded).await;
+}
+
+#[tokio::test]
+async fn two_daemons_at_oidc_provider_never_present_a_token_twice() {
+    let server = Server::start(&[post_client()], true).await;
+    let (estate, seeded) = rotating_estate(&server, 12, 76).await;
+    let seeded: Vec<SeededCredential> = seeded.into_iter().map(|(c, _, _)| c).collect();
+    let bed = Bed::start(estate).await;
+    two_keepers(&bed, &seeded, &server).await;
+    assert_no_reuse(&server.log().await);
+    let pairs: Vec<(&SeededCredential, &str)> = seeded.iter().map(|c| (c, "keeper-post")).collect();
+    assert_all_live(&bed, &server, &pairs).await;
 }

@@ -122,12 +122,12 @@ fn install() -> Result<PathBuf, String> {
 }
 
 /// A client registered at the server.
-struct Client {
+pub(crate) struct Client {
     id: &'static str,
     metadata: Value,
 }
 
-fn post_client() -> Client {
+pub(crate) fn post_client() -> Client {
     Client {
         id: "keeper-post",
         metadata: json!({
@@ -163,7 +163,7 @@ fn jwt_client(id: &'static str, alg: &str, cert: &str) -> Client {
 }
 
 /// oidc-provider on loopback, killed on drop (and exiting by itself when its stdin closes).
-struct Server {
+pub(crate) struct Server {
     child: tokio::process::Child,
     issuer: String,
     token_endpoint: String,
@@ -173,7 +173,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(clients: &[Client], rotate: bool) -> Server {
+    pub(crate) async fn start(clients: &[Client], rotate: bool) -> Server {
         let modules = node_modules();
         let dir = tempfile::tempdir().unwrap();
         let admin_token = format!("admin-{:016x}", fastrand::u64(..));
@@ -258,7 +258,7 @@ impl Server {
         )
     }
 
-    async fn log(&self) -> Vec<Value> {
+    pub(crate) async fn log(&self) -> Vec<Value> {
         self.http
             .get(format!("{}/_admin/log", self.issuer))
             .bearer_auth(&self.admin_token)
@@ -320,14 +320,14 @@ impl Drop for Server {
 }
 
 /// Token endpoint requests in the server's log (not the revocation events).
-fn grants(log: &[Value]) -> Vec<&Value> {
+pub(crate) fn grants(log: &[Value]) -> Vec<&Value> {
     log.iter()
         .filter(|e| e.get("grant_type").is_some())
         .collect()
 }
 
 /// Fails if the server ever saw a consumed refresh token again or revoked a grant.
-fn assert_no_reuse(log: &[Value]) {
+pub(crate) fn assert_no_reuse(log: &[Value]) {
     let reuse: Vec<&Value> = log
         .iter()
         .filter(|e| {
@@ -368,7 +368,7 @@ fn stored(bed: &Bed, c: &SeededCredential) -> (String, Option<String>) {
 
 /// Every access token ServiceNow holds is active at the server, for the right client; every
 /// refresh token it holds is the live one of its family. Returns the introspection answers.
-async fn assert_all_live(
+pub(crate) async fn assert_all_live(
     bed: &Bed,
     server: &Server,
     clients: &[(&SeededCredential, &str)],
@@ -601,7 +601,7 @@ async fn every_client_authentication_refreshes_at_a_real_server() {
 }
 
 /// One registry at the server with `n` credentials, each with its own grant.
-async fn rotating_estate(
+pub(crate) async fn rotating_estate(
     server: &Server,
     n: usize,
     seed: u64,

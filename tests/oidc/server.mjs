@@ -17,14 +17,15 @@
 //   POST /_admin/expire  {refresh_token}: the refresh token's lifetime ends now.
 //   POST /_admin/state   {refresh_token} -> {found, consumed, expired, grant}: the token's fate.
 //   GET  /_admin/log     -> every token endpoint request: grant type, client authentication,
-//                        parameter names, outcome, and the client assertion's header and claims
-//                        (never a token or secret value).
+//                        parameter names, outcome, the client assertion's header and claims, and
+//                        the SHA-256 of the refresh token presented (never a token or secret
+//                        value): a test tells from it whether a token was ever presented twice.
 //
 // Config (JSON): {admin_token, rotate, access_ttl, refresh_ttl, clients: [client metadata…],
 // resources: {uri: scope}}. A client may give `certificate_pem` instead of `jwks`: its public
 // key is taken from the certificate, as Entra takes it from an uploaded certificate.
 
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -125,6 +126,9 @@ function record(ctx, outcome) {
     resource: params.resource ?? null,
     ...outcome,
   };
+  if (typeof params.refresh_token === 'string') {
+    entry.refresh_token_sha256 = createHash('sha256').update(params.refresh_token).digest('hex');
+  }
   if (typeof params.client_assertion === 'string') {
     const [header, payload] = params.client_assertion.split('.');
     entry.assertion = { header: decodeJwtPart(header), claims: decodeJwtPart(payload) };
