@@ -8,6 +8,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, is_loopback_host};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
 use crate::domain::guidance::TokenFailure;
+use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, token_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
@@ -350,17 +351,24 @@ impl TokenClient {
                 TokenError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
             }
         })?;
-        let assertion = form
-            .iter()
-            .find(|(k, _)| *k == "client_assertion")
-            .map(|(_, v)| v.as_str());
-        let secrets = [
-            Some(request.refresh_token.expose_secret()),
-            request.client_secret.map(|s| s.expose_secret()),
-            assertion,
-        ];
-        parse_token_response(status, &content_type, &body, retry_after, &secrets)
+        let scrubber = scrubber_of(request, &form);
+        parse_token_response(status, &content_type, &body, retry_after, &scrubber)
     }
+}
+
+/// Every secret one request carried, in the forms a provider may echo them in: the refresh
+/// token, the client secret (and its `Basic` credential), the client assertion.
+fn scrubber_of(request: &RefreshRequest<'_>, form: &[(&'static str, String)]) -> Scrubber {
+    let mut scrubber = Scrubber::new().secret(request.refresh_token.expose_secret());
+    if let Some(secret) = request.client_secret {
+        scrubber = scrubber
+            .secret(secret.expose_secret())
+            .basic(request.client_id, secret.expose_secret());
+    }
+    if let Some((_, assertion)) = form.iter().find(|(k, _)| *k == "client_assertion") {
+        scrubber = scrubber.secret(assertion);
+    }
+    scrubber
 }
 
 /// Only https token endpoints, except on loopback: the refresh token and client secret travel in
@@ -448,14 +456,21 @@ pub fn build_form(
     Ok((form, basic))
 }
 
+/// Longest `error` code kept.
+const MAX_CODE: usize = 64;
+/// Longest `error_description` kept (its first line).
+const MAX_DESCRIPTION: usize = 300;
+
 /// Parses a token endpoint answer leniently: JSON or form-encoded, `expires_in` as number or
-/// string, HTTP-200 error bodies. `secrets` are scrubbed from any text kept. Pure.
+/// string, HTTP-200 error bodies. Every text field kept (`error`, `error_description`,
+/// `suberror`, `trace_id`, `correlation_id`) goes through `scrubber` whole before it is cut,
+/// and comes out printable. Pure.
 pub fn parse_token_response(
     status: u16,
     content_type: &str,
     body: &[u8],
     retry_after: Option<Duration>,
-    secrets: &[Option<&str>],
+    scrubber: &Scrubber,
 ) -> Result<TokenSet, TokenError> {
     let fields = decode_fields(content_type, body);
     let success = (200..300).contains(&status);
@@ -488,27 +503,20 @@ pub fn parse_token_response(
                 .collect(),
             _ => Vec::new(),
         };
-        let mut description: String = text("error_description")
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .collect();
-        for secret in secrets.iter().flatten().filter(|s| s.len() >= 4) {
-            description = description.replace(secret, "[REDACTED]");
-        }
+        let kept = |k: &str| text(k).map(|t| scrubber.clean(&t, MAX_CODE));
         return Err(TokenError::Rejected(Box::new(ProviderError {
             code: ProviderErrorCode {
                 status,
-                error: error.chars().take(64).collect(),
+                error: scrubber.clean(&error, MAX_CODE),
                 error_codes,
-                suberror: text("suberror"),
+                suberror: kept("suberror"),
             },
-            description,
-            trace_id: text("trace_id").map(|t| t.chars().take(64).collect()),
-            correlation_id: text("correlation_id").map(|t| t.chars().take(64).collect()),
+            description: scrubber.clean_line(
+                &text("error_description").unwrap_or_default(),
+                MAX_DESCRIPTION,
+            ),
+            trace_id: kept("trace_id"),
+            correlation_id: kept("correlation_id"),
             retry_after,
         })));
     }
@@ -573,7 +581,8 @@ mod tests {
     }
 
     fn parse(status: u16, ct: &str, body: &str) -> Result<TokenSet, TokenError> {
-        parse_token_response(status, ct, body.as_bytes(), None, &[Some("rt-secret-1234")])
+        let scrubber = Scrubber::new().secret("rt-secret-1234");
+        parse_token_response(status, ct, body.as_bytes(), None, &scrubber)
     }
 
     #[test]
@@ -649,6 +658,39 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(loop_detected.class(), FailureClass::Throttled);
+    }
+
+    #[test]
+    fn an_echoed_secret_leaves_no_trace_in_any_kept_field() {
+        let long = format!("{}rt-secret-1234", "x".repeat(295));
+        let body = serde_json::json!({
+            "error": "rt-secret-1234",
+            "error_description": long,
+            "suberror": "rt-secret-1234",
+            "trace_id": "p%40ss%3Aw+rd%2Fx",
+            "correlation_id": "\u{1b}[31mrt-secret-1234",
+        });
+        let scrubber = Scrubber::new()
+            .secret("rt-secret-1234")
+            .secret("p@ss:w rd/x");
+        let e = parse_token_response(
+            400,
+            "application/json",
+            body.to_string().as_bytes(),
+            None,
+            &scrubber,
+        )
+        .unwrap_err();
+        let TokenError::Rejected(p) = &e else {
+            panic!("{e:?}")
+        };
+        let kept = format!("{p:?} {e}");
+        assert!(
+            !kept.contains("rt-secret") && !kept.contains("p%40ss"),
+            "{kept}"
+        );
+        assert!(!kept.contains('\u{1b}'), "{kept}");
+        assert!(p.description.chars().count() <= MAX_DESCRIPTION);
     }
 
     #[test]
@@ -968,14 +1010,14 @@ mod tests {
         #[test]
         fn parser_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..300), json in any::<bool>()) {
             let ct = if json { "application/json" } else { "application/x-www-form-urlencoded" };
-            let _ = parse_token_response(status, ct, &body, None, &[]);
+            let _ = parse_token_response(status, ct, &body, None, &Scrubber::new());
         }
 
         #[test]
         fn expires_in_number_or_string(n in 0u64..10_000_000, as_string in any::<bool>()) {
             let value = if as_string { format!("\"{n}\"") } else { n.to_string() };
             let body = format!(r#"{{"access_token":"a","expires_in":{value}}}"#);
-            let set = parse_token_response(200, "application/json", body.as_bytes(), None, &[]).unwrap();
+            let set = parse_token_response(200, "application/json", body.as_bytes(), None, &Scrubber::new()).unwrap();
             prop_assert_eq!(set.expires_in, Some(Duration::from_secs(n)));
         }
     }

@@ -10,6 +10,8 @@
 //! - [`classify`]: what a provider's error means and who must act.
 //! - [`guidance`]: the sentence that tells that person what to do.
 //! - [`report`]: outcomes and cycle reports.
+//! - [`scrub`]: secrets removed from text the keeper keeps, control characters from text it
+//!   shows.
 //! - [`history`]: what is remembered of each credential between cycles.
 //! - [`deadline`]: when a refresh token dies.
 //! - [`time`]: ServiceNow date-times and durations.
@@ -24,4 +26,5 @@ pub mod history;
 pub mod park;
 pub mod plan;
 pub mod report;
+pub mod scrub;
 pub mod time;

@@ -8,6 +8,7 @@
 //! Tokens live in redacting types and are never logged.
 
 use super::error::SnError;
+use crate::domain::scrub::Scrubber;
 use crate::wire::{self, BodyError};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -202,17 +203,28 @@ impl TokenSource {
         if html {
             return Err(SnError::Html(status.as_u16()));
         }
-        parse_token_answer(status, &body, grant_name, obtained)
+        let mut scrubber = Scrubber::new()
+            .secret(self.client_secret.expose_secret())
+            .secret(self.password.expose_secret());
+        if let Grant::Refresh(refresh) = &grant {
+            scrubber = scrubber.secret(refresh.expose_secret());
+        }
+        parse_token_answer(status, &body, grant_name, obtained, &scrubber)
     }
 }
 
+/// Longest error text of a refused token request kept (`error, error_description`).
+const MAX_SAID: usize = 120;
+
 /// Reads the token endpoint's answer. Pure apart from the `obtained` instant, so every answer
-/// shape is tested without a socket; nothing of the body is echoed in an error.
+/// shape is tested without a socket; of an error body only `error` and `error_description` are
+/// kept, through `scrubber` (what the request carried), then cut.
 fn parse_token_answer(
     status: StatusCode,
     body: &[u8],
     grant: &str,
     obtained: Instant,
+    scrubber: &Scrubber,
 ) -> Result<Held, SnError> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if !status.is_success() {
@@ -226,17 +238,13 @@ fn parse_token_answer(
             .and_then(|v| v.get("error_description"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        // Only short, code-like values are repeated: a description is the instance's text,
-        // never a token, but keep the message bounded.
-        let said: String = [code, description]
+        let joined = [code, description]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
-            .join(", ")
-            .chars()
-            .take(120)
-            .collect();
+            .join(", ");
+        let said = scrubber.clean(&joined, MAX_SAID);
         return match status.as_u16() {
             400 | 401 | 403 => Err(SnError::TokenRefused(format!(
                 "HTTP {} to the {grant} grant{}",
@@ -305,6 +313,7 @@ mod tests {
             br#"{"scope":"useraccount","token_type":"Bearer","expires_in":1799,"refresh_token":"rt-1","access_token":"at-1"}"#,
             "password",
             now,
+            &Scrubber::new(),
         )
         .unwrap();
         assert_eq!(ok.access.expose_secret(), "at-1");
@@ -315,19 +324,26 @@ mod tests {
             br#"{"access_token":"at-2","expires_in":"600"}"#,
             "refresh_token",
             now,
+            &Scrubber::new(),
         )
         .unwrap();
         assert!(refreshed.refresh.is_none());
         assert_eq!(refreshed.lifetime, Duration::from_secs(600));
-        let bare =
-            parse_token_answer(StatusCode::OK, br#"{"access_token":"at-3"}"#, "x", now).unwrap();
+        let bare = parse_token_answer(
+            StatusCode::OK,
+            br#"{"access_token":"at-3"}"#,
+            "x",
+            now,
+            &Scrubber::new(),
+        )
+        .unwrap();
         assert_eq!(bare.lifetime, DEFAULT_LIFETIME);
         assert!(matches!(
-            parse_token_answer(StatusCode::OK, b"{}", "x", now),
+            parse_token_answer(StatusCode::OK, b"{}", "x", now, &Scrubber::new()),
             Err(SnError::Malformed(_))
         ));
         assert!(matches!(
-            parse_token_answer(StatusCode::OK, b"<html>", "x", now),
+            parse_token_answer(StatusCode::OK, b"<html>", "x", now, &Scrubber::new()),
             Err(SnError::Malformed(_))
         ));
     }
@@ -340,6 +356,7 @@ mod tests {
             br#"{"error_description":"access_denied","error":"server_error"}"#,
             "password",
             now,
+            &Scrubber::new(),
         );
         match refused {
             Err(SnError::TokenRefused(m)) => {
@@ -349,7 +366,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse_token_answer(StatusCode::SERVICE_UNAVAILABLE, b"", "password", now),
+            parse_token_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"",
+                "password",
+                now,
+                &Scrubber::new()
+            ),
             Err(SnError::Status { status: 503, .. })
         ));
     }

@@ -7,10 +7,12 @@ use super::error::{SnError, interpret};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
 use crate::domain::credential::CredentialRow;
+use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, instance_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
 use backon::Retryable;
+use base64::Engine;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -18,6 +20,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// The encrypted column a write puts a token in (`oauth_credential.token_received`).
+pub(super) const TOKEN_COLUMN: &str = "token_received";
 
 /// How many times and how patiently calls to the instance are retried.
 #[derive(Debug, Clone, Copy)]
@@ -274,6 +279,27 @@ impl Instance {
         }
     }
 
+    /// What one request carries that an error answer must not repeat: the password (also as
+    /// the `Basic` credential it went out in) or the bearer token, and a token being written.
+    fn scrubber_of(&self, authorization: &Authorization<'_>, body: Option<&Value>) -> Scrubber {
+        let scrubber = match authorization {
+            Authorization::Basic(password) => {
+                let pair = format!("{}:{}", self.username, password.expose_secret());
+                Scrubber::new()
+                    .secret(password.expose_secret())
+                    .literal(&base64::engine::general_purpose::STANDARD.encode(pair))
+            }
+            Authorization::Bearer(token) => Scrubber::new().secret(token.expose_secret()),
+        };
+        match body
+            .and_then(|b| b.get(TOKEN_COLUMN))
+            .and_then(Value::as_str)
+        {
+            Some(token) => scrubber.secret(token),
+            None => scrubber,
+        }
+    }
+
     async fn attempt(
         &self,
         method: Method,
@@ -286,6 +312,7 @@ impl Instance {
         let mut probe = self
             .observer
             .probe(Peer::Instance, endpoint, method.as_str());
+        let scrubber = self.scrubber_of(&authorization, body.as_ref());
         let mut request = self
             .http
             .request(method, url)
@@ -327,7 +354,10 @@ impl Instance {
         };
         let (body, rows) = match fast {
             Some(rows) => (Value::Null, Some(rows)),
-            None => (interpret(status, &content_type, &body, retry_after)?, None),
+            None => (
+                interpret(status, &content_type, &body, retry_after, &scrubber)?,
+                None,
+            ),
         };
         let total_count = headers
             .get("x-total-count")

@@ -1,5 +1,6 @@
 //! What can go wrong talking to the instance, and how an answer becomes JSON or a typed error.
 
+use crate::domain::scrub::Scrubber;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -113,13 +114,18 @@ impl SnError {
     }
 }
 
+/// Longest ServiceNow error text kept (`message: detail`).
+const MAX_MESSAGE: usize = 300;
+
 /// Turns a response into JSON or a typed error. Pure, so every odd answer ServiceNow gives can be
-/// tested without a socket. Nothing is accepted from a body that did not parse.
+/// tested without a socket. Nothing is accepted from a body that did not parse; the error text
+/// kept goes through `scrubber` (what the request carried) whole, before it is cut.
 pub(super) fn interpret(
     status: StatusCode,
     content_type: &str,
     body: &[u8],
     retry_after: Option<Duration>,
+    scrubber: &Scrubber,
 ) -> Result<Value, SnError> {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim_start();
@@ -154,13 +160,16 @@ pub(super) fn interpret(
         }
         return Ok(value);
     }
-    let message = parsed.ok().map(|v| error_message(&v)).unwrap_or_else(|| {
-        if cancelled {
-            "Transaction cancelled: maximum execution time exceeded".into()
-        } else {
-            format!("non-JSON error body ({} bytes)", body.len())
-        }
-    });
+    let message = parsed
+        .ok()
+        .map(|v| error_message(&v, scrubber))
+        .unwrap_or_else(|| {
+            if cancelled {
+                "Transaction cancelled: maximum execution time exceeded".into()
+            } else {
+                format!("non-JSON error body ({} bytes)", body.len())
+            }
+        });
     Err(match status.as_u16() {
         401 => SnError::Unauthorized(message),
         403 => SnError::Forbidden(message),
@@ -189,8 +198,9 @@ impl ClassifyLabel for serde_json::Error {
     }
 }
 
-/// `error.message` and `error.detail` of a ServiceNow error envelope (detail may be `null`).
-fn error_message(v: &Value) -> String {
+/// `error.message` and `error.detail` of a ServiceNow error envelope (detail may be `null`),
+/// scrubbed and cut.
+fn error_message(v: &Value, scrubber: &Scrubber) -> String {
     let error = v.get("error");
     let message = error
         .and_then(|e| e.get("message"))
@@ -206,7 +216,7 @@ fn error_message(v: &Value) -> String {
         (true, false) => detail.to_string(),
         (false, false) => format!("{message}: {detail}"),
     };
-    text.chars().take(300).collect()
+    scrubber.clean(&text, MAX_MESSAGE)
 }
 
 #[cfg(test)]
@@ -220,6 +230,7 @@ mod tests {
             "application/json;charset=UTF-8",
             body.as_bytes(),
             None,
+            &Scrubber::new(),
         )
     }
 
@@ -230,7 +241,8 @@ mod tests {
                 StatusCode::OK,
                 "text/html",
                 b"<html>Instance Hibernating</html>",
-                None
+                None,
+                &Scrubber::new(),
             ),
             Err(SnError::Html(200))
         ));
@@ -257,6 +269,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#,
             None,
+            &Scrubber::new(),
         );
         match unauthorized {
             Err(SnError::Unauthorized(m)) => assert!(m.contains("User Not Authenticated")),
@@ -267,6 +280,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"Insufficient rights to query records","detail":null},"status":"failure"}"#,
             None,
+            &Scrubber::new(),
         );
         assert!(
             matches!(forbidden, Err(SnError::Forbidden(m)) if m == "Insufficient rights to query records")
@@ -276,6 +290,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"Rate limit exceeded","detail":"x"},"status":"failure"}"#,
             Some(Duration::from_secs(3)),
+            &Scrubber::new(),
         );
         assert!(matches!(
             limited,
@@ -287,12 +302,41 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn echoed_request_secrets_and_controls_are_not_kept() {
+        let scrubber = Scrubber::new().secret("written-token-value");
+        let body = format!(
+            r#"{{"error":{{"message":"\u001b[2JInvalid value\r\n{}","detail":"token written-token-value rejected"}},"status":"failure"}}"#,
+            "x".repeat(270)
+        );
+        let e = interpret(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            body.as_bytes(),
+            None,
+            &scrubber,
+        )
+        .unwrap_err();
+        let SnError::Status { message, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            !message.contains("written-token") && !message.contains('\u{1b}'),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\n') && message.starts_with("Invalid value"),
+            "{message}"
+        );
+        assert!(message.chars().count() <= MAX_MESSAGE);
+    }
+
     proptest! {
         #[test]
         fn interpret_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..200), html in any::<bool>()) {
             let ct = if html { "text/html" } else { "application/json" };
             let status = StatusCode::from_u16(status).unwrap();
-            let _ = interpret(status, ct, &body, None);
+            let _ = interpret(status, ct, &body, None, &Scrubber::new());
         }
 
     }
