@@ -7,6 +7,7 @@ use crate::client_auth::{ASSERTION_TYPE, AssertionError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, is_loopback_host};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
+use crate::domain::endpoint::is_entra_host;
 use crate::domain::guidance::TokenFailure;
 use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, token_endpoint};
@@ -50,20 +51,6 @@ impl RefreshRequest<'_> {
     }
 }
 
-/// The hosts of Microsoft Entra ID's token endpoints: the global cloud and the national clouds
-/// (US Government, China operated by 21Vianet — old and new host —, and the retired Germany
-/// cloud). Azure AD B2C (`*.b2clogin.com`) and External ID (`*.ciamlogin.com`) are recognised by
-/// their suffix.
-pub const ENTRA_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "login.microsoft.com",
-    "login.windows.net",
-    "login.microsoftonline.us",
-    "login.chinacloudapi.cn",
-    "login.partner.microsoftonline.cn",
-    "login.microsoftonline.de",
-];
-
 /// The kind of a token endpoint, from its URL: an Entra host with `…/oauth2/v2.0/token` is v2,
 /// with `…/oauth2/token` v1, whatever the tenant segment before it (a tenant id, a domain,
 /// `organizations`, `common`, `consumers`, a B2C policy). Anything else is generic; a config
@@ -73,10 +60,7 @@ pub fn detect_kind(token_url: &str) -> TokenEndpointKind {
         return TokenEndpointKind::Generic;
     };
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-    let entra = ENTRA_HOSTS.contains(&host.as_str())
-        || host.ends_with(".b2clogin.com")
-        || host.ends_with(".ciamlogin.com");
-    if !entra {
+    if !is_entra_host(&host) {
         return TokenEndpointKind::Generic;
     }
     let path = url.path().trim_end_matches('/').to_ascii_lowercase();
@@ -740,6 +724,7 @@ mod tests {
             kind,
             resource: resource.map(str::to_string),
             assertion_key: None,
+            token_url: None,
         }
     }
 

@@ -523,6 +523,21 @@ fn registries(
         .enumerate()
         .map(|(i, registry)| self::registry(p, &format!("registry[{i}]"), registry, env))
         .collect();
+    // Two tables for one name: which secret and pin would apply is anyone's guess.
+    for (j, later) in checked.iter().enumerate() {
+        let Some(later) = later else { continue };
+        if let Some(i) = checked[..j]
+            .iter()
+            .position(|earlier| earlier.as_ref().is_some_and(|e| e.name == later.name))
+        {
+            p.push(
+                &format!("registry[{j}].name"),
+                format!(
+                    "registry[{i}] has the same name: configure each Application Registry once"
+                ),
+            );
+        }
+    }
     checked.into_iter().collect()
 }
 
@@ -600,6 +615,9 @@ fn registry(
         // The bad client_auth is reported; the keys that go with it cannot be judged.
         None => Some(None),
     };
+    let token_url = p.optional(&key("token_url"), r.token_url, STRING, None, |text| {
+        parse_token_url(&text).map(Some)
+    });
     let scope = p.optional(&key("scope"), r.scope, STRING, None, unless_blank);
     let resource = p.optional(&key("resource"), r.resource, STRING, None, unless_blank);
     let kind = p.optional(&key("kind"), r.kind, STRING, None, |word| {
@@ -648,6 +666,7 @@ fn registry(
         kind: kind?,
         resource: resource?,
         assertion_key: assertion_key?,
+        token_url: token_url?,
     })
 }
 
@@ -737,11 +756,29 @@ fn report(p: &mut Problems, raw: Option<Field<RawReport>>) -> Option<Option<Repo
 /// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,
 /// a local tunnel): Basic credentials must never cross a network in clear.
 pub fn parse_instance_url(text: &str) -> Result<Url, String> {
+    let mut url = secure_url(text, "use username and password_env")?;
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// A `[[registry]] token_url`: used exactly as written, `https://` (or `http://` on a loopback
+/// host), without credentials, query or fragment.
+pub fn parse_token_url(text: &str) -> Result<Url, String> {
+    secure_url(
+        text,
+        "the client authenticates in the request body or header",
+    )
+}
+
+/// A URL secrets may be sent to: no credentials, query or fragment; https, or http on a
+/// loopback host. `credentials` says where credentials go instead.
+fn secure_url(text: &str, credentials: &str) -> Result<Url, String> {
     // Until the URL is known to carry no credentials, query or fragment, no message quotes it:
     // any of them may hold a secret.
     let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials; use username and password_env".into());
+        return Err(format!("must not carry credentials; {credentials}"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or fragment".into());
@@ -764,9 +801,6 @@ pub fn parse_instance_url(text: &str) -> Result<Url, String> {
             ));
         }
     }
-    let mut url = url;
-    let trimmed = url.path().trim_end_matches('/').to_string();
-    url.set_path(&trimmed);
     Ok(url)
 }
 

@@ -124,6 +124,7 @@ table! {
         jwt_alg: String,
         kind: String,
         resource: String,
+        token_url: String,
     }
 }
 

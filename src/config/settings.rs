@@ -3,6 +3,7 @@
 use super::parse::parse_instance_url;
 use super::secrets::KeySource;
 use crate::client_auth::AssertionKey;
+use crate::domain::endpoint::{Family, RegistryRule};
 use crate::domain::plan::Policy;
 use crate::journal::JournalKey;
 use secrecy::SecretString;
@@ -249,6 +250,25 @@ pub struct RegistrySettings {
     pub resource: Option<String>,
     /// The signing key and certificate of `client_auth = "private_key_jwt"`, read at load.
     pub assertion_key: Option<Arc<AssertionKey>>,
+    /// `token_url`: the pinned token endpoint. When set, every token request of the registry
+    /// goes there, whatever the instance's `oauth_entity.token_url` says.
+    pub token_url: Option<Url>,
+}
+
+impl RegistrySettings {
+    /// What routing needs to know of it: the pin, whether the keeper holds the client's
+    /// secret or key itself, and which hosts its `kind` allows.
+    pub fn rule(&self) -> RegistryRule {
+        RegistryRule {
+            name: self.name.clone(),
+            pin: self.token_url.clone(),
+            keeper_secret: self.client_secret.is_some() || self.assertion_key.is_some(),
+            family: match self.kind {
+                Some(TokenEndpointKind::EntraV1 | TokenEndpointKind::EntraV2) => Family::Entra,
+                Some(TokenEndpointKind::Generic) | None => Family::Any,
+            },
+        }
+    }
 }
 
 /// `registry[].default_expires_in` when the config does not say, and for a registry without a
@@ -260,11 +280,19 @@ pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3_600);
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 impl Settings {
-    /// The overrides for a registry, matched by name or sys_id.
+    /// The overrides for a registry: the `[[registry]]` named by its sys_id, else the one named
+    /// by its name. (Which registries share a name only the estate knows: the routes of a
+    /// cycle, [`crate::domain::endpoint::Routes`], hold those back.)
     pub fn registry(&self, name: &str, sys_id: &str) -> Option<&RegistrySettings> {
         self.registries
             .iter()
-            .find(|r| r.name == sys_id || r.name == name)
+            .find(|r| r.name == sys_id)
+            .or_else(|| self.registries.iter().find(|r| r.name == name))
+    }
+
+    /// Every `[[registry]]` as routing reads it, in file order.
+    pub fn registry_rules(&self) -> Vec<RegistryRule> {
+        self.registries.iter().map(RegistrySettings::rule).collect()
     }
 }
 

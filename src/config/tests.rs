@@ -876,3 +876,70 @@ fn positions_count_lines_and_characters_from_1() {
     assert_eq!(line_and_column("ä\nab", 4), (2, 2));
     assert_eq!(line_and_column("a\n", 2), (2, 1), "the end of the file");
 }
+
+#[test]
+fn a_pinned_token_url_is_taken_exactly_and_only_when_safe() {
+    let pinned = |url: &str| {
+        GOOD.replace(
+            "client_auth = \"post\"",
+            &format!("client_auth = \"post\"\ntoken_url = \"{url}\""),
+        )
+    };
+    let s = parse(
+        &pinned("https://login.microsoftonline.com/contoso/oauth2/v2.0/token/"),
+        "keeper.toml",
+        &env(),
+    )
+    .unwrap();
+    let url = s.registries[0].token_url.as_ref().unwrap();
+    assert_eq!(
+        url.as_str(),
+        "https://login.microsoftonline.com/contoso/oauth2/v2.0/token/",
+        "kept exactly, trailing slash and all"
+    );
+    let rule = s.registries[0].rule();
+    assert!(rule.keeper_secret && rule.pin.is_some());
+    let local = parse(
+        &pinned("http://127.0.0.1:8080/token"),
+        "keeper.toml",
+        &env(),
+    )
+    .unwrap();
+    assert!(local.registries[0].token_url.is_some());
+    for (bad, says) in [
+        ("http://idp.example/token", "loopback"),
+        ("ftp://idp.example/token", "scheme"),
+        ("https://user:sekrit@idp.example/token", "credentials"),
+        ("https://idp.example/token?client_secret=sekrit", "query"),
+        ("https://idp.example/token#x", "fragment"),
+        ("not a url", "not a URL"),
+    ] {
+        let e = error_of(&pinned(bad));
+        assert!(
+            e.contains("registry[0].token_url") && e.contains(says),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains("sekrit"), "{e}");
+    }
+}
+
+#[test]
+fn a_registry_configured_twice_is_refused_naming_both() {
+    let twice = format!("{GOOD}\n[[registry]]\nname = \"SharePoint Online\"\n");
+    let e = error_of(&twice);
+    assert!(
+        e.contains("registry[1].name") && e.contains("registry[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_registry_is_matched_by_sys_id_before_name() {
+    let id = "0123456789abcdef0123456789abcdef";
+    let two = format!("{GOOD}\n[[registry]]\nname = \"{id}\"\nscope = \"by-id\"\n");
+    let s = parse(&two, "keeper.toml", &env()).unwrap();
+    let found = s.registry("SharePoint Online", id).unwrap();
+    assert_eq!(found.scope.as_deref(), Some("by-id"));
+    let by_name = s.registry("SharePoint Online", "another").unwrap();
+    assert_eq!(by_name.name, "SharePoint Online");
+}

@@ -5,6 +5,7 @@
 
 use super::classify::FailureClass;
 use super::credential::Credential;
+use super::endpoint::Routes;
 use super::guidance::{self, registry_label};
 use super::history::{OutcomeRecord, StoredOutcome};
 use super::park::Parking;
@@ -46,6 +47,8 @@ pub struct Knowledge<'a> {
     pub history: &'a HashMap<String, StoredOutcome>,
     /// Credentials with an answer waiting in the journal.
     pub held: &'a HashSet<String>,
+    /// Where each registry's token requests may go, or why they may not.
+    pub routes: &'a Routes,
     /// Whether the cycle applies changes.
     pub mode: Mode,
 }
@@ -53,8 +56,10 @@ pub struct Knowledge<'a> {
 /// Decides the cycle: each credential's verdict at `now`, then which of those due are refreshed.
 /// A credential in `held` has an answer waiting in the journal and is never refreshed again
 /// before that answer reached ServiceNow (at a rotating provider the journaled token is the only
-/// valid one). A due credential of a parked registry is held back unless its configuration
-/// changed (`fingerprint`) or the registry's probe is due.
+/// valid one). A due credential of a registry whose route is held back (an unpinned endpoint
+/// for a keeper-held secret, an ambiguous name) is blocked, in a dry run too. A due credential
+/// of a parked registry is held back unless its configuration changed (`fingerprint`) or the
+/// registry's probe is due.
 pub fn plan(
     credentials: &[Credential],
     known: &Knowledge<'_>,
@@ -66,6 +71,7 @@ pub fn plan(
         policy,
         history,
         held,
+        routes,
         mode,
     } = *known;
     let verdicts: Vec<Assessment> = credentials
@@ -87,6 +93,14 @@ pub fn plan(
             continue;
         }
         let registry = &c.refresh.registry.sys_id;
+        if let Some(Err(held_back)) = routes.get(registry) {
+            let message = held_back.message(&registry_label(c));
+            settled.insert(
+                c.id().to_string(),
+                Settled::only(Outcome::Blocked { message }),
+            );
+            continue;
+        }
         if let Some(blocked) = parking.holds_back(registry, fingerprint(c).as_deref(), now) {
             settled.insert(c.id().to_string(), Settled::only(blocked));
             continue;
@@ -349,11 +363,13 @@ mod tests {
         let mut parking = Parking::default();
         let history = HashMap::new();
         let policy = policy();
+        let routes = Routes::default();
         let known = Knowledge {
             now,
             policy: &policy,
             history: &history,
             held: &held,
+            routes: &routes,
             mode: Mode::Apply,
         };
         let p = plan(&estate, &known, &mut parking, |_| None);
@@ -382,6 +398,41 @@ mod tests {
         assert!(p.due.is_empty());
         assert!(matches!(p.settled["r1"].outcome, Outcome::Blocked { .. }));
         assert!(!p.settled.contains_key("r3"));
+    }
+
+    #[test]
+    fn a_held_back_registry_blocks_its_due_credentials_in_every_mode() {
+        use crate::domain::endpoint::{Family, RegistryRule};
+        let now = at(1_000_000);
+        let estate = vec![credential("r1", None), credential("r2", Some(2_000_000))];
+        // The keeper holds Graph's secret; the instance's token_url is no well-known host.
+        let rules = [RegistryRule {
+            name: "Graph".into(),
+            pin: None,
+            keeper_secret: true,
+            family: Family::Any,
+        }];
+        let routes = Routes::plan(&rules, estate.iter().map(|c| &*c.refresh.registry));
+        let (history, held, policy) = (HashMap::new(), HashSet::new(), policy());
+        for mode in [Mode::Apply, Mode::DryRun] {
+            let known = Knowledge {
+                now,
+                policy: &policy,
+                history: &history,
+                held: &held,
+                routes: &routes,
+                mode,
+            };
+            let p = plan(&estate, &known, &mut Parking::default(), |_| None);
+            assert!(p.due.is_empty(), "{mode:?}");
+            match &p.settled["r1"].outcome {
+                Outcome::Blocked { message } => {
+                    assert!(message.contains("login.example"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(!p.settled.contains_key("r2"), "not due: nothing to block");
+        }
     }
 
     #[test]

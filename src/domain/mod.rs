@@ -14,6 +14,8 @@
 //!   shows.
 //! - [`history`]: what is remembered of each credential between cycles.
 //! - [`deadline`]: when a refresh token dies.
+//! - [`endpoint`]: where a registry's token requests may go — pinned, well-known, or held back —
+//!   and which `[[registry]]` applies to which registry.
 //! - [`time`]: ServiceNow date-times and durations.
 
 pub mod answer;
@@ -21,6 +23,7 @@ pub mod classify;
 pub mod credential;
 pub mod cycle;
 pub mod deadline;
+pub mod endpoint;
 pub mod guidance;
 pub mod history;
 pub mod park;

@@ -10,7 +10,8 @@
 //!   [`Released`]) and the records behind them.
 //! - [`seal`]: the journal key, how a record's tokens are encrypted under it, and the key's
 //!   identity.
-//! - [`history`]: outcomes per credential and parked registries.
+//! - [`history`]: outcomes per credential, parked registries, and what was said about
+//!   registries' routes.
 
 pub mod history;
 pub mod outbox;
@@ -130,6 +131,13 @@ CREATE TABLE IF NOT EXISTS registry_park (
     message TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS route_notice (
+    registry TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    said TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (registry, topic)
 );
 CREATE TABLE IF NOT EXISTS outcome (
     credential TEXT PRIMARY KEY,

@@ -162,6 +162,9 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
         kind: None,
         resource: None,
         assertion_key: None,
+        // A secret held in the config goes only to a pinned endpoint (the simulator is none of
+        // the well-known hosts).
+        token_url: Some(bed.token_url_of(&bed.seeded[0].registry)),
     });
     assert_eq!(
         bed.cycle_with(settings).await.count(OutcomeKind::Refreshed),

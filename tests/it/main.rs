@@ -16,6 +16,8 @@
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
 //! - `reporting`: `[report]` events on the instance, one per state change.
+//! - `routes`: secrets go only where they are pinned — a moved instance `token_url` is ignored
+//!   and said once, an unpinned keeper-held secret holds its registry back.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
 //! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
@@ -43,6 +45,7 @@ mod ops;
 mod races;
 mod refresh;
 mod reporting;
+mod routes;
 mod support;
 mod time;
 mod transaction;
