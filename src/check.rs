@@ -4,7 +4,7 @@
 //! field to the value it already has, on a row the keeper itself created, and is verified to
 //! have changed nothing.
 
-use crate::config::{Env, InstanceAuthSettings, Settings};
+use crate::config::{Env, InstanceAuthSettings, InstanceGrant, Settings};
 use crate::domain::credential::pair;
 use crate::domain::endpoint::Routes;
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
@@ -232,19 +232,32 @@ pub async fn run(settings: &Settings, env: &dyn Env) -> Checklist {
                 "reachability",
                 format!("{} answers", settings.instance.url),
             ));
-            let (fix, runbook) = match (&e, oauth) {
-                (SnError::TokenRefused(_), _) => (
+            let (fix, runbook) = match (&e, &settings.instance.auth) {
+                (
+                    SnError::TokenRefused(_),
+                    InstanceAuthSettings::OAuth {
+                        grant: InstanceGrant::Password { .. },
+                        ..
+                    },
+                ) => (
                     format!(
-                        "check instance.client_id and its secret against System OAuth > Application Registry, the password of {}, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled not true)",
+                        "check instance.client_id and its secret against System OAuth > Application Registry, the password of {}, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled not true) — better, switch to oauth_grant = \"client_credentials\"",
                         settings.instance.username
                     ),
                     runbook::OAUTH_CLIENT,
                 ),
-                (_, true) => (
+                (SnError::TokenRefused(_), _) => (
+                    format!(
+                        "check instance.client_id and its secret against System OAuth > Application Registry, that the system property glide.oauth.inbound.client.credential.grant_type.enabled is true (ServiceNow Washington DC or later), and that the client's OAuth Application User is {}, active",
+                        settings.instance.username
+                    ),
+                    runbook::OAUTH_CLIENT,
+                ),
+                (_, InstanceAuthSettings::OAuth { .. }) => (
                     "the instance refused the bearer token it issued itself: check that the OAuth client's user is active and that com.snc.platform.security.oauth.is.active is true".to_string(),
                     runbook::OAUTH_CLIENT,
                 ),
-                (_, false) => (
+                (_, InstanceAuthSettings::Basic { .. }) => (
                     format!(
                         "either the password of {} is wrong, or the 2026 Basic-auth restriction blocks it: tick Web service access only on the user (or grant snc_basic_auth_api_access), or switch to instance.auth = \"oauth\"",
                         settings.instance.username

@@ -28,8 +28,8 @@ pub use parse::{is_loopback_host, parse_instance_url, parse_token_url};
 pub use secrets::{Env, KeySource, ProcessEnv, expand_path};
 pub use settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
-    InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
-    ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    InstanceAuthSettings, InstanceGrant, InstanceSettings, RefreshSettings, RegistrySettings,
+    ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 
 use std::path::Path;

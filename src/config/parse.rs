@@ -12,8 +12,8 @@ use super::raw::{
 use super::secrets::{Env, KeySource, env_secret, expand_path, read_secret_file};
 use super::settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
-    InstanceAuthSettings, InstanceSettings, RefreshSettings, RegistrySettings, ReportSettings,
-    ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    InstanceAuthSettings, InstanceGrant, InstanceSettings, RefreshSettings, RegistrySettings,
+    ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
@@ -297,22 +297,20 @@ fn instance(
         i.username,
         "required: the integration user's user_name",
     );
-    let password = p
-        .secret(
-            env,
-            ("instance.password_env", "instance.password_file"),
-            i.password_env,
-            i.password_file,
-        )
-        .and_then(|password| {
-            if password.is_none() {
-                p.push(
-                    "instance.password_env",
-                    "required: the environment variable holding the password (or password_file)",
-                );
-            }
-            password
-        });
+    // Right after the user, as the reference lists them: the password comes first.
+    let auth = instance_auth(
+        p,
+        env,
+        RawInstanceAuth {
+            auth: i.auth,
+            oauth_grant: i.oauth_grant,
+            password_env: i.password_env,
+            password_file: i.password_file,
+            client_id: i.client_id,
+            client_secret_env: i.client_secret_env,
+            client_secret_file: i.client_secret_file,
+        },
+    );
     let companion_path = p.optional(
         "instance.companion_path",
         i.companion_path,
@@ -340,18 +338,9 @@ fn instance(
         InstanceSettings::DEFAULT_PAGE_SIZE,
         |n| count_in(n, 1..=10_000),
     );
-    let auth = instance_auth(
-        p,
-        env,
-        i.auth,
-        i.client_id,
-        i.client_secret_env,
-        i.client_secret_file,
-    );
     Some(InstanceSettings {
         url: url?,
         username: username?,
-        password: password?,
         companion_path: companion_path?,
         timeout: timeout?,
         page_size: page_size?,
@@ -359,47 +348,95 @@ fn instance(
     })
 }
 
-/// `instance.auth` and the keys that go with it.
+/// The keys of `[instance]` that say how the keeper signs in.
+struct RawInstanceAuth {
+    auth: Option<Field<String>>,
+    oauth_grant: Option<Field<String>>,
+    password_env: Option<Field<String>>,
+    password_file: Option<Field<PathBuf>>,
+    client_id: Option<Field<String>>,
+    client_secret_env: Option<Field<String>>,
+    client_secret_file: Option<Field<PathBuf>>,
+}
+
+/// The password keys of `[instance]`.
+const PASSWORD_KEYS: (&str, &str) = ("instance.password_env", "instance.password_file");
+
+/// `instance.auth`, `instance.oauth_grant` and the keys that go with them. The password is read
+/// only where it is used (Basic, or the deprecated password grant); set anywhere else it is a
+/// mistake worth naming.
 fn instance_auth(
     p: &mut Problems,
     env: &dyn Env,
-    auth: Option<Field<String>>,
-    client_id: Option<Field<String>>,
-    secret_env: Option<Field<String>>,
-    secret_file: Option<Field<PathBuf>>,
+    raw: RawInstanceAuth,
 ) -> Option<InstanceAuthSettings> {
-    // Left out, it is "basic": InstanceAuthSettings::default().
-    let oauth = p.optional("instance.auth", auth, STRING, false, |word| {
-        match word.as_str() {
+    // Left out, it is "basic".
+    let oauth = p.optional(
+        "instance.auth",
+        raw.auth,
+        STRING,
+        false,
+        |word| match word.as_str() {
             "basic" => Ok(false),
             "oauth" => Ok(true),
             other => Err(format!("{other:?} is not one of \"basic\", \"oauth\"")),
-        }
-    })?;
+        },
+    )?;
+    let (password_env_set, password_file_set) =
+        (raw.password_env.is_some(), raw.password_file.is_some());
+    let password = |p: &mut Problems, missing: &str| {
+        p.secret(env, PASSWORD_KEYS, raw.password_env, raw.password_file)
+            .and_then(|password| {
+                if password.is_none() {
+                    p.push(PASSWORD_KEYS.0, missing);
+                }
+                password
+            })
+    };
     if !oauth {
         // Keys of the other mode are a mistake worth naming, not something to ignore.
         let clean = p.unused(
             "instance",
             &[
-                ("client_id", client_id.is_some()),
-                ("client_secret_env", secret_env.is_some()),
-                ("client_secret_file", secret_file.is_some()),
+                ("oauth_grant", raw.oauth_grant.is_some()),
+                ("client_id", raw.client_id.is_some()),
+                ("client_secret_env", raw.client_secret_env.is_some()),
+                ("client_secret_file", raw.client_secret_file.is_some()),
             ],
             "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\"",
         );
-        return clean.then(InstanceAuthSettings::default);
+        let password = password(
+            p,
+            "required: the environment variable holding the password (or password_file)",
+        );
+        return clean
+            .then_some(password?)
+            .map(|password| InstanceAuthSettings::Basic { password });
     }
+    let grant = p.optional(
+        "instance.oauth_grant",
+        raw.oauth_grant,
+        STRING,
+        None,
+        |word| match word.as_str() {
+            "client_credentials" => Ok(Some(false)),
+            "password" => Ok(Some(true)),
+            other => Err(format!(
+                "{other:?} is not one of \"client_credentials\", \"password\""
+            )),
+        },
+    );
     let client_id = p.required_text(
         "instance.client_id",
-        client_id,
+        raw.client_id,
         "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)",
     );
     let client_secret = p
         .secret(
             env,
             ("instance.client_secret_env", "instance.client_secret_file"),
-            secret_env,
-            secret_file,
+            raw.client_secret_env,
+            raw.client_secret_file,
         )
         .and_then(|secret| {
             if secret.is_none() {
@@ -410,9 +447,37 @@ fn instance_auth(
             }
             secret
         });
+    let grant = match grant? {
+        Some(true) => password(
+            p,
+            "required with oauth_grant = \"password\": the environment variable holding the password (or password_file)",
+        )
+        .map(|password| InstanceGrant::Password { password }),
+        Some(false) => p
+            .unused(
+                "instance",
+                &[
+                    ("password_env", password_env_set),
+                    ("password_file", password_file_set),
+                ],
+                "not used with the client-credentials grant: the token is issued for the OAuth client's OAuth Application User; remove it",
+            )
+            .then_some(InstanceGrant::ClientCredentials),
+        // A config written for the password grant, from before client credentials: it must
+        // choose, not silently switch.
+        None if password_env_set || password_file_set => {
+            p.push(
+                "instance.oauth_grant",
+                "auth = \"oauth\" uses the client-credentials grant unless oauth_grant says otherwise, and this config sets a password: either set oauth_grant = \"client_credentials\" and remove password_env/password_file (the instance needs glide.oauth.inbound.client.credential.grant_type.enabled = true and an OAuth Application User on the client; Washington DC or later), or keep the password grant with oauth_grant = \"password\" (RFC 9700 forbids it; warned at every start)",
+            );
+            None
+        }
+        None => Some(InstanceGrant::ClientCredentials),
+    };
     Some(InstanceAuthSettings::OAuth {
         client_id: client_id?,
         client_secret: client_secret?,
+        grant: grant?,
     })
 }
 

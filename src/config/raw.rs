@@ -74,6 +74,7 @@ table! {
         timeout: String,
         page_size: i64,
         auth: String,
+        oauth_grant: String,
         client_id: String,
         client_secret_env: String,
         client_secret_file: PathBuf,

@@ -102,10 +102,9 @@ impl Default for ReportSettings {
 pub struct InstanceSettings {
     /// Base URL, without a trailing slash.
     pub url: Url,
-    /// The integration user.
+    /// The integration user (with the client-credentials grant: the OAuth client's OAuth
+    /// Application User, whom the token acts as).
     pub username: String,
-    /// Its password.
-    pub password: SecretString,
     /// The companion's path, e.g. `/api/snok/oauth_keeper`.
     pub companion_path: String,
     /// Total deadline of one HTTP call to the instance.
@@ -124,21 +123,41 @@ impl InstanceSettings {
 }
 
 /// `instance.auth`: how the keeper authenticates to the instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum InstanceAuthSettings {
     /// HTTP Basic with the username and password on every call. Subject to the 2026 Basic-auth
     /// restriction: the user must be Web Service Access Only (or hold
     /// `snc_basic_auth_api_access`).
-    #[default]
-    Basic,
-    /// A bearer token from the instance's `/oauth_token.do` (password grant, renewed with the
-    /// refresh-token grant), so no call but the token request carries the password.
+    Basic {
+        /// The integration user's password.
+        password: SecretString,
+    },
+    /// A bearer token from the instance's `/oauth_token.do`, so no call but the token request
+    /// carries a credential.
     OAuth {
         /// `instance.client_id`: the OAuth API endpoint's client id (System OAuth > Application
         /// Registry).
         client_id: String,
         /// Its client secret.
         client_secret: SecretString,
+        /// `instance.oauth_grant`: how the token is obtained.
+        grant: InstanceGrant,
+    },
+}
+
+/// `instance.oauth_grant`: the grant the keeper asks the instance's OAuth server for.
+#[derive(Debug, Clone)]
+pub enum InstanceGrant {
+    /// `client_credentials` (the default): the client id and secret alone; the token acts as
+    /// the client's OAuth Application User. Needs Washington DC or later with
+    /// `glide.oauth.inbound.client.credential.grant_type.enabled = true`.
+    ClientCredentials,
+    /// `password`: the resource owner password grant, renewed with the refresh-token grant.
+    /// RFC 9700 says it MUST NOT be used; kept only behind an explicit setting, warned about
+    /// at every start.
+    Password {
+        /// The integration user's password.
+        password: SecretString,
     },
 }
 
@@ -313,11 +332,12 @@ impl Settings {
             instance: InstanceSettings {
                 url: parse_instance_url(url)?,
                 username: username.to_string(),
-                password: SecretString::from(password.to_string()),
                 companion_path: companion_path.to_string(),
                 timeout: InstanceSettings::DEFAULT_TIMEOUT,
                 page_size: InstanceSettings::DEFAULT_PAGE_SIZE,
-                auth: InstanceAuthSettings::default(),
+                auth: InstanceAuthSettings::Basic {
+                    password: SecretString::from(password.to_string()),
+                },
             },
             refresh: RefreshSettings::default(),
             state: StateSettings {
@@ -352,7 +372,10 @@ mod tests {
         assert_eq!(s.refresh, RefreshSettings::default());
         assert_eq!(s.instance.timeout, InstanceSettings::DEFAULT_TIMEOUT);
         assert_eq!(s.instance.page_size, InstanceSettings::DEFAULT_PAGE_SIZE);
-        assert!(matches!(s.instance.auth, InstanceAuthSettings::Basic));
+        assert!(matches!(
+            s.instance.auth,
+            InstanceAuthSettings::Basic { .. }
+        ));
         assert_eq!(s.server.listen.port(), 0, "any free port, never 9464");
     }
 }

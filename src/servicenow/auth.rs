@@ -1,13 +1,17 @@
 //! How the keeper proves who it is to the instance: HTTP Basic on every call, or a bearer token
 //! from the instance's own OAuth server (`POST /oauth_token.do`).
 //!
-//! OAuth uses the password grant (the one ServiceNow documents for REST clients acting as a
-//! user, "Enable OAuth with REST"), so the token carries the integration user's roles and ACLs
-//! exactly as Basic would. The token is renewed shortly before it expires with the
-//! refresh-token grant, so the password only travels when there is no usable refresh token.
-//! Tokens live in redacting types and are never logged.
+//! OAuth uses the client-credentials grant by default: the client id and secret alone, the
+//! token acting as the client's OAuth Application User (ServiceNow Washington DC and later, with
+//! `glide.oauth.inbound.client.credential.grant_type.enabled`), so the token carries that
+//! user's roles and ACLs exactly as Basic would, and no password exists. It is requested again
+//! shortly before it expires. The password grant (which RFC 9700 forbids) is kept only behind
+//! `instance.oauth_grant = "password"`: renewed with the refresh-token grant, so the password
+//! only travels when there is no usable refresh token. Tokens live in redacting types and are
+//! never logged.
 
 use super::error::SnError;
+use crate::config::InstanceGrant;
 use crate::domain::scrub::Scrubber;
 use crate::wire::{self, BodyError};
 use reqwest::StatusCode;
@@ -55,8 +59,20 @@ impl Held {
 
 /// The grant of one token request.
 enum Grant<'a> {
-    Password,
+    ClientCredentials,
+    Password(&'a SecretString),
     Refresh(&'a SecretString),
+}
+
+impl Grant<'_> {
+    /// Its `grant_type`.
+    fn name(&self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password(_) => "password",
+            Grant::Refresh(_) => "refresh_token",
+        }
+    }
 }
 
 /// Obtains and renews bearer tokens for the integration user.
@@ -65,7 +81,7 @@ pub struct TokenSource {
     client_id: String,
     client_secret: SecretString,
     username: String,
-    password: SecretString,
+    grant: InstanceGrant,
     held: Mutex<Option<Held>>,
 }
 
@@ -86,7 +102,7 @@ impl TokenSource {
         client_id: String,
         client_secret: SecretString,
         username: String,
-        password: SecretString,
+        grant: InstanceGrant,
     ) -> TokenSource {
         let mut token_url = base.clone();
         let path = format!("{}{TOKEN_PATH}", base.path().trim_end_matches('/'));
@@ -96,19 +112,19 @@ impl TokenSource {
             client_id,
             client_secret,
             username,
-            password,
+            grant,
             held: Mutex::new(None),
         }
     }
 
     /// A bearer token that is not due for renewal, renewing it first when needed: with the
-    /// refresh-token grant when there is a refresh token, else (or when that fails) with the
-    /// password grant.
+    /// client-credentials grant; or, under the password grant, with the refresh-token grant
+    /// when there is a refresh token, else (or when that fails) with the password grant.
     ///
     /// # Errors
     ///
-    /// [`SnError::TokenRefused`] when the instance refuses the password grant; transport and
-    /// status errors as for any other call.
+    /// [`SnError::TokenRefused`] when the instance refuses the grant; transport and status
+    /// errors as for any other call.
     pub async fn bearer(&self, http: &reqwest::Client) -> Result<SecretString, SnError> {
         let mut held = self.held.lock().await;
         let now = Instant::now();
@@ -127,9 +143,13 @@ impl TokenSource {
                 }
             }
         }
+        let first = match &self.grant {
+            InstanceGrant::ClientCredentials => Grant::ClientCredentials,
+            InstanceGrant::Password { password } => Grant::Password(password),
+        };
         let mut token = match renewed {
             Some(token) => token,
-            None => self.request(http, Grant::Password).await?,
+            None => self.request(http, first).await?,
         };
         // The refresh grant answers with an access token only: the refresh token stays valid.
         if token.refresh.is_none() {
@@ -153,27 +173,27 @@ impl TokenSource {
     }
 
     async fn request(&self, http: &reqwest::Client, grant: Grant<'_>) -> Result<Held, SnError> {
+        let grant_name = grant.name();
         let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", grant_name),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
         ];
-        let grant_name = match &grant {
-            Grant::Password => {
+        let mut scrubber = Scrubber::new().secret(self.client_secret.expose_secret());
+        match &grant {
+            Grant::ClientCredentials => {}
+            Grant::Password(password) => {
                 form.extend([
-                    ("grant_type", "password"),
                     ("username", self.username.as_str()),
-                    ("password", self.password.expose_secret()),
+                    ("password", password.expose_secret()),
                 ]);
-                "password"
+                scrubber = scrubber.secret(password.expose_secret());
             }
             Grant::Refresh(refresh) => {
-                form.extend([
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh.expose_secret()),
-                ]);
-                "refresh_token"
+                form.push(("refresh_token", refresh.expose_secret()));
+                scrubber = scrubber.secret(refresh.expose_secret());
             }
-        };
+        }
         let obtained = Instant::now();
         let response = http
             .post(self.token_url.clone())
@@ -202,12 +222,6 @@ impl TokenSource {
         })?;
         if html {
             return Err(SnError::Html(status.as_u16()));
-        }
-        let mut scrubber = Scrubber::new()
-            .secret(self.client_secret.expose_secret())
-            .secret(self.password.expose_secret());
-        if let Grant::Refresh(refresh) = &grant {
-            scrubber = scrubber.secret(refresh.expose_secret());
         }
         parse_token_answer(status, &body, grant_name, obtained, &scrubber)
     }
@@ -385,7 +399,9 @@ mod tests {
             "cid".into(),
             SecretString::from("client-secret-value".to_string()),
             "svc".into(),
-            SecretString::from("password-value".to_string()),
+            InstanceGrant::Password {
+                password: SecretString::from("password-value".to_string()),
+            },
         );
         let dump = format!("{source:?}");
         assert!(dump.contains("https://acme.service-now.com/oauth_token.do"));

@@ -5,7 +5,7 @@ use super::auth::TokenSource;
 use super::decode::credential_page;
 use super::error::{SnError, interpret};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
+use crate::config::{InstanceAuthSettings, InstanceGrant, InstanceSettings, is_loopback_host};
 use crate::domain::credential::CredentialRow;
 use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, instance_endpoint};
@@ -124,17 +124,26 @@ impl Instance {
             base: settings.url.clone(),
             username: settings.username.clone(),
             credentials: match &settings.auth {
-                InstanceAuthSettings::Basic => Credentials::Basic(settings.password.clone()),
+                InstanceAuthSettings::Basic { password } => Credentials::Basic(password.clone()),
                 InstanceAuthSettings::OAuth {
                     client_id,
                     client_secret,
-                } => Credentials::Bearer(Arc::new(TokenSource::new(
-                    &settings.url,
-                    client_id.clone(),
-                    client_secret.clone(),
-                    settings.username.clone(),
-                    settings.password.clone(),
-                ))),
+                    grant,
+                } => {
+                    if matches!(grant, InstanceGrant::Password { .. }) {
+                        tracing::warn!(
+                            event = "instance.password_grant",
+                            "instance.oauth_grant = \"password\": the keeper signs in to the instance with the resource owner password grant, which RFC 9700 forbids; switch to oauth_grant = \"client_credentials\" (ServiceNow Washington DC or later)"
+                        );
+                    }
+                    Credentials::Bearer(Arc::new(TokenSource::new(
+                        &settings.url,
+                        client_id.clone(),
+                        client_secret.clone(),
+                        settings.username.clone(),
+                        grant.clone(),
+                    )))
+                }
             },
             companion_path: settings.companion_path.clone(),
             page_size: settings.page_size,

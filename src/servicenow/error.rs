@@ -21,7 +21,7 @@ pub enum SnError {
     Unauthorized(String),
     /// The instance's `/oauth_token.do` refused the keeper's token request (`auth = "oauth"`).
     #[error(
-        "the instance refused the OAuth token request at /oauth_token.do ({0}); check instance.client_id, the client secret, instance.username and the password, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled must not be true)"
+        "the instance refused the OAuth token request at /oauth_token.do ({0}); check instance.client_id and its secret, and that the instance allows the grant (client_credentials: glide.oauth.inbound.client.credential.grant_type.enabled = true and an OAuth Application User on the client; password: glide.oauth.inbound.ropc.grant_type.disabled not true)"
     )]
     TokenRefused(String),
     /// 403: the account lacks a role or an ACL.
