@@ -197,7 +197,7 @@ impl Journal {
         conn.execute_batch(SCHEMA)?;
         let journal = Journal {
             conn: Arc::new(Mutex::new(conn)),
-            sealer: key.map(|k| Arc::new(Sealer::new(k))),
+            sealer: key.map(Sealer::new).transpose()?.map(Arc::new),
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
             _lock: Some(lock),

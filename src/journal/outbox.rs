@@ -477,7 +477,7 @@ impl Journal {
     /// move to the new key or none does. Returns how many were re-sealed.
     pub fn rekey(&self, new_key: &crate::journal::JournalKey) -> Result<usize, JournalError> {
         let pending = self.pending()?;
-        let sealer = super::seal::Sealer::new(new_key);
+        let sealer = super::seal::Sealer::new(new_key)?;
         let mut resealed = Vec::with_capacity(pending.len());
         for p in &pending {
             let Some(id) = p.record() else { continue };
