@@ -54,6 +54,14 @@ impl CycleError {
     pub fn instance_unusable(&self) -> bool {
         matches!(self, CycleError::Instance(e) if e.instance_unusable())
     }
+
+    /// Why, in fixed words per kind (never text from the instance): what `/readyz` says.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CycleError::Instance(e) => e.reason(),
+            CycleError::Journal(_) => "the journal failed (the log names the error)",
+        }
+    }
 }
 
 /// What one cycle knows beyond the planner's verdicts, shared by its refresh tasks.

@@ -97,6 +97,27 @@ impl SnError {
         }
     }
 
+    /// Why, in fixed words per kind: what `/readyz` says, which must never repeat the
+    /// instance's own text (an answer may carry anything).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SnError::Unreachable(_) => "the instance is unreachable",
+            SnError::NoAnswer(_) => "the instance did not answer in time",
+            SnError::Unauthorized(_) => "the instance refused the service account",
+            SnError::TokenRefused(_) => {
+                "the instance's OAuth server refused the keeper's token request"
+            }
+            SnError::Forbidden(_) => "the service account lacks a role or an ACL",
+            SnError::NotFound(_) => "a table or the companion was not found on the instance",
+            SnError::Html(_) => {
+                "the instance answered with an HTML page (hibernating, maintenance or a login page)"
+            }
+            SnError::Cancelled => "the instance cancelled a transaction (maximum execution time)",
+            SnError::Malformed(_) => "the instance's answer was unreadable",
+            SnError::Status { .. } => "the instance answered with an error status",
+        }
+    }
+
     /// A short, stable label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
