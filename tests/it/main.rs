@@ -14,6 +14,9 @@
 //!   configs shipped in `deploy/`.
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
+//! - `hostile`: the hostile-input suite — echoed secrets, redirects, huge, undecodable and
+//!   nested answers, absurd lifetimes, escapes in names, ids that are not ids, a token_url
+//!   moved mid-cycle, duplicate names — and no secret in anything the keeper leaves.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
 //! - `reporting`: `[report]` events on the instance, one per state change.
 //! - `routes`: secrets go only where they are pinned — a moved instance `token_url` is ignored
@@ -37,6 +40,7 @@ mod cli;
 mod daemon;
 mod entra;
 mod faults;
+mod hostile;
 mod instance;
 mod journal;
 mod kill;
