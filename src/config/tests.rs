@@ -628,18 +628,18 @@ fn what_the_file_leaves_out_takes_the_section_defaults() {
     assert_eq!(jwt.alg(), JwtAlg::default());
 }
 
-/// Every default the README's reference table states, written into the file explicitly, gives
-/// the same settings as leaving the key out: the table cannot drift from the `Default`s. Rows
-/// whose default is prose ("required", "the companion's") are not checked; a row whose
-/// default is one literal in backticks is.
+/// Every default the reference table of `docs/configuration.md` states, written into the file
+/// explicitly, gives the same settings as leaving the key out: the table cannot drift from the
+/// `Default`s. Rows whose default is prose ("required", "the companion's") are not checked; a
+/// row whose default is one literal in backticks is.
 #[test]
-fn the_readme_reference_table_states_the_defaults() {
-    let readme = include_str!("../../README.md");
-    let table = readme
-        .split("## Configuration reference")
+fn the_documented_reference_table_states_the_defaults() {
+    let reference = include_str!("../../docs/configuration.md");
+    let table = reference
+        .split("## Keys and defaults")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("the README has a configuration reference");
+        .expect("docs/configuration.md has a table of keys and defaults");
     // Section → lines to add to it; `registry-jwt` is the registry whose client signs with a
     // key, the only one where `jwt_alg` may be set.
     let mut added: Vec<(String, String)> = Vec::new();
@@ -692,7 +692,7 @@ fn the_readme_reference_table_states_the_defaults() {
     }
     assert!(
         added.len() >= 20,
-        "only {} README defaults found: {added:?}",
+        "only {} documented defaults found: {added:?}",
         added.len()
     );
     let implicit = parse(&minimal(), "keeper.toml", &env()).unwrap();

@@ -10,6 +10,8 @@
 //! - `journal`: re-delivery of answers the instance did not take; lost answers; one keeper per state dir.
 //! - `daemon`: `run` as a service manager runs it: endpoints and their semantics, SIGTERM with
 //!   a grace period, SIGHUP reload, one log line per idle cycle.
+//! - `docs`: the documentation holds together — every relative link and anchor resolves, the
+//!   metrics sample and table are what `/metrics` serves.
 //! - `ops`: `--help`, completions, the man page, colour and progress only on a terminal, and the
 //!   configs shipped in `deploy/`.
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
@@ -38,6 +40,7 @@
 
 mod cli;
 mod daemon;
+mod docs;
 mod entra;
 mod faults;
 mod hostile;
