@@ -507,7 +507,7 @@ fn random_id() -> Result<String, getrandom::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::journal::DB_FILE;
     use crate::journal::JournalKey;

@@ -355,27 +355,7 @@ fn legacy_key_id(aead: &XChaCha20Poly1305) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a refresh of credential `r1` obtained: the tokens of the record built by hand below.
-    fn delivery(credential: &str) -> Delivery {
-        Delivery {
-            credential: credential.into(),
-            registry: "Graph".into(),
-            access_token: SecretString::from("at-secret-value"),
-            rotated: None,
-            previous_refresh_token: None,
-            access_expires: Timestamp::from_second(2_000_000_000).unwrap_or_default(),
-            access_row: None,
-            template: AccessTemplate {
-                requestor_profile: "p".into(),
-                peer: "e".into(),
-                user: "u".into(),
-                scopes: "s".into(),
-                name: "n".into(),
-            },
-            refresh_mod_count: 3,
-        }
-    }
+    use crate::journal::outbox::tests::delivery;
 
     fn envelope<'a>(id: &'a str, credential: &'a str) -> Envelope<'a> {
         Envelope {
@@ -386,25 +366,13 @@ mod tests {
         }
     }
 
-    /// A record as the keeper sealed it before keys were derived: under the configured key
-    /// itself, with the v1 associated data and the v1 key id (written out here as the old code
-    /// did, not through this module).
-    fn sealed_before_derivation(key: &JournalKey, id: &str) -> (String, [u8; 24], Vec<u8>) {
-        let raw = XChaCha20Poly1305::new(key.bytes().into());
-        let tag = raw
-            .encrypt(
-                &XNonce::default(),
-                Payload {
-                    msg: b"",
-                    aad: b"sn-oauth-keeper key id",
-                },
-            )
-            .unwrap();
-        let key_id: String = tag.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    /// A record in format v1, sealed by the sealer's own v1 cipher (that the format is the one
+    /// the keeper wrote before keys were derived, `tests/it/journal.rs` checks with a record
+    /// written as the old code did).
+    fn sealed_in_format_v1(sealer: &Sealer, id: &str) -> ([u8; 24], Vec<u8>) {
         let plaintext = serde_json::json!({
             "access_token": "at-secret-value",
             "refresh_token": "rt-secret-value",
-            "previous_refresh_token": "rt-old-secret-value",
             "access_expires": 2_000_000_000,
             "refresh_expires": 2_100_000_000,
             "access_row": null,
@@ -412,24 +380,20 @@ mod tests {
         })
         .to_string();
         let nonce = [7u8; 24];
-        let aad = format!("sn-oauth-keeper/journal/v1/{id}/r1");
-        let sealed = raw
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
-            .unwrap();
-        (key_id, nonce, sealed)
+        let aad = aad(AAD_V1, id, "r1");
+        let payload = Payload {
+            msg: plaintext.as_bytes(),
+            aad: &aad,
+        };
+        let sealed = sealer.legacy.aead.encrypt(&XNonce::from(nonce), payload);
+        (nonce, sealed.unwrap())
     }
 
     #[test]
     fn a_record_sealed_before_derivation_still_opens() {
-        let key = JournalKey::random().unwrap();
-        let sealer = Sealer::new(&key).unwrap();
-        let (key_id, nonce, sealed) = sealed_before_derivation(&key, "rec1");
+        let sealer = Sealer::new(&JournalKey::random().unwrap()).unwrap();
+        let (nonce, sealed) = sealed_in_format_v1(&sealer, "rec1");
+        let key_id = sealer.legacy.key_id.clone();
         assert!(!key_id.starts_with(KEY_ID_V2));
         let opened = sealer
             .open(&envelope("rec1", "r1"), &key_id, &nonce, &sealed)
@@ -502,14 +466,15 @@ mod tests {
     fn a_record_of_another_key_names_both_ids_in_its_own_format() {
         let (key, other) = (JournalKey::random().unwrap(), JournalKey::random().unwrap());
         let sealer = Sealer::new(&key).unwrap();
-        let (old_id, nonce, sealed) = sealed_before_derivation(&other, "rec1");
+        let foreign = Sealer::new(&other).unwrap();
+        let (nonce, sealed) = sealed_in_format_v1(&foreign, "rec1");
+        let old_id = foreign.legacy.key_id.clone();
         match sealer.open(&envelope("rec1", "r1"), &old_id, &nonce, &sealed) {
             Err(JournalError::WrongKey { configured, .. }) => {
                 assert_eq!(configured, sealer.legacy.key_id);
             }
             other => panic!("{other:?}"),
         }
-        let foreign = Sealer::new(&other).unwrap();
         let (nonce, sealed) = foreign.seal("rec1", &delivery("r1")).unwrap();
         match sealer.open(&envelope("rec1", "r1"), foreign.key_id(), &nonce, &sealed) {
             Err(JournalError::WrongKey { configured, .. }) => {

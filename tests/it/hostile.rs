@@ -6,15 +6,12 @@
 //!
 //! Elsewhere: duplicate entity names and a `token_url` moved between cycles in `routes`.
 
-use crate::support::{Bed, registry_override};
+use crate::support::{Bed, another_host, registry_override};
 use sn_oauth_keeper::domain::answer::MAX_ACCESS_LIFETIME;
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper::journal::Journal;
-use sn_oauth_keeper_sim::{
-    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Simulator,
-};
-use std::net::SocketAddr;
+use sn_oauth_keeper_sim::{CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -179,13 +176,8 @@ async fn an_instance_that_echoes_a_written_token_leaves_it_nowhere() {
 
 #[tokio::test]
 async fn redirects_are_never_followed() {
-    let attacker = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(3))
-        .await
-        .unwrap();
-    let elsewhere = format!(
-        "{}/oauth2/okta/token",
-        attacker.base_url().replace("127.0.0.1", "localhost")
-    );
+    let (attacker, base) = another_host().await;
+    let elsewhere = format!("{base}/oauth2/okta/token");
     let bed = Bed::start(estate(93, &["okta", "auth0"])).await;
     bed.sim
         .inject(Fault::custom(provider("okta"), 302, "").header("Location", &elsewhere));
@@ -286,18 +278,7 @@ async fn an_absurd_expires_in_is_cut_to_a_year() {
     let integer = r#"{"access_token":"at-2","expires_in":1000000000000000000000000000000}"#;
     bed.sim
         .inject(Fault::custom(provider("okta"), 200, integer).times(1));
-    let access = bed
-        .sim
-        .rows("oauth_credential")
-        .into_iter()
-        .find(|r| r["type"] == "access_token")
-        .unwrap();
-    bed.sim.set_row_field(
-        "oauth_credential",
-        &access["sys_id"],
-        "expires",
-        "2020-01-01 00:00:00",
-    );
+    bed.expire_access_rows();
     let report = keeper
         .cycle(Mode::Apply, &CancellationToken::new())
         .await
@@ -336,16 +317,7 @@ async fn names_with_escapes_reach_no_terminal_and_no_log_line_raw() {
         assert!(left.text.contains("Mailbox"), "{}", left.text);
         assert_no_secret(&bed, &left, &[]);
         // The next run finds the credential fresh: age its access row.
-        for row in bed.sim.rows("oauth_credential") {
-            if row["type"] == "access_token" {
-                bed.sim.set_row_field(
-                    "oauth_credential",
-                    &row["sys_id"],
-                    "expires",
-                    "2020-01-01 00:00:00",
-                );
-            }
-        }
+        bed.expire_access_rows();
     }
 }
 
@@ -387,13 +359,8 @@ async fn rows_whose_ids_are_not_sys_ids_are_ignored() {
 
 #[tokio::test]
 async fn a_token_url_moved_mid_cycle_changes_nothing_for_a_pinned_registry() {
-    let attacker = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(4))
-        .await
-        .unwrap();
-    let elsewhere = format!(
-        "{}/oauth2/okta/token",
-        attacker.base_url().replace("127.0.0.1", "localhost")
-    );
+    let (attacker, base) = another_host().await;
+    let elsewhere = format!("{base}/oauth2/okta/token");
     let bed = Bed::start(estate(99, &["okta"])).await;
     let c = bed.seeded[0].clone();
     let secret = bed

@@ -2,11 +2,10 @@
 //! (and says so once per change), a secret the keeper holds never goes to a host nobody
 //! pinned, and a secret the instance hands out follows the instance.
 
-use crate::support::{Bed, registry_override, report_to_instance};
+use crate::support::{Bed, another_host, registry_override, report_to_instance};
 use sn_oauth_keeper::domain::report::{Outcome, OutcomeKind};
 use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper_sim::{CredentialSpec, Estate, ProviderKind, RegistrySpec, Simulator};
-use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 /// One due credential of registry "Graph" at an Entra-like provider, and the client secret
@@ -19,15 +18,10 @@ fn graph_estate(seed: u64) -> (Estate, String) {
     (estate, secret)
 }
 
-/// Another host: a second simulator that only takes note of what reaches it, addressed as
-/// `localhost` (the instance is `127.0.0.1`).
+/// Another host's token URL, and the simulator behind it.
 async fn elsewhere() -> (Simulator, String) {
-    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(2))
-        .await
-        .unwrap();
-    let port = sim.base_url().rsplit(':').next().unwrap().to_string();
-    let url = format!("http://localhost:{port}/oauth2/entra/token");
-    (sim, url)
+    let (sim, base) = another_host().await;
+    (sim, format!("{base}/oauth2/entra/token"))
 }
 
 #[tokio::test]
@@ -78,18 +72,7 @@ async fn a_pinned_registry_refreshes_where_pinned_and_says_once_that_the_instanc
 
     // The next cycles say nothing new while nothing changes; the credential is refreshed again
     // at the pin when due.
-    let access = bed
-        .sim
-        .rows("oauth_credential")
-        .into_iter()
-        .find(|r| r["type"] == "access_token")
-        .unwrap();
-    bed.sim.set_row_field(
-        "oauth_credential",
-        &access["sys_id"],
-        "expires",
-        "2020-01-01 00:00:00",
-    );
+    bed.expire_access_rows();
     let again = keeper.cycle(Mode::Apply, &stop).await.unwrap();
     assert_eq!(again.count(OutcomeKind::Refreshed), 1, "{again:?}");
     assert!(attacker.requests().is_empty());

@@ -122,6 +122,20 @@ impl Bed {
         url::Url::parse(&row["token_url"]).expect("a token URL")
     }
 
+    /// Makes every access row expired, so the next cycle refreshes its credential.
+    pub fn expire_access_rows(&self) {
+        for row in self.sim.rows("oauth_credential") {
+            if row["type"] == "access_token" {
+                self.sim.set_row_field(
+                    "oauth_credential",
+                    &row["sys_id"],
+                    "expires",
+                    "2020-01-01 00:00:00",
+                );
+            }
+        }
+    }
+
     /// Requests that wrote to oauth_credential.
     pub fn writes(&self) -> Vec<RecordedRequest> {
         self.sim
@@ -159,6 +173,16 @@ pub fn registry_override(
         assertion_key: None,
         token_url,
     }
+}
+
+/// Another host: a second simulator that only takes note of what reaches it, and its base URL
+/// spelt with `localhost` (the bed's instance is `127.0.0.1`).
+pub async fn another_host() -> (Simulator, String) {
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(2))
+        .await
+        .expect("simulator starts");
+    let base = sim.base_url().replace("127.0.0.1", "localhost");
+    (sim, base)
 }
 
 /// Turns `[report]` on: status events go to the simulated instance's `em_event`.

@@ -227,16 +227,8 @@ pub(crate) fn bearer_valid(st: &State, token: &str) -> bool {
 /// `glide.oauth.inbound.client.credential.grant_type.enabled` and an OAuth Application User on
 /// the client, as whom the token acts; access token only.
 pub(crate) fn token_endpoint(st: &mut State, req: &Incoming) -> SimResponse {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let grant = field("grant_type").to_owned();
+    let field = |name: &str| req.form_field(name);
+    let grant = field("grant_type");
     st.instance.oauth.grants.push(grant.clone());
     let form_encoded = req.header("content-type").is_some_and(|c| {
         c.to_ascii_lowercase()
@@ -262,7 +254,7 @@ pub(crate) fn token_endpoint(st: &mut State, req: &Incoming) -> SimResponse {
         "password" => {
             let accepted = !st.instance.oauth.ropc_disabled
                 && user_ok(st)
-                && field("username") == st.user_name()
+                && field("username") == *st.user_name()
                 && field("password") == st.user.password;
             if !accepted {
                 return denied();

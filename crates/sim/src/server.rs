@@ -186,6 +186,14 @@ impl Incoming {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of a field of a form-encoded body; empty when there is none.
+    pub(crate) fn form_field(&self, name: &str) -> String {
+        url::form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn params(&self) -> Vec<Param> {
         self.query
             .split('&')
@@ -399,15 +407,7 @@ fn echo(req: &Incoming, target: &Target, status: u16) -> SimResponse {
     let pad = "x".repeat(290);
     let value = match target {
         Target::Provider(_) => {
-            let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            let field = |name: &str| {
-                form.iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
+            let field = |name: &str| req.form_field(name);
             serde_json::json!({
                 "error": field("refresh_token"),
                 "error_description": format!("{pad}{} was refused; the request was {body}", field("refresh_token")),
