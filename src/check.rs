@@ -4,7 +4,9 @@
 //! field to the value it already has, on a row the keeper itself created, and is verified to
 //! have changed nothing.
 
-use crate::config::{Env, InstanceAuthSettings, Settings};
+use crate::config::{Env, InstanceAuthSettings, InstanceGrant, Settings};
+use crate::domain::credential::pair;
+use crate::domain::endpoint::Routes;
 use crate::journal::Journal;
 use crate::servicenow::transcript::Recorder;
 use crate::servicenow::{CREDENTIAL_FIELDS, Instance, RetryPolicy, SnError};
@@ -258,19 +260,32 @@ pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions
                 "reachability",
                 format!("{} answers", settings.instance.url),
             ));
-            let (fix, runbook) = match (&e, oauth) {
-                (SnError::TokenRefused(_), _) => (
+            let (fix, runbook) = match (&e, &settings.instance.auth) {
+                (
+                    SnError::TokenRefused(_),
+                    InstanceAuthSettings::OAuth {
+                        grant: InstanceGrant::Password { .. },
+                        ..
+                    },
+                ) => (
                     format!(
-                        "check instance.client_id and its secret against System OAuth > Application Registry, the password of {}, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled not true)",
+                        "check instance.client_id and its secret against System OAuth > Application Registry, the password of {}, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled not true) — better, switch to oauth_grant = \"client_credentials\"",
                         settings.instance.username
                     ),
                     runbook::OAUTH_CLIENT,
                 ),
-                (_, true) => (
+                (SnError::TokenRefused(_), _) => (
+                    format!(
+                        "check instance.client_id and its secret against System OAuth > Application Registry, that the system property glide.oauth.inbound.client.credential.grant_type.enabled is true (ServiceNow Washington DC or later), and that the client's OAuth Application User is {}, active",
+                        settings.instance.username
+                    ),
+                    runbook::OAUTH_CLIENT,
+                ),
+                (_, InstanceAuthSettings::OAuth { .. }) => (
                     "the instance refused the bearer token it issued itself: check that the OAuth client's user is active and that com.snc.platform.security.oauth.is.active is true".to_string(),
                     runbook::OAUTH_CLIENT,
                 ),
-                (_, false) => (
+                (_, InstanceAuthSettings::Basic { .. }) => (
                     format!(
                         "either the password of {} is wrong, or the 2026 Basic-auth restriction blocks it: tick Web service access only on the user (or grant snc_basic_auth_api_access), or switch to instance.auth = \"oauth\"",
                         settings.instance.username
@@ -349,10 +364,15 @@ pub async fn run_with(settings: &Settings, env: &dyn Env, options: &CheckOptions
     match &rows {
         Some(rows) => {
             steps.push(fields_step(rows));
+            steps.push(routes_step(&instance, settings).await);
             steps.push(write_step(&instance, settings).await);
         }
         None => {
             steps.push(skipped("read fields", "oauth_credential is not readable"));
+            steps.push(skipped(
+                "token endpoints",
+                "oauth_credential is not readable",
+            ));
             steps.push(skipped(
                 "write oauth_credential",
                 "oauth_credential is not readable",
@@ -549,6 +569,72 @@ fn fields_step(rows: &[Map<String, Value>]) -> Step {
         );
     }
     pass(name, "credential and registry fields are readable")
+}
+
+/// Each registry's pin state — pinned, well-known host, instance-supplied secret, or held back
+/// — as the next cycle would route it, and the `[[registry]]` tables that match no registry.
+async fn routes_step(instance: &Instance, settings: &Settings) -> Step {
+    let name = "token endpoints";
+    let rows = match instance.list_credentials().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return step(
+                name,
+                Verdict::Warn,
+                format!("could not read the registries: {e}"),
+                None,
+                None,
+            );
+        }
+    };
+    let estate = pair(rows);
+    let routes = Routes::plan(
+        &settings.registry_rules(),
+        estate.credentials.iter().map(|c| &*c.refresh.registry),
+    );
+    let mut lines: Vec<String> = routes
+        .iter()
+        .map(|r| format!("{}: {}", r.name, r.describe()))
+        .collect();
+    let unmatched: Vec<&str> = settings
+        .registries
+        .iter()
+        .map(|r| r.name.as_str())
+        .filter(|n| !routes.iter().any(|r| r.sys_id == *n || r.name == *n))
+        .collect();
+    for n in &unmatched {
+        lines.push(format!(
+            "[[registry]] {n}: matches no Application Registry with a refresh-token credential"
+        ));
+    }
+    let held = routes.iter().any(|r| r.verdict.is_err());
+    let moved = routes
+        .iter()
+        .any(|r| matches!(&r.verdict, Ok(route) if route.moved.is_some()));
+    let detail = if lines.is_empty() {
+        "no registry has a refresh-token credential yet".to_string()
+    } else {
+        lines.join("\n       ")
+    };
+    if held {
+        step(
+            name,
+            Verdict::Fail,
+            detail,
+            Some("a secret the keeper holds goes only to a pinned token_url or a well-known provider host: pin the right endpoint with [[registry]] token_url, or name an ambiguous registry by its sys_id".into()),
+            Some(runbook::CONFIG),
+        )
+    } else if moved || !unmatched.is_empty() {
+        step(
+            name,
+            Verdict::Warn,
+            detail,
+            Some("check who changed the registry's token_url on the instance, and that each [[registry]] name is spelled as in the Application Registry".into()),
+            Some(runbook::CONFIG),
+        )
+    } else {
+        pass(name, detail)
+    }
 }
 
 /// Proves write rights without changing anything: a PATCH that sets `expires` to the value it

@@ -54,8 +54,9 @@ pub struct Health {
     pub last_finished: Option<Timestamp>,
     /// When the last successful cycle ended.
     pub last_success: Option<Timestamp>,
-    /// Why the last cycle failed, if it did (secret-free).
-    pub last_error: Option<String>,
+    /// Why the last cycle failed, if it did: a fixed reason per kind of error
+    /// ([`CycleError::reason`]), never the instance's own text.
+    pub last_error: Option<&'static str>,
     /// Whether that failure was the instance's (unreachable, refusing, not JSON).
     pub last_error_instance: bool,
     /// Whether a stop signal arrived.
@@ -574,7 +575,7 @@ impl Daemon {
                     if let Ok(mut h) = health.lock() {
                         h.cycle_started = None;
                         h.last_finished = Some(finished);
-                        h.last_error = Some(e.to_string());
+                        h.last_error = Some(e.reason());
                         h.last_error_instance = instance;
                     }
                 }
@@ -707,7 +708,7 @@ mod tests {
         let mut h = health();
         h.last_finished = Some(at(10));
         h.last_success = Some(at(5));
-        h.last_error = Some("cannot reach the instance: connection failed".into());
+        h.last_error = Some("the instance is unreachable");
         h.last_error_instance = true;
         let v = h.readiness(at(20), None);
         assert!(!v.ok);
@@ -728,7 +729,7 @@ mod tests {
         // A keeper that never succeeded is stale once the limit has passed since its start.
         let mut never = health();
         never.last_finished = Some(at(500));
-        never.last_error = Some("journal failed".into());
+        never.last_error = Some("the journal failed");
         let v = never.readiness(at(600), None);
         assert!(reasons(&v).contains("no cycle has succeeded"), "{v:?}");
         assert!(reasons(&v).contains("the last cycle failed"), "{v:?}");
@@ -770,7 +771,7 @@ mod tests {
     fn liveness_does_not_depend_on_the_instance() {
         let mut h = health();
         h.last_finished = Some(at(10));
-        h.last_error = Some("cannot reach the instance".into());
+        h.last_error = Some("the instance is unreachable");
         h.last_error_instance = true;
         h.cycle_started = Some(at(15));
         let v = h.liveness(at(20));

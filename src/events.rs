@@ -7,6 +7,7 @@
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::ReportSettings;
 use crate::domain::classify::FailureClass;
+use crate::domain::endpoint::Topic;
 use crate::domain::time::format_sn_utc;
 use crate::servicenow::{Instance, SnError};
 use jiff::Timestamp;
@@ -52,6 +53,37 @@ pub enum StateChange {
         registry_id: String,
         /// Its name.
         registry: String,
+    },
+    /// A pinned registry's `token_url` on the instance differs from the pin (the keeper keeps
+    /// to the pin).
+    TokenUrlMoved {
+        /// The registry's sys_id.
+        registry_id: String,
+        /// Its name.
+        registry: String,
+        /// `host[:port]` of the pin.
+        pinned: String,
+        /// `host[:port]` of the instance's `token_url`.
+        instance: String,
+    },
+    /// A registry's credentials are held back: no token request is sent for them.
+    RegistryHeldBack {
+        /// The registry's sys_id.
+        registry_id: String,
+        /// Its name.
+        registry: String,
+        /// Why, and what to do.
+        guidance: String,
+    },
+    /// A route notice no longer holds (the `token_url` matches the pin again, the registry is
+    /// no longer held back).
+    RouteNoticeEnded {
+        /// The registry's sys_id.
+        registry_id: String,
+        /// Its name.
+        registry: String,
+        /// What had been said.
+        topic: Topic,
     },
 }
 
@@ -124,6 +156,53 @@ pub fn event_fields(
             format!("Application Registry \"{registry}\" works again"),
             json!({"registry_sys_id": registry_id, "registry": registry, "class": "recovered"}),
         ),
+        StateChange::TokenUrlMoved {
+            registry_id,
+            registry,
+            pinned,
+            instance,
+        } => (
+            registry_id.clone(),
+            route_key(registry_id, Topic::TokenUrlMoved),
+            "4",
+            Topic::TokenUrlMoved.as_str(),
+            format!(
+                "Application Registry \"{registry}\": its token_url now points at {instance}; the keeper keeps sending its token requests to the pinned {pinned}. If the change is wanted, change the pin in the keeper's config; if not, someone with admin rights changed the registry"
+            ),
+            json!({"registry_sys_id": registry_id, "registry": registry, "pinned_host": pinned, "instance_host": instance}),
+        ),
+        StateChange::RegistryHeldBack {
+            registry_id,
+            registry,
+            guidance,
+        } => (
+            registry_id.clone(),
+            route_key(registry_id, Topic::HeldBack),
+            "2",
+            Topic::HeldBack.as_str(),
+            format!(
+                "Application Registry \"{registry}\": its credentials are not refreshed ({guidance})"
+            ),
+            json!({"registry_sys_id": registry_id, "registry": registry, "class": "configuration", "who": FailureClass::Configuration.who_acts()}),
+        ),
+        StateChange::RouteNoticeEnded {
+            registry_id,
+            registry,
+            topic,
+        } => (
+            registry_id.clone(),
+            route_key(registry_id, *topic),
+            "0",
+            "recovered",
+            format!(
+                "Application Registry \"{registry}\": {}",
+                match topic {
+                    Topic::TokenUrlMoved => "its token_url matches the keeper's pin again",
+                    Topic::HeldBack => "no longer held back",
+                }
+            ),
+            json!({"registry_sys_id": registry_id, "registry": registry, "class": "recovered"}),
+        ),
     };
     let mut fields = Map::new();
     fields.insert("source".into(), Value::from(settings.source.clone()));
@@ -138,6 +217,12 @@ pub fn event_fields(
     fields.insert("additional_info".into(), Value::from(info.to_string()));
     fields.insert("time_of_event".into(), Value::from(format_sn_utc(now)));
     fields
+}
+
+/// The `message_key` of a registry's route notices: one alert per registry and topic, which
+/// [`StateChange::RouteNoticeEnded`] closes.
+fn route_key(registry_id: &str, topic: Topic) -> String {
+    format!("sn-oauth-keeper:registry:{registry_id}:{}", topic.as_str())
 }
 
 /// Creates the events on the instance.
@@ -236,5 +321,43 @@ mod tests {
         let info: Value =
             serde_json::from_str(failing["additional_info"].as_str().unwrap()).unwrap();
         assert_eq!(info["class"], "needs_reauth");
+    }
+
+    #[test]
+    fn a_route_notice_and_its_end_share_a_message_key_per_topic() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let moved = event_fields(
+            &StateChange::TokenUrlMoved {
+                registry_id: "e1".into(),
+                registry: "Graph".into(),
+                pinned: "login.microsoftonline.com".into(),
+                instance: "evil.example".into(),
+            },
+            &settings(),
+            now,
+        );
+        let ended = event_fields(
+            &StateChange::RouteNoticeEnded {
+                registry_id: "e1".into(),
+                registry: "Graph".into(),
+                topic: Topic::TokenUrlMoved,
+            },
+            &settings(),
+            now,
+        );
+        let held = event_fields(
+            &StateChange::RegistryHeldBack {
+                registry_id: "e1".into(),
+                registry: "Graph".into(),
+                guidance: "pin it".into(),
+            },
+            &settings(),
+            now,
+        );
+        assert_eq!(moved["message_key"], ended["message_key"]);
+        assert_ne!(moved["message_key"], held["message_key"]);
+        assert_eq!(ended["severity"], "0");
+        let text = moved["description"].as_str().unwrap();
+        assert!(text.contains("evil.example") && text.contains("login.microsoftonline.com"));
     }
 }

@@ -73,7 +73,9 @@ impl Standing {
             Standing::Unavailable(e) if e.endpoint_missing() => Some(format!(
                 "the companion has no /lease endpoint ({e}): update the companion from migrations-docs/ (runbook step 2); until then the keeper refreshes nothing, so two keepers can never spend one token"
             )),
-            Standing::Unavailable(e) => Some(format!("the lease could not be taken: {e}")),
+            Standing::Unavailable(e) => Some(format!(
+                "the lease could not be taken from the companion (its /lease): {e}"
+            )),
         }
     }
 }

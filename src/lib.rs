@@ -8,9 +8,10 @@
 //! provably holds it. The code is laid out around that one guarantee:
 //!
 //! - **The pure core decides** — [`domain`]: no network, no disk, no runtime, no clock. It pairs
-//!   rows into credentials, plans a cycle (due, parked, probed, held for re-delivery), settles
-//!   it into a report, a history and notices, classifies provider failures and words the
-//!   guidance for whoever must act.
+//!   rows into credentials, decides where each registry's token requests may go (a pin, a
+//!   well-known host, or nowhere: held back), plans a cycle (due, parked, probed, held for
+//!   re-delivery), settles it into a report, a history and notices, classifies provider
+//!   failures, words the guidance for whoever must act, and scrubs what peers echo.
 //! - **The transaction is typed** — [`transaction`]: `Intent → Obtained → Written → Verified →
 //!   Released`, each state made only by its owner (the journal, the ServiceNow adapter), so the
 //!   compiler holds the order the guarantee needs.

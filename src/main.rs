@@ -205,7 +205,8 @@ enum JournalCommand {
     },
     /// Re-seal every pending record under a new key (stop the daemon first). The current key
     /// comes from the config; the new one from an environment variable or a file — never from
-    /// the command line. Afterwards, point state.key_env / state.key_file at the new key.
+    /// the command line. Afterwards, point state.key_env / state.key_file at the new key. The
+    /// same key again re-seals records of an older format in the current one.
     Rekey {
         /// Environment variable holding the new key (64 hex characters or base64 of 32 bytes).
         #[arg(
@@ -407,7 +408,7 @@ fn recorder(settings: &Settings, dir: Option<PathBuf>) -> Result<Option<Arc<Reco
         &dir,
         &settings.instance.url,
         &settings.instance.username,
-        &settings.instance.password,
+        &settings.instance.secrets(),
     ) {
         Ok(r) => Ok(Some(Arc::new(r))),
         Err(e) => {

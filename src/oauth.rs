@@ -7,7 +7,9 @@ use crate::client_auth::{ASSERTION_TYPE, AssertionError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ClientAuth, RegistrySettings, TokenEndpointKind, is_loopback_host};
 use crate::domain::classify::{FailureClass, ProviderErrorCode, classify_provider};
+use crate::domain::endpoint::is_entra_host;
 use crate::domain::guidance::TokenFailure;
+use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, token_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
@@ -49,20 +51,6 @@ impl RefreshRequest<'_> {
     }
 }
 
-/// The hosts of Microsoft Entra ID's token endpoints: the global cloud and the national clouds
-/// (US Government, China operated by 21Vianet — old and new host —, and the retired Germany
-/// cloud). Azure AD B2C (`*.b2clogin.com`) and External ID (`*.ciamlogin.com`) are recognised by
-/// their suffix.
-pub const ENTRA_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "login.microsoft.com",
-    "login.windows.net",
-    "login.microsoftonline.us",
-    "login.chinacloudapi.cn",
-    "login.partner.microsoftonline.cn",
-    "login.microsoftonline.de",
-];
-
 /// The kind of a token endpoint, from its URL: an Entra host with `…/oauth2/v2.0/token` is v2,
 /// with `…/oauth2/token` v1, whatever the tenant segment before it (a tenant id, a domain,
 /// `organizations`, `common`, `consumers`, a B2C policy). Anything else is generic; a config
@@ -72,10 +60,7 @@ pub fn detect_kind(token_url: &str) -> TokenEndpointKind {
         return TokenEndpointKind::Generic;
     };
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-    let entra = ENTRA_HOSTS.contains(&host.as_str())
-        || host.ends_with(".b2clogin.com")
-        || host.ends_with(".ciamlogin.com");
-    if !entra {
+    if !is_entra_host(&host) {
         return TokenEndpointKind::Generic;
     }
     let path = url.path().trim_end_matches('/').to_ascii_lowercase();
@@ -350,17 +335,24 @@ impl TokenClient {
                 TokenError::Malformed(format!("answer larger than {} bytes", wire::MAX_BODY))
             }
         })?;
-        let assertion = form
-            .iter()
-            .find(|(k, _)| *k == "client_assertion")
-            .map(|(_, v)| v.as_str());
-        let secrets = [
-            Some(request.refresh_token.expose_secret()),
-            request.client_secret.map(|s| s.expose_secret()),
-            assertion,
-        ];
-        parse_token_response(status, &content_type, &body, retry_after, &secrets)
+        let scrubber = scrubber_of(request, &form);
+        parse_token_response(status, &content_type, &body, retry_after, &scrubber)
     }
+}
+
+/// Every secret one request carried, in the forms a provider may echo them in: the refresh
+/// token, the client secret (and its `Basic` credential), the client assertion.
+fn scrubber_of(request: &RefreshRequest<'_>, form: &[(&'static str, String)]) -> Scrubber {
+    let mut scrubber = Scrubber::new().secret(request.refresh_token.expose_secret());
+    if let Some(secret) = request.client_secret {
+        scrubber = scrubber
+            .secret(secret.expose_secret())
+            .basic(request.client_id, secret.expose_secret());
+    }
+    if let Some((_, assertion)) = form.iter().find(|(k, _)| *k == "client_assertion") {
+        scrubber = scrubber.secret(assertion);
+    }
+    scrubber
 }
 
 /// Only https token endpoints, except on loopback: the refresh token and client secret travel in
@@ -448,14 +440,21 @@ pub fn build_form(
     Ok((form, basic))
 }
 
+/// Longest `error` code kept.
+const MAX_CODE: usize = 64;
+/// Longest `error_description` kept (its first line).
+const MAX_DESCRIPTION: usize = 300;
+
 /// Parses a token endpoint answer leniently: JSON or form-encoded, `expires_in` as number or
-/// string, HTTP-200 error bodies. `secrets` are scrubbed from any text kept. Pure.
+/// string, HTTP-200 error bodies. Every text field kept (`error`, `error_description`,
+/// `suberror`, `trace_id`, `correlation_id`) goes through `scrubber` whole before it is cut,
+/// and comes out printable. Pure.
 pub fn parse_token_response(
     status: u16,
     content_type: &str,
     body: &[u8],
     retry_after: Option<Duration>,
-    secrets: &[Option<&str>],
+    scrubber: &Scrubber,
 ) -> Result<TokenSet, TokenError> {
     let fields = decode_fields(content_type, body);
     let success = (200..300).contains(&status);
@@ -488,27 +487,20 @@ pub fn parse_token_response(
                 .collect(),
             _ => Vec::new(),
         };
-        let mut description: String = text("error_description")
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .collect();
-        for secret in secrets.iter().flatten().filter(|s| s.len() >= 4) {
-            description = description.replace(secret, "[REDACTED]");
-        }
+        let kept = |k: &str| text(k).map(|t| scrubber.clean(&t, MAX_CODE));
         return Err(TokenError::Rejected(Box::new(ProviderError {
             code: ProviderErrorCode {
                 status,
-                error: error.chars().take(64).collect(),
+                error: scrubber.clean(&error, MAX_CODE),
                 error_codes,
-                suberror: text("suberror"),
+                suberror: kept("suberror"),
             },
-            description,
-            trace_id: text("trace_id").map(|t| t.chars().take(64).collect()),
-            correlation_id: text("correlation_id").map(|t| t.chars().take(64).collect()),
+            description: scrubber.clean_line(
+                &text("error_description").unwrap_or_default(),
+                MAX_DESCRIPTION,
+            ),
+            trace_id: kept("trace_id"),
+            correlation_id: kept("correlation_id"),
             retry_after,
         })));
     }
@@ -573,7 +565,8 @@ mod tests {
     }
 
     fn parse(status: u16, ct: &str, body: &str) -> Result<TokenSet, TokenError> {
-        parse_token_response(status, ct, body.as_bytes(), None, &[Some("rt-secret-1234")])
+        let scrubber = Scrubber::new().secret("rt-secret-1234");
+        parse_token_response(status, ct, body.as_bytes(), None, &scrubber)
     }
 
     #[test]
@@ -652,6 +645,39 @@ mod tests {
     }
 
     #[test]
+    fn an_echoed_secret_leaves_no_trace_in_any_kept_field() {
+        let long = format!("{}rt-secret-1234", "x".repeat(295));
+        let body = serde_json::json!({
+            "error": "rt-secret-1234",
+            "error_description": long,
+            "suberror": "rt-secret-1234",
+            "trace_id": "p%40ss%3Aw+rd%2Fx",
+            "correlation_id": "\u{1b}[31mrt-secret-1234",
+        });
+        let scrubber = Scrubber::new()
+            .secret("rt-secret-1234")
+            .secret("p@ss:w rd/x");
+        let e = parse_token_response(
+            400,
+            "application/json",
+            body.to_string().as_bytes(),
+            None,
+            &scrubber,
+        )
+        .unwrap_err();
+        let TokenError::Rejected(p) = &e else {
+            panic!("{e:?}")
+        };
+        let kept = format!("{p:?} {e}");
+        assert!(
+            !kept.contains("rt-secret") && !kept.contains("p%40ss"),
+            "{kept}"
+        );
+        assert!(!kept.contains('\u{1b}'), "{kept}");
+        assert!(p.description.chars().count() <= MAX_DESCRIPTION);
+    }
+
+    #[test]
     fn basic_auth_form_encodes_before_base64() {
         let rt = SecretString::from("rt");
         let secret = SecretString::from("p@ss:w rd");
@@ -698,6 +724,7 @@ mod tests {
             kind,
             resource: resource.map(str::to_string),
             assertion_key: None,
+            token_url: None,
         }
     }
 
@@ -968,14 +995,14 @@ mod tests {
         #[test]
         fn parser_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..300), json in any::<bool>()) {
             let ct = if json { "application/json" } else { "application/x-www-form-urlencoded" };
-            let _ = parse_token_response(status, ct, &body, None, &[]);
+            let _ = parse_token_response(status, ct, &body, None, &Scrubber::new());
         }
 
         #[test]
         fn expires_in_number_or_string(n in 0u64..10_000_000, as_string in any::<bool>()) {
             let value = if as_string { format!("\"{n}\"") } else { n.to_string() };
             let body = format!(r#"{{"access_token":"a","expires_in":{value}}}"#);
-            let set = parse_token_response(200, "application/json", body.as_bytes(), None, &[]).unwrap();
+            let set = parse_token_response(200, "application/json", body.as_bytes(), None, &Scrubber::new()).unwrap();
             prop_assert_eq!(set.expires_in, Some(Duration::from_secs(n)));
         }
     }

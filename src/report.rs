@@ -2,6 +2,7 @@
 //! reaches these types: they are built from cycle reports, which hold none.
 
 use crate::domain::report::{CredentialReport, CycleReport, LeaseStatus, Outcome, OutcomeKind};
+use crate::domain::scrub::printable;
 use crate::domain::time::{format_sn_utc, relative};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -168,8 +169,14 @@ pub fn table_painted(
     rows: &[Vec<String>],
     paint: impl Fn(Option<usize>, usize) -> Paint,
 ) -> String {
+    // Whatever a cell holds (a name from the instance, an error text), a terminal shows it and
+    // obeys nothing in it.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -459,6 +466,18 @@ mod tests {
             .replace("\x1b[0m", "");
         assert_eq!(stripped, plain);
         assert!(painted.contains("\x1b[32mfresh\x1b[0m  x"), "{painted:?}");
+    }
+
+    #[test]
+    fn a_cell_cannot_command_the_terminal() {
+        let t = table(
+            &["NAME", "X"],
+            &[vec![
+                "\x1b]0;owned\x07Mail\x1b[2J\r\nbox".into(),
+                "y".into(),
+            ]],
+        );
+        assert_eq!(t, "NAME       X\nMail  box  y\n");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! Map of the module:
 //! - `raw`: the serde shapes of the TOML, before any validation;
 //! - `parse`: raw shapes into [`Settings`], and the URL rules ([`parse_instance_url`],
-//!   [`is_loopback_host`]);
+//!   [`parse_token_url`], [`is_loopback_host`]);
 //! - `settings`: the validated types the rest of the keeper reads;
 //! - `secrets`: where secrets and the journal key come from ([`Env`], [`KeySource`],
 //!   [`crate::journal::JournalKey`], `${VAR}` in paths).
@@ -24,12 +24,12 @@ mod raw;
 mod secrets;
 mod settings;
 
-pub use parse::{is_loopback_host, parse_instance_url};
+pub use parse::{is_loopback_host, parse_instance_url, parse_token_url};
 pub use secrets::{Env, KeySource, ProcessEnv, expand_path};
 pub use settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
-    InstanceAuthSettings, InstanceSettings, LeaseSettings, RefreshSettings, RegistrySettings,
-    ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    InstanceAuthSettings, InstanceGrant, InstanceSettings, LeaseSettings, RefreshSettings,
+    RegistrySettings, ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 
 use std::path::Path;

@@ -13,8 +13,8 @@ use super::raw::{
 use super::secrets::{Env, KeySource, env_secret, expand_path, read_secret_file};
 use super::settings::{
     ClientAuth, DEFAULT_COMPANION_PATH, DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME,
-    InstanceAuthSettings, InstanceSettings, LeaseSettings, RefreshSettings, RegistrySettings,
-    ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
+    InstanceAuthSettings, InstanceGrant, InstanceSettings, LeaseSettings, RefreshSettings,
+    RegistrySettings, ReportSettings, ServerSettings, Settings, StateSettings, TokenEndpointKind,
 };
 use crate::client_auth::{AssertionKey, JwtAlg, KeyError};
 use crate::domain::time::parse_duration;
@@ -301,22 +301,20 @@ fn instance(
         i.username,
         "required: the integration user's user_name",
     );
-    let password = p
-        .secret(
-            env,
-            ("instance.password_env", "instance.password_file"),
-            i.password_env,
-            i.password_file,
-        )
-        .and_then(|password| {
-            if password.is_none() {
-                p.push(
-                    "instance.password_env",
-                    "required: the environment variable holding the password (or password_file)",
-                );
-            }
-            password
-        });
+    // Right after the user, as the reference lists them: the password comes first.
+    let auth = instance_auth(
+        p,
+        env,
+        RawInstanceAuth {
+            auth: i.auth,
+            oauth_grant: i.oauth_grant,
+            password_env: i.password_env,
+            password_file: i.password_file,
+            client_id: i.client_id,
+            client_secret_env: i.client_secret_env,
+            client_secret_file: i.client_secret_file,
+        },
+    );
     let companion_path = p.optional(
         "instance.companion_path",
         i.companion_path,
@@ -344,18 +342,9 @@ fn instance(
         InstanceSettings::DEFAULT_PAGE_SIZE,
         |n| count_in(n, 1..=10_000),
     );
-    let auth = instance_auth(
-        p,
-        env,
-        i.auth,
-        i.client_id,
-        i.client_secret_env,
-        i.client_secret_file,
-    );
     Some(InstanceSettings {
         url: url?,
         username: username?,
-        password: password?,
         companion_path: companion_path?,
         timeout: timeout?,
         page_size: page_size?,
@@ -363,47 +352,95 @@ fn instance(
     })
 }
 
-/// `instance.auth` and the keys that go with it.
+/// The keys of `[instance]` that say how the keeper signs in.
+struct RawInstanceAuth {
+    auth: Option<Field<String>>,
+    oauth_grant: Option<Field<String>>,
+    password_env: Option<Field<String>>,
+    password_file: Option<Field<PathBuf>>,
+    client_id: Option<Field<String>>,
+    client_secret_env: Option<Field<String>>,
+    client_secret_file: Option<Field<PathBuf>>,
+}
+
+/// The password keys of `[instance]`.
+const PASSWORD_KEYS: (&str, &str) = ("instance.password_env", "instance.password_file");
+
+/// `instance.auth`, `instance.oauth_grant` and the keys that go with them. The password is read
+/// only where it is used (Basic, or the deprecated password grant); set anywhere else it is a
+/// mistake worth naming.
 fn instance_auth(
     p: &mut Problems,
     env: &dyn Env,
-    auth: Option<Field<String>>,
-    client_id: Option<Field<String>>,
-    secret_env: Option<Field<String>>,
-    secret_file: Option<Field<PathBuf>>,
+    raw: RawInstanceAuth,
 ) -> Option<InstanceAuthSettings> {
-    // Left out, it is "basic": InstanceAuthSettings::default().
-    let oauth = p.optional("instance.auth", auth, STRING, false, |word| {
-        match word.as_str() {
+    // Left out, it is "basic".
+    let oauth = p.optional(
+        "instance.auth",
+        raw.auth,
+        STRING,
+        false,
+        |word| match word.as_str() {
             "basic" => Ok(false),
             "oauth" => Ok(true),
             other => Err(format!("{other:?} is not one of \"basic\", \"oauth\"")),
-        }
-    })?;
+        },
+    )?;
+    let (password_env_set, password_file_set) =
+        (raw.password_env.is_some(), raw.password_file.is_some());
+    let password = |p: &mut Problems, missing: &str| {
+        p.secret(env, PASSWORD_KEYS, raw.password_env, raw.password_file)
+            .and_then(|password| {
+                if password.is_none() {
+                    p.push(PASSWORD_KEYS.0, missing);
+                }
+                password
+            })
+    };
     if !oauth {
         // Keys of the other mode are a mistake worth naming, not something to ignore.
         let clean = p.unused(
             "instance",
             &[
-                ("client_id", client_id.is_some()),
-                ("client_secret_env", secret_env.is_some()),
-                ("client_secret_file", secret_file.is_some()),
+                ("oauth_grant", raw.oauth_grant.is_some()),
+                ("client_id", raw.client_id.is_some()),
+                ("client_secret_env", raw.client_secret_env.is_some()),
+                ("client_secret_file", raw.client_secret_file.is_some()),
             ],
             "only used with auth = \"oauth\"; remove it or set instance.auth = \"oauth\"",
         );
-        return clean.then(InstanceAuthSettings::default);
+        let password = password(
+            p,
+            "required: the environment variable holding the password (or password_file)",
+        );
+        return clean
+            .then_some(password?)
+            .map(|password| InstanceAuthSettings::Basic { password });
     }
+    let grant = p.optional(
+        "instance.oauth_grant",
+        raw.oauth_grant,
+        STRING,
+        None,
+        |word| match word.as_str() {
+            "client_credentials" => Ok(Some(false)),
+            "password" => Ok(Some(true)),
+            other => Err(format!(
+                "{other:?} is not one of \"client_credentials\", \"password\""
+            )),
+        },
+    );
     let client_id = p.required_text(
         "instance.client_id",
-        client_id,
+        raw.client_id,
         "required with auth = \"oauth\": the client id of the instance's OAuth API endpoint (System OAuth > Application Registry)",
     );
     let client_secret = p
         .secret(
             env,
             ("instance.client_secret_env", "instance.client_secret_file"),
-            secret_env,
-            secret_file,
+            raw.client_secret_env,
+            raw.client_secret_file,
         )
         .and_then(|secret| {
             if secret.is_none() {
@@ -414,9 +451,37 @@ fn instance_auth(
             }
             secret
         });
+    let grant = match grant? {
+        Some(true) => password(
+            p,
+            "required with oauth_grant = \"password\": the environment variable holding the password (or password_file)",
+        )
+        .map(|password| InstanceGrant::Password { password }),
+        Some(false) => p
+            .unused(
+                "instance",
+                &[
+                    ("password_env", password_env_set),
+                    ("password_file", password_file_set),
+                ],
+                "not used with the client-credentials grant: the token is issued for the OAuth client's OAuth Application User; remove it",
+            )
+            .then_some(InstanceGrant::ClientCredentials),
+        // A config written for the password grant, from before client credentials: it must
+        // choose, not silently switch.
+        None if password_env_set || password_file_set => {
+            p.push(
+                "instance.oauth_grant",
+                "auth = \"oauth\" uses the client-credentials grant unless oauth_grant says otherwise, and this config sets a password: either set oauth_grant = \"client_credentials\" and remove password_env/password_file (the instance needs glide.oauth.inbound.client.credential.grant_type.enabled = true and an OAuth Application User on the client; Washington DC or later), or keep the password grant with oauth_grant = \"password\" (RFC 9700 forbids it; warned at every start)",
+            );
+            None
+        }
+        None => Some(InstanceGrant::ClientCredentials),
+    };
     Some(InstanceAuthSettings::OAuth {
         client_id: client_id?,
         client_secret: client_secret?,
+        grant: grant?,
     })
 }
 
@@ -566,6 +631,21 @@ fn registries(
         .enumerate()
         .map(|(i, registry)| self::registry(p, &format!("registry[{i}]"), registry, env))
         .collect();
+    // Two tables for one name: which secret and pin would apply is anyone's guess.
+    for (j, later) in checked.iter().enumerate() {
+        let Some(later) = later else { continue };
+        if let Some(i) = checked[..j]
+            .iter()
+            .position(|earlier| earlier.as_ref().is_some_and(|e| e.name == later.name))
+        {
+            p.push(
+                &format!("registry[{j}].name"),
+                format!(
+                    "registry[{i}] has the same name: configure each Application Registry once"
+                ),
+            );
+        }
+    }
     checked.into_iter().collect()
 }
 
@@ -643,6 +723,9 @@ fn registry(
         // The bad client_auth is reported; the keys that go with it cannot be judged.
         None => Some(None),
     };
+    let token_url = p.optional(&key("token_url"), r.token_url, STRING, None, |text| {
+        parse_token_url(&text).map(Some)
+    });
     let scope = p.optional(&key("scope"), r.scope, STRING, None, unless_blank);
     let resource = p.optional(&key("resource"), r.resource, STRING, None, unless_blank);
     let kind = p.optional(&key("kind"), r.kind, STRING, None, |word| {
@@ -691,6 +774,7 @@ fn registry(
         kind: kind?,
         resource: resource?,
         assertion_key: assertion_key?,
+        token_url: token_url?,
     })
 }
 
@@ -780,11 +864,29 @@ fn report(p: &mut Problems, raw: Option<Field<RawReport>>) -> Option<Option<Repo
 /// Accepts `https://host[:port]` for any host, `http://` only for loopback hosts (the simulator,
 /// a local tunnel): Basic credentials must never cross a network in clear.
 pub fn parse_instance_url(text: &str) -> Result<Url, String> {
+    let mut url = secure_url(text, "use username and password_env")?;
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// A `[[registry]] token_url`: used exactly as written, `https://` (or `http://` on a loopback
+/// host), without credentials, query or fragment.
+pub fn parse_token_url(text: &str) -> Result<Url, String> {
+    secure_url(
+        text,
+        "the client authenticates in the request body or header",
+    )
+}
+
+/// A URL secrets may be sent to: no credentials, query or fragment; https, or http on a
+/// loopback host. `credentials` says where credentials go instead.
+fn secure_url(text: &str, credentials: &str) -> Result<Url, String> {
     // Until the URL is known to carry no credentials, query or fragment, no message quotes it:
     // any of them may hold a secret.
     let url = Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials; use username and password_env".into());
+        return Err(format!("must not carry credentials; {credentials}"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or fragment".into());
@@ -807,9 +909,6 @@ pub fn parse_instance_url(text: &str) -> Result<Url, String> {
             ));
         }
     }
-    let mut url = url;
-    let trimmed = url.path().trim_end_matches('/').to_string();
-    url.set_path(&trimmed);
     Ok(url)
 }
 

@@ -75,6 +75,7 @@ table! {
         timeout: String,
         page_size: i64,
         auth: String,
+        oauth_grant: String,
         client_id: String,
         client_secret_env: String,
         client_secret_file: PathBuf,
@@ -132,6 +133,7 @@ table! {
         jwt_alg: String,
         kind: String,
         resource: String,
+        token_url: String,
     }
 }
 

@@ -6,6 +6,7 @@ use crate::journal::JournalKey;
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Where environment variables come from; tests pass a map instead of touching the process
 /// environment (which is `unsafe` to mutate in edition 2024).
@@ -57,8 +58,10 @@ impl KeySource {
         match self {
             KeySource::Inline(key) => Ok(key.clone()),
             KeySource::Env(var) => {
+                // Wiped once decoded, whatever the outcome.
                 let value = env
                     .var(var)
+                    .map(Zeroizing::new)
                     .filter(|v| !v.trim().is_empty())
                     .ok_or_else(|| invalid("state.key_env", unset(var)))?;
                 // The variable is set, so `var` is a real variable's name, not a pasted key.
@@ -66,7 +69,7 @@ impl KeySource {
                     .map_err(|m| invalid("state.key_env", format!("{var}: {m}")))
             }
             KeySource::File(path) => {
-                let raw = std::fs::read(path).map_err(|e| {
+                let raw = std::fs::read(path).map(Zeroizing::new).map_err(|e| {
                     invalid(
                         "state.key_file",
                         format!("cannot read {}: {e}", path.display()),

@@ -3,6 +3,7 @@
 use super::parse::parse_instance_url;
 use super::secrets::KeySource;
 use crate::client_auth::AssertionKey;
+use crate::domain::endpoint::{Family, RegistryRule};
 use crate::domain::plan::Policy;
 use crate::journal::JournalKey;
 use secrecy::SecretString;
@@ -103,10 +104,9 @@ impl Default for ReportSettings {
 pub struct InstanceSettings {
     /// Base URL, without a trailing slash.
     pub url: Url,
-    /// The integration user.
+    /// The integration user (with the client-credentials grant: the OAuth client's OAuth
+    /// Application User, whom the token acts as).
     pub username: String,
-    /// Its password.
-    pub password: SecretString,
     /// The companion's path, e.g. `/api/snok/oauth_keeper`.
     pub companion_path: String,
     /// Total deadline of one HTTP call to the instance.
@@ -122,24 +122,62 @@ impl InstanceSettings {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// `instance.page_size` when the config does not say.
     pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+
+    /// Every secret the keeper holds for the instance: the password, or the OAuth client's
+    /// secret (and the password with the password grant).
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match &self.auth {
+            InstanceAuthSettings::Basic { password } => vec![password],
+            InstanceAuthSettings::OAuth {
+                client_secret,
+                grant: InstanceGrant::ClientCredentials,
+                ..
+            } => vec![client_secret],
+            InstanceAuthSettings::OAuth {
+                client_secret,
+                grant: InstanceGrant::Password { password },
+                ..
+            } => vec![client_secret, password],
+        }
+    }
 }
 
 /// `instance.auth`: how the keeper authenticates to the instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum InstanceAuthSettings {
     /// HTTP Basic with the username and password on every call. Subject to the 2026 Basic-auth
     /// restriction: the user must be Web Service Access Only (or hold
     /// `snc_basic_auth_api_access`).
-    #[default]
-    Basic,
-    /// A bearer token from the instance's `/oauth_token.do` (password grant, renewed with the
-    /// refresh-token grant), so no call but the token request carries the password.
+    Basic {
+        /// The integration user's password.
+        password: SecretString,
+    },
+    /// A bearer token from the instance's `/oauth_token.do`, so no call but the token request
+    /// carries a credential.
     OAuth {
         /// `instance.client_id`: the OAuth API endpoint's client id (System OAuth > Application
         /// Registry).
         client_id: String,
         /// Its client secret.
         client_secret: SecretString,
+        /// `instance.oauth_grant`: how the token is obtained.
+        grant: InstanceGrant,
+    },
+}
+
+/// `instance.oauth_grant`: the grant the keeper asks the instance's OAuth server for.
+#[derive(Debug, Clone)]
+pub enum InstanceGrant {
+    /// `client_credentials` (the default): the client id and secret alone; the token acts as
+    /// the client's OAuth Application User. Needs Washington DC or later with
+    /// `glide.oauth.inbound.client.credential.grant_type.enabled = true`.
+    ClientCredentials,
+    /// `password`: the resource owner password grant, renewed with the refresh-token grant.
+    /// RFC 9700 says it MUST NOT be used; kept only behind an explicit setting, warned about
+    /// at every start.
+    Password {
+        /// The integration user's password.
+        password: SecretString,
     },
 }
 
@@ -276,6 +314,25 @@ pub struct RegistrySettings {
     pub resource: Option<String>,
     /// The signing key and certificate of `client_auth = "private_key_jwt"`, read at load.
     pub assertion_key: Option<Arc<AssertionKey>>,
+    /// `token_url`: the pinned token endpoint. When set, every token request of the registry
+    /// goes there, whatever the instance's `oauth_entity.token_url` says.
+    pub token_url: Option<Url>,
+}
+
+impl RegistrySettings {
+    /// What routing needs to know of it: the pin, whether the keeper holds the client's
+    /// secret or key itself, and which hosts its `kind` allows.
+    pub fn rule(&self) -> RegistryRule {
+        RegistryRule {
+            name: self.name.clone(),
+            pin: self.token_url.clone(),
+            keeper_secret: self.client_secret.is_some() || self.assertion_key.is_some(),
+            family: match self.kind {
+                Some(TokenEndpointKind::EntraV1 | TokenEndpointKind::EntraV2) => Family::Entra,
+                Some(TokenEndpointKind::Generic) | None => Family::Any,
+            },
+        }
+    }
 }
 
 /// `registry[].default_expires_in` when the config does not say, and for a registry without a
@@ -287,11 +344,19 @@ pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3_600);
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 impl Settings {
-    /// The overrides for a registry, matched by name or sys_id.
+    /// The overrides for a registry: the `[[registry]]` named by its sys_id, else the one named
+    /// by its name. (Which registries share a name only the estate knows: the routes of a
+    /// cycle, [`crate::domain::endpoint::Routes`], hold those back.)
     pub fn registry(&self, name: &str, sys_id: &str) -> Option<&RegistrySettings> {
         self.registries
             .iter()
-            .find(|r| r.name == sys_id || r.name == name)
+            .find(|r| r.name == sys_id)
+            .or_else(|| self.registries.iter().find(|r| r.name == name))
+    }
+
+    /// Every `[[registry]]` as routing reads it, in file order.
+    pub fn registry_rules(&self) -> Vec<RegistryRule> {
+        self.registries.iter().map(RegistrySettings::rule).collect()
     }
 }
 
@@ -312,11 +377,12 @@ impl Settings {
             instance: InstanceSettings {
                 url: parse_instance_url(url)?,
                 username: username.to_string(),
-                password: SecretString::from(password.to_string()),
                 companion_path: companion_path.to_string(),
                 timeout: InstanceSettings::DEFAULT_TIMEOUT,
                 page_size: InstanceSettings::DEFAULT_PAGE_SIZE,
-                auth: InstanceAuthSettings::default(),
+                auth: InstanceAuthSettings::Basic {
+                    password: SecretString::from(password.to_string()),
+                },
             },
             refresh: RefreshSettings::default(),
             state: StateSettings {
@@ -352,7 +418,10 @@ mod tests {
         assert_eq!(s.refresh, RefreshSettings::default());
         assert_eq!(s.instance.timeout, InstanceSettings::DEFAULT_TIMEOUT);
         assert_eq!(s.instance.page_size, InstanceSettings::DEFAULT_PAGE_SIZE);
-        assert!(matches!(s.instance.auth, InstanceAuthSettings::Basic));
+        assert!(matches!(
+            s.instance.auth,
+            InstanceAuthSettings::Basic { .. }
+        ));
         assert_eq!(s.server.listen.port(), 0, "any free port, never 9464");
     }
 }

@@ -60,7 +60,7 @@ fn the_contract_example_parses() {
     assert_eq!(s.refresh.keepalive, Duration::from_secs(7 * 86_400));
     assert_eq!(s.registries[0].client_auth, ClientAuth::Post);
     assert!(s.registry("SharePoint Online", "x").is_some());
-    assert_eq!(s.instance.password.expose_secret(), "hunter2-password");
+    assert_eq!(password_of(&s), "hunter2-password");
 }
 
 #[test]
@@ -380,13 +380,28 @@ fn loopback_http_is_accepted() {
     assert!(parse_instance_url("https://u:p@acme.service-now.com").is_err());
 }
 
+/// The password of a config that signs in with one.
+fn password_of(s: &Settings) -> &str {
+    match &s.instance.auth {
+        InstanceAuthSettings::Basic { password }
+        | InstanceAuthSettings::OAuth {
+            grant: InstanceGrant::Password { password },
+            ..
+        } => password.expose_secret(),
+        InstanceAuthSettings::OAuth { .. } => panic!("no password"),
+    }
+}
+
 #[test]
 fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
     let basic = parse(GOOD, "keeper.toml", &env()).unwrap();
-    assert!(matches!(basic.instance.auth, InstanceAuthSettings::Basic));
+    assert!(matches!(
+        basic.instance.auth,
+        InstanceAuthSettings::Basic { .. }
+    ));
     let oauth_text = GOOD.replace(
         "password_env = \"SN_PASSWORD\"",
-        "password_env = \"SN_PASSWORD\"\nauth = \"oauth\"\nclient_id = \"keeper-client\"\nclient_secret_env = \"SN_CLIENT_SECRET\"",
+        "auth = \"oauth\"\nclient_id = \"keeper-client\"\nclient_secret_env = \"SN_CLIENT_SECRET\"",
     );
     let mut vars = env();
     vars.insert("SN_CLIENT_SECRET".into(), "instance-client-secret".into());
@@ -395,11 +410,12 @@ fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
         InstanceAuthSettings::OAuth {
             client_id,
             client_secret,
+            grant: InstanceGrant::ClientCredentials,
         } => {
             assert_eq!(client_id, "keeper-client");
             assert_eq!(client_secret.expose_secret(), "instance-client-secret");
         }
-        InstanceAuthSettings::Basic => panic!("oauth expected"),
+        other => panic!("client credentials expected: {other:?}"),
     }
     assert!(!format!("{oauth:?}").contains("instance-client-secret"));
     let cases = [
@@ -422,6 +438,13 @@ fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
         (
             oauth_text.replace(
                 "client_secret_env = \"SN_CLIENT_SECRET\"",
+                "client_secret_env = \"SN_CLIENT_SECRET\"\noauth_grant = \"implicit\"",
+            ),
+            "instance.oauth_grant",
+        ),
+        (
+            oauth_text.replace(
+                "client_secret_env = \"SN_CLIENT_SECRET\"",
                 "client_secret_file = \"/nonexistent/secret\"",
             ),
             "instance.client_secret_file",
@@ -437,6 +460,59 @@ fn instance_auth_defaults_to_basic_and_oauth_needs_its_keys() {
     // A missing variable names the key, not the secret.
     let msg = error_of(&oauth_text);
     assert!(msg.contains("instance.client_secret_env"), "{msg}");
+}
+
+#[test]
+fn the_password_grant_needs_saying_so_and_old_oauth_configs_must_choose() {
+    let mut vars = env();
+    vars.insert("SN_CLIENT_SECRET".into(), "instance-client-secret".into());
+    let with = |extra: &str| {
+        GOOD.replace(
+            "password_env = \"SN_PASSWORD\"",
+            &format!("auth = \"oauth\"\nclient_id = \"c\"\nclient_secret_env = \"SN_CLIENT_SECRET\"\n{extra}"),
+        )
+    };
+    let password = parse(
+        &with("oauth_grant = \"password\"\npassword_env = \"SN_PASSWORD\""),
+        "keeper.toml",
+        &vars,
+    )
+    .unwrap();
+    assert_eq!(password_of(&password), "hunter2-password");
+    for (text, key, says) in [
+        // Written for the password grant before client credentials existed: refused, naming
+        // both ways out.
+        (
+            with("password_env = \"SN_PASSWORD\""),
+            "instance.oauth_grant",
+            "oauth_grant = \"password\"",
+        ),
+        (
+            with("oauth_grant = \"password\""),
+            "instance.password_env",
+            "required",
+        ),
+        (
+            with("oauth_grant = \"client_credentials\"\npassword_file = \"/run/pw\""),
+            "instance.password_file",
+            "not used with the client-credentials grant",
+        ),
+        (
+            GOOD.replace("password_env", "oauth_grant = \"password\"\npassword_env"),
+            "instance.oauth_grant",
+            "only used with auth = \"oauth\"",
+        ),
+    ] {
+        let msg = match parse(&text, "keeper.toml", &vars) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains(key) && msg.contains(says),
+            "{key}, {says} not in: {msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
 }
 
 #[test]
@@ -482,7 +558,7 @@ fn credential_paths_expand_braced_variables() {
             "dir = \"${CREDENTIALS_DIRECTORY}/state$1\"",
         );
     let s = parse(&text, "keeper.toml", &vars).unwrap();
-    assert_eq!(s.instance.password.expose_secret(), "from-a-credential");
+    assert_eq!(password_of(&s), "from-a-credential");
     assert_eq!(s.state.dir, dir.path().join("state$1"), "a bare $ stays");
     match &s.state.key {
         KeySource::File(p) => assert_eq!(p, &dir.path().join("journal_key")),
@@ -540,7 +616,10 @@ fn what_the_file_leaves_out_takes_the_section_defaults() {
     assert_eq!(s.instance.companion_path, DEFAULT_COMPANION_PATH);
     assert_eq!(s.instance.timeout, InstanceSettings::DEFAULT_TIMEOUT);
     assert_eq!(s.instance.page_size, InstanceSettings::DEFAULT_PAGE_SIZE);
-    assert!(matches!(s.instance.auth, InstanceAuthSettings::Basic));
+    assert!(matches!(
+        s.instance.auth,
+        InstanceAuthSettings::Basic { .. }
+    ));
     let reg = &s.registries[0];
     assert_eq!(reg.client_auth, ClientAuth::default());
     assert_eq!(reg.default_expires_in, DEFAULT_EXPIRES_IN);
@@ -891,4 +970,71 @@ fn per_host_concurrency_follows_concurrency_unless_set() {
         "concurrency = 32\nper_host_concurrency = 4",
     ));
     assert_eq!((set.concurrency, set.per_host_concurrency), (32, 4));
+}
+
+#[test]
+fn a_pinned_token_url_is_taken_exactly_and_only_when_safe() {
+    let pinned = |url: &str| {
+        GOOD.replace(
+            "client_auth = \"post\"",
+            &format!("client_auth = \"post\"\ntoken_url = \"{url}\""),
+        )
+    };
+    let s = parse(
+        &pinned("https://login.microsoftonline.com/contoso/oauth2/v2.0/token/"),
+        "keeper.toml",
+        &env(),
+    )
+    .unwrap();
+    let url = s.registries[0].token_url.as_ref().unwrap();
+    assert_eq!(
+        url.as_str(),
+        "https://login.microsoftonline.com/contoso/oauth2/v2.0/token/",
+        "kept exactly, trailing slash and all"
+    );
+    let rule = s.registries[0].rule();
+    assert!(rule.keeper_secret && rule.pin.is_some());
+    let local = parse(
+        &pinned("http://127.0.0.1:8080/token"),
+        "keeper.toml",
+        &env(),
+    )
+    .unwrap();
+    assert!(local.registries[0].token_url.is_some());
+    for (bad, says) in [
+        ("http://idp.example/token", "loopback"),
+        ("ftp://idp.example/token", "scheme"),
+        ("https://user:sekrit@idp.example/token", "credentials"),
+        ("https://idp.example/token?client_secret=sekrit", "query"),
+        ("https://idp.example/token#x", "fragment"),
+        ("not a url", "not a URL"),
+    ] {
+        let e = error_of(&pinned(bad));
+        assert!(
+            e.contains("registry[0].token_url") && e.contains(says),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains("sekrit"), "{e}");
+    }
+}
+
+#[test]
+fn a_registry_configured_twice_is_refused_naming_both() {
+    let twice = format!("{GOOD}\n[[registry]]\nname = \"SharePoint Online\"\n");
+    let e = error_of(&twice);
+    assert!(
+        e.contains("registry[1].name") && e.contains("registry[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_registry_is_matched_by_sys_id_before_name() {
+    let id = "0123456789abcdef0123456789abcdef";
+    let two = format!("{GOOD}\n[[registry]]\nname = \"{id}\"\nscope = \"by-id\"\n");
+    let s = parse(&two, "keeper.toml", &env()).unwrap();
+    let found = s.registry("SharePoint Online", id).unwrap();
+    assert_eq!(found.scope.as_deref(), Some("by-id"));
+    let by_name = s.registry("SharePoint Online", "another").unwrap();
+    assert_eq!(by_name.name, "SharePoint Online");
 }

@@ -27,9 +27,19 @@ pub struct Lifetimes {
     pub refresh_token_lifetime: Duration,
 }
 
+/// The longest access-token lifetime an answer is believed: beyond it (an `expires_in` of
+/// 10^30, an `expires_on` in the year 9999) the answer is cut to it, so a hostile or broken
+/// provider cannot make the keeper leave a credential alone for ever.
+pub const MAX_ACCESS_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
+
+/// The longest refresh-token lifetime an answer is believed (the longest any provider documents
+/// is five years).
+pub const MAX_REFRESH_LIFETIME: Duration = Duration::from_secs(5 * 366 * 86_400);
+
 /// When the answer's tokens expire, received at `now`: the access token's expiry, and the
-/// refresh row's new expiry when the token rotated. Whole seconds: ServiceNow keeps nothing
-/// finer, and whole seconds let the keeper compare what the instance stored with what it meant.
+/// refresh row's new expiry when the token rotated, each at most [`MAX_ACCESS_LIFETIME`] and
+/// [`MAX_REFRESH_LIFETIME`] away. Whole seconds: ServiceNow keeps nothing finer, and whole
+/// seconds let the keeper compare what the instance stored with what it meant.
 pub fn expiries(
     answer: AnswerTimes,
     now: Timestamp,
@@ -40,10 +50,12 @@ pub fn expiries(
         (Some(d), _) => add(now, d),
         (None, Some(on)) => whole_seconds(on),
         (None, None) => add(now, lifetimes.default_expires_in),
-    };
+    }
+    .min(add(now, MAX_ACCESS_LIFETIME));
     let refresh_lifetime = answer
         .refresh_expires_in
-        .unwrap_or(lifetimes.refresh_token_lifetime);
+        .unwrap_or(lifetimes.refresh_token_lifetime)
+        .min(MAX_REFRESH_LIFETIME);
     (access, answer.rotated.then(|| add(now, refresh_lifetime)))
 }
 
@@ -79,5 +91,31 @@ mod tests {
             rotated: true,
         };
         assert_eq!(expiries(full, now, lifetimes), (at(1_060), Some(at(1_010))));
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_cut_to_the_believable() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let lifetimes = Lifetimes {
+            default_expires_in: Duration::from_secs(3_600),
+            refresh_token_lifetime: Duration::from_secs(86_400),
+        };
+        let forever = AnswerTimes {
+            expires_in: Some(Duration::from_secs(u64::MAX)),
+            refresh_expires_in: Some(Duration::from_secs(u64::MAX)),
+            rotated: true,
+            ..AnswerTimes::default()
+        };
+        let (access, refresh) = expiries(forever, now, lifetimes);
+        assert_eq!(access, add(now, MAX_ACCESS_LIFETIME));
+        assert_eq!(refresh, Some(add(now, MAX_REFRESH_LIFETIME)));
+        let year_9999 = AnswerTimes {
+            expires_on: Some(Timestamp::MAX),
+            ..AnswerTimes::default()
+        };
+        assert_eq!(
+            expiries(year_9999, now, lifetimes).0,
+            add(now, MAX_ACCESS_LIFETIME)
+        );
     }
 }

@@ -8,6 +8,12 @@ use jiff::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Whether `text` is a ServiceNow sys_id: 32 hexadecimal characters. Row ids go into URLs and
+/// the companion's comma-separated query, so nothing else is taken for one.
+pub fn is_sys_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The `type` column of `oauth_credential`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenType {
@@ -326,6 +332,12 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn a_sys_id_is_exactly_32_hex_characters(text in "[0-9a-fA-F/.,?%g-]{0,34}") {
+            let expected = text.len() == 32 && text.chars().all(|c| c.is_ascii_hexdigit());
+            proptest::prop_assert_eq!(is_sys_id(&text), expected);
+        }
+
         #[test]
         fn one_pass_pairing_matches_grouping(
             specs in proptest::collection::vec(

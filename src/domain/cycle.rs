@@ -5,6 +5,7 @@
 
 use super::classify::FailureClass;
 use super::credential::Credential;
+use super::endpoint::Routes;
 use super::guidance::{self, registry_label};
 use super::history::{OutcomeRecord, StoredOutcome};
 use super::park::Parking;
@@ -52,6 +53,8 @@ pub struct Knowledge<'a> {
     /// Why no refresh may start this cycle (the lease is held by another keeper, or cannot be
     /// had); `None` when refreshes may start.
     pub refresh_refused: Option<&'a str>,
+    /// Where each registry's token requests may go, or why they may not.
+    pub routes: &'a Routes,
     /// Whether the cycle applies changes.
     pub mode: Mode,
 }
@@ -60,9 +63,11 @@ pub struct Knowledge<'a> {
 /// A credential in `held` has an answer waiting in the journal and is never refreshed again
 /// before that answer reached ServiceNow (at a rotating provider the journaled token is the only
 /// valid one); nor is one another keeper claims (its journal may hold that token). A due
-/// credential of a parked registry is held back unless its configuration changed
-/// (`fingerprint`) or the registry's probe is due; and none is refreshed while the lease is
-/// not this keeper's (`refresh_refused`).
+/// credential of a registry whose route is held back (an unpinned endpoint for a keeper-held
+/// secret, an ambiguous name) is blocked, in a dry run too. A due credential of a parked
+/// registry is held back unless its configuration changed (`fingerprint`) or the registry's
+/// probe is due; and none is refreshed while the lease is not this keeper's
+/// (`refresh_refused`).
 pub fn plan(
     credentials: &[Credential],
     known: &Knowledge<'_>,
@@ -76,6 +81,7 @@ pub fn plan(
         held,
         claimed_elsewhere,
         refresh_refused,
+        routes,
         mode,
     } = *known;
     let verdicts: Vec<Assessment> = credentials
@@ -105,6 +111,14 @@ pub fn plan(
             continue;
         }
         let registry = &c.refresh.registry.sys_id;
+        if let Some(Err(held_back)) = routes.get(registry) {
+            let message = held_back.message(&registry_label(c));
+            settled.insert(
+                c.id().to_string(),
+                Settled::only(Outcome::Blocked { message }),
+            );
+            continue;
+        }
         if let Some(blocked) = parking.holds_back(registry, fingerprint(c).as_deref(), now) {
             settled.insert(c.id().to_string(), Settled::only(blocked));
             continue;
@@ -377,6 +391,7 @@ mod tests {
         let history = HashMap::new();
         let policy = policy();
         let nobody_else = HashMap::new();
+        let routes = Routes::default();
         let known = Knowledge {
             now,
             policy: &policy,
@@ -384,6 +399,7 @@ mod tests {
             held: &held,
             claimed_elsewhere: &nobody_else,
             refresh_refused: None,
+            routes: &routes,
             mode: Mode::Apply,
         };
         let p = plan(&estate, &known, &mut parking, |_| None);
@@ -436,6 +452,44 @@ mod tests {
         assert!(
             matches!(&p.settled["r1"].outcome, Outcome::Blocked { message } if message.contains("lease"))
         );
+    }
+
+    #[test]
+    fn a_held_back_registry_blocks_its_due_credentials_in_every_mode() {
+        use crate::domain::endpoint::{Family, RegistryRule};
+        let now = at(1_000_000);
+        let estate = vec![credential("r1", None), credential("r2", Some(2_000_000))];
+        // The keeper holds Graph's secret; the instance's token_url is no well-known host.
+        let rules = [RegistryRule {
+            name: "Graph".into(),
+            pin: None,
+            keeper_secret: true,
+            family: Family::Any,
+        }];
+        let routes = Routes::plan(&rules, estate.iter().map(|c| &*c.refresh.registry));
+        let (history, held, policy) = (HashMap::new(), HashSet::new(), policy());
+        let nobody_else = HashMap::new();
+        for mode in [Mode::Apply, Mode::DryRun] {
+            let known = Knowledge {
+                now,
+                policy: &policy,
+                history: &history,
+                held: &held,
+                claimed_elsewhere: &nobody_else,
+                refresh_refused: None,
+                routes: &routes,
+                mode,
+            };
+            let p = plan(&estate, &known, &mut Parking::default(), |_| None);
+            assert!(p.due.is_empty(), "{mode:?}");
+            match &p.settled["r1"].outcome {
+                Outcome::Blocked { message } => {
+                    assert!(message.contains("login.example"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(!p.settled.contains_key("r2"), "not due: nothing to block");
+        }
     }
 
     #[test]

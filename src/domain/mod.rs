@@ -10,10 +10,14 @@
 //! - [`classify`]: what a provider's error means and who must act.
 //! - [`guidance`]: the sentence that tells that person what to do.
 //! - [`report`]: outcomes and cycle reports.
+//! - [`scrub`]: secrets removed from text the keeper keeps, control characters from text it
+//!   shows.
 //! - [`history`]: what is remembered of each credential between cycles.
 //! - [`lease`]: the instance-wide keeper lease: renewal, the margin before a token request,
 //!   holder ids, stale claims.
 //! - [`deadline`]: when a refresh token dies.
+//! - [`endpoint`]: where a registry's token requests may go — pinned, well-known, or held back —
+//!   and which `[[registry]]` applies to which registry.
 //! - [`time`]: ServiceNow date-times and durations.
 
 pub mod answer;
@@ -21,10 +25,12 @@ pub mod classify;
 pub mod credential;
 pub mod cycle;
 pub mod deadline;
+pub mod endpoint;
 pub mod guidance;
 pub mod history;
 pub mod lease;
 pub mod park;
 pub mod plan;
 pub mod report;
+pub mod scrub;
 pub mod time;

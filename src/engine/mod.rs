@@ -8,16 +8,20 @@
 //!   [`Obtained`](crate::transaction::Obtained) (token request with its retry rules).
 //! - `deliver`: from `Obtained` to `Released`: writes, verification, the journal's release;
 //!   and the re-delivery of answers an earlier run left in the journal.
+//! - `routes`: what is said about registries' routes ([`crate::domain::endpoint`]): a moved
+//!   pinned `token_url`, a registry held back — once per change.
 
 mod deliver;
 mod lease;
 mod refresh;
+mod routes;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::classify::FailureClass;
 use crate::domain::credential::{Credential, pair};
 use crate::domain::cycle::{CycleFacts, Knowledge, Notice, plan, settle};
+use crate::domain::endpoint::Routes;
 use crate::domain::park::{Parking, RegistryPark};
 use crate::domain::plan::{Action, State};
 use crate::domain::report::{CycleReport, OutcomeKind, Settled};
@@ -53,11 +57,21 @@ impl CycleError {
     pub fn instance_unusable(&self) -> bool {
         matches!(self, CycleError::Instance(e) if e.instance_unusable())
     }
+
+    /// Why, in fixed words per kind (never text from the instance): what `/readyz` says.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CycleError::Instance(e) => e.reason(),
+            CycleError::Journal(_) => "the journal failed (the log names the error)",
+        }
+    }
 }
 
 /// What one cycle knows beyond the planner's verdicts, shared by its refresh tasks.
 #[derive(Debug, Default)]
 struct CycleContext {
+    /// Where each registry's token requests go (the one place the token URL is chosen).
+    routes: Routes,
     /// Credentials whose last refresh was sent and never concluded (the process died).
     interrupted: HashMap<String, jiff::Timestamp>,
     /// Registries parked for a configuration error (grows and shrinks during the cycle).
@@ -253,7 +267,15 @@ impl Keeper {
             (Some(j), None) => j.parked_registries().unwrap_or_default(),
             (None, _) => HashMap::new(),
         };
+        let routes = Routes::plan(
+            &self.settings.registry_rules(),
+            estate.credentials.iter().map(|c| &*c.refresh.registry),
+        );
+        if mode == Mode::Apply {
+            self.announce_routes(&routes).await;
+        }
         let context = Arc::new(CycleContext {
+            routes,
             interrupted: match (&self.journal, mode) {
                 (Some(j), Mode::Apply) => j.interrupted()?,
                 _ => HashMap::new(),
@@ -314,6 +336,7 @@ impl Keeper {
             held: &held,
             claimed_elsewhere: &terms.claimed_elsewhere,
             refresh_refused: terms.refused.as_deref(),
+            routes: &context.routes,
             mode,
         };
         let planned = plan(&estate.credentials, &known, &mut context.parking(), |c| {

@@ -339,6 +339,12 @@ impl Keeper {
             return TokenEnd::Settled(Settled::only(Outcome::Deferred));
         };
         let registry = registry_label(c);
+        // The planner let through only credentials of registries with a route.
+        let Some(Ok(route)) = context.routes.get(&c.refresh.registry.sys_id) else {
+            return TokenEnd::Settled(Settled::only(Outcome::Blocked {
+                message: format!("registry {registry} has no token endpoint route"),
+            }));
+        };
         let overrides = self
             .settings
             .registry(&c.refresh.registry.name, &c.refresh.registry.sys_id);
@@ -366,7 +372,7 @@ impl Keeper {
         let mut retried_with_newer = false;
         let set = loop {
             let request = RefreshRequest {
-                token_url: &c.refresh.registry.token_url,
+                token_url: &route.url,
                 client_id: &c.refresh.registry.client_id,
                 client_secret: client_secret.as_ref(),
                 refresh_token: &refresh_token,

@@ -1,9 +1,11 @@
 //! What the keeper remembers between cycles: each credential's last outcome (for `status`, for
-//! parking a dead credential, for saying a recovery once) and the registries parked after a
-//! configuration error. Not secret: classes, messages, sys_ids and digests.
+//! parking a dead credential, for saying a recovery once), the registries parked after a
+//! configuration error, and what was said about registries' routes (to say it once per change).
+//! Not secret: classes, messages, sys_ids, digests and token endpoint URLs.
 
 use super::{Journal, JournalError};
 use crate::domain::classify::FailureClass;
+use crate::domain::endpoint::{RouteNotice, Topic};
 use crate::domain::history::{OutcomeRecord, StoredOutcome};
 use crate::domain::park::RegistryPark;
 use jiff::Timestamp;
@@ -171,10 +173,71 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// What was last said about registries' routes, by registry and topic: what once-per-change
+    /// notices compare against.
+    pub fn route_notices(&self) -> Result<HashMap<(String, Topic), String>, JournalError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT registry, topic, said FROM route_notice")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?
+                .filter_map(Result::ok)
+                .filter_map(|(registry, topic, said)| {
+                    Topic::parse(&topic).map(|t| ((registry, t), said))
+                })
+                .collect();
+            Ok(rows)
+        })
+    }
+
+    /// Remembers that `notice` was said.
+    pub async fn remember_route_notice(&self, notice: &RouteNotice) -> Result<(), JournalError> {
+        let (registry, topic, said) = (
+            notice.registry.clone(),
+            notice.topic.as_str(),
+            notice.said.clone(),
+        );
+        let now = self.clock.now().as_second();
+        self.blocking(move |c| {
+            c.execute(
+                "INSERT INTO route_notice (registry, topic, said, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(registry, topic) DO UPDATE SET said = ?3, at = ?4",
+                params![registry, topic, said, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets a notice that no longer holds.
+    pub async fn forget_route_notice(
+        &self,
+        registry: &str,
+        topic: Topic,
+    ) -> Result<(), JournalError> {
+        let registry = registry.to_string();
+        self.blocking(move |c| {
+            c.execute(
+                "DELETE FROM route_notice WHERE registry = ?1 AND topic = ?2",
+                params![registry, topic.as_str()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::domain::endpoint::HeldBack;
     use crate::journal::JournalKey;
 
     #[tokio::test]
@@ -208,5 +271,37 @@ mod tests {
         assert_eq!(o.last_success, Some(t1));
         assert_eq!(o.at.as_second(), 200);
         assert_eq!(o.refresh_mod_count, 2);
+    }
+
+    #[tokio::test]
+    async fn route_notices_are_remembered_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Some(&JournalKey::random().unwrap())).unwrap();
+        let notice = RouteNotice {
+            registry: "e1".into(),
+            name: "Graph".into(),
+            topic: Topic::HeldBack,
+            said: "held back: evil.example/a".into(),
+            verdict: Err(HeldBack::Unpinned {
+                host: "evil.example".into(),
+                rule: 0,
+                entra_only: false,
+            }),
+        };
+        j.remember_route_notice(&notice).await.unwrap();
+        j.remember_route_notice(&RouteNotice {
+            said: "held back: evil.example/b".into(),
+            ..notice.clone()
+        })
+        .await
+        .unwrap();
+        let said = j.route_notices().unwrap();
+        assert_eq!(
+            said.get(&("e1".to_string(), Topic::HeldBack))
+                .map(String::as_str),
+            Some("held back: evil.example/b")
+        );
+        j.forget_route_notice("e1", Topic::HeldBack).await.unwrap();
+        assert!(j.route_notices().unwrap().is_empty());
     }
 }

@@ -10,7 +10,8 @@
 //!   [`Released`]) and the records behind them.
 //! - [`seal`]: the journal key, how a record's tokens are encrypted under it, and the key's
 //!   identity.
-//! - [`history`]: outcomes per credential and parked registries.
+//! - [`history`]: outcomes per credential, parked registries, and what was said about
+//!   registries' routes.
 
 pub mod history;
 pub mod outbox;
@@ -150,6 +151,13 @@ CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS route_notice (
+    registry TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    said TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (registry, topic)
+);
 CREATE TABLE IF NOT EXISTS outcome (
     credential TEXT PRIMARY KEY,
     registry TEXT NOT NULL,
@@ -215,7 +223,7 @@ impl Journal {
             conn: Arc::new(Mutex::new(conn)),
             last_write: Arc::new(Mutex::new(None)),
             identity,
-            sealer: key.map(|k| Arc::new(Sealer::new(k))),
+            sealer: key.map(Sealer::new).transpose()?.map(Arc::new),
             dir: dir.to_path_buf(),
             clock: SystemClock::shared(),
             _lock: Some(lock),

@@ -511,7 +511,7 @@ impl Journal {
     /// Whether `key` opens each pending record (for `check`, `journal list` and before a
     /// rekey); needs no lock, so it works beside a running daemon on a read-only journal.
     pub fn records_open_with(&self, key: &JournalKey) -> Result<Vec<RecordCheck>, JournalError> {
-        let sealer = Sealer::new(key);
+        let sealer = Sealer::new(key)?;
         let summaries: HashMap<String, Summary> = self
             .summaries()?
             .into_iter()
@@ -622,7 +622,7 @@ impl Journal {
         for record in self.pending()? {
             pending.push(record.map_err(|bad| bad.error)?);
         }
-        let sealer = Sealer::new(new_key);
+        let sealer = Sealer::new(new_key)?;
         let mut resealed = Vec::with_capacity(pending.len());
         for p in &pending {
             let Some(id) = p.record() else { continue };
@@ -654,7 +654,7 @@ pub(super) fn random_id() -> Result<String, getrandom::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::journal::DB_FILE;
     use crate::journal::JournalKey;

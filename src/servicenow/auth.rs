@@ -1,13 +1,18 @@
 //! How the keeper proves who it is to the instance: HTTP Basic on every call, or a bearer token
 //! from the instance's own OAuth server (`POST /oauth_token.do`).
 //!
-//! OAuth uses the password grant (the one ServiceNow documents for REST clients acting as a
-//! user, "Enable OAuth with REST"), so the token carries the integration user's roles and ACLs
-//! exactly as Basic would. The token is renewed shortly before it expires with the
-//! refresh-token grant, so the password only travels when there is no usable refresh token.
-//! Tokens live in redacting types and are never logged.
+//! OAuth uses the client-credentials grant by default: the client id and secret alone, the
+//! token acting as the client's OAuth Application User (ServiceNow Washington DC and later, with
+//! `glide.oauth.inbound.client.credential.grant_type.enabled`), so the token carries that
+//! user's roles and ACLs exactly as Basic would, and no password exists. It is requested again
+//! shortly before it expires. The password grant (which RFC 9700 forbids) is kept only behind
+//! `instance.oauth_grant = "password"`: renewed with the refresh-token grant, so the password
+//! only travels when there is no usable refresh token. Tokens live in redacting types and are
+//! never logged.
 
 use super::error::SnError;
+use crate::config::InstanceGrant;
+use crate::domain::scrub::Scrubber;
 use crate::wire::{self, BodyError};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -54,8 +59,20 @@ impl Held {
 
 /// The grant of one token request.
 enum Grant<'a> {
-    Password,
+    ClientCredentials,
+    Password(&'a SecretString),
     Refresh(&'a SecretString),
+}
+
+impl Grant<'_> {
+    /// Its `grant_type`.
+    fn name(&self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password(_) => "password",
+            Grant::Refresh(_) => "refresh_token",
+        }
+    }
 }
 
 /// Obtains and renews bearer tokens for the integration user.
@@ -64,7 +81,7 @@ pub struct TokenSource {
     client_id: String,
     client_secret: SecretString,
     username: String,
-    password: SecretString,
+    grant: InstanceGrant,
     held: Mutex<Option<Held>>,
 }
 
@@ -85,7 +102,7 @@ impl TokenSource {
         client_id: String,
         client_secret: SecretString,
         username: String,
-        password: SecretString,
+        grant: InstanceGrant,
     ) -> TokenSource {
         let mut token_url = base.clone();
         let path = format!("{}{TOKEN_PATH}", base.path().trim_end_matches('/'));
@@ -95,19 +112,19 @@ impl TokenSource {
             client_id,
             client_secret,
             username,
-            password,
+            grant,
             held: Mutex::new(None),
         }
     }
 
     /// A bearer token that is not due for renewal, renewing it first when needed: with the
-    /// refresh-token grant when there is a refresh token, else (or when that fails) with the
-    /// password grant.
+    /// client-credentials grant; or, under the password grant, with the refresh-token grant
+    /// when there is a refresh token, else (or when that fails) with the password grant.
     ///
     /// # Errors
     ///
-    /// [`SnError::TokenRefused`] when the instance refuses the password grant; transport and
-    /// status errors as for any other call.
+    /// [`SnError::TokenRefused`] when the instance refuses the grant; transport and status
+    /// errors as for any other call.
     pub async fn bearer(&self, http: &reqwest::Client) -> Result<SecretString, SnError> {
         let mut held = self.held.lock().await;
         let now = Instant::now();
@@ -126,9 +143,13 @@ impl TokenSource {
                 }
             }
         }
+        let first = match &self.grant {
+            InstanceGrant::ClientCredentials => Grant::ClientCredentials,
+            InstanceGrant::Password { password } => Grant::Password(password),
+        };
         let mut token = match renewed {
             Some(token) => token,
-            None => self.request(http, Grant::Password).await?,
+            None => self.request(http, first).await?,
         };
         // The refresh grant answers with an access token only: the refresh token stays valid.
         if token.refresh.is_none() {
@@ -152,27 +173,27 @@ impl TokenSource {
     }
 
     async fn request(&self, http: &reqwest::Client, grant: Grant<'_>) -> Result<Held, SnError> {
+        let grant_name = grant.name();
         let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", grant_name),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
         ];
-        let grant_name = match &grant {
-            Grant::Password => {
+        let mut scrubber = Scrubber::new().secret(self.client_secret.expose_secret());
+        match &grant {
+            Grant::ClientCredentials => {}
+            Grant::Password(password) => {
                 form.extend([
-                    ("grant_type", "password"),
                     ("username", self.username.as_str()),
-                    ("password", self.password.expose_secret()),
+                    ("password", password.expose_secret()),
                 ]);
-                "password"
+                scrubber = scrubber.secret(password.expose_secret());
             }
             Grant::Refresh(refresh) => {
-                form.extend([
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh.expose_secret()),
-                ]);
-                "refresh_token"
+                form.push(("refresh_token", refresh.expose_secret()));
+                scrubber = scrubber.secret(refresh.expose_secret());
             }
-        };
+        }
         let obtained = Instant::now();
         let response = http
             .post(self.token_url.clone())
@@ -202,17 +223,22 @@ impl TokenSource {
         if html {
             return Err(SnError::Html(status.as_u16()));
         }
-        parse_token_answer(status, &body, grant_name, obtained)
+        parse_token_answer(status, &body, grant_name, obtained, &scrubber)
     }
 }
 
+/// Longest error text of a refused token request kept (`error, error_description`).
+const MAX_SAID: usize = 120;
+
 /// Reads the token endpoint's answer. Pure apart from the `obtained` instant, so every answer
-/// shape is tested without a socket; nothing of the body is echoed in an error.
+/// shape is tested without a socket; of an error body only `error` and `error_description` are
+/// kept, through `scrubber` (what the request carried), then cut.
 fn parse_token_answer(
     status: StatusCode,
     body: &[u8],
     grant: &str,
     obtained: Instant,
+    scrubber: &Scrubber,
 ) -> Result<Held, SnError> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if !status.is_success() {
@@ -226,17 +252,13 @@ fn parse_token_answer(
             .and_then(|v| v.get("error_description"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        // Only short, code-like values are repeated: a description is the instance's text,
-        // never a token, but keep the message bounded.
-        let said: String = [code, description]
+        let joined = [code, description]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
-            .join(", ")
-            .chars()
-            .take(120)
-            .collect();
+            .join(", ");
+        let said = scrubber.clean(&joined, MAX_SAID);
         return match status.as_u16() {
             400 | 401 | 403 => Err(SnError::TokenRefused(format!(
                 "HTTP {} to the {grant} grant{}",
@@ -305,6 +327,7 @@ mod tests {
             br#"{"scope":"useraccount","token_type":"Bearer","expires_in":1799,"refresh_token":"rt-1","access_token":"at-1"}"#,
             "password",
             now,
+            &Scrubber::new(),
         )
         .unwrap();
         assert_eq!(ok.access.expose_secret(), "at-1");
@@ -315,19 +338,26 @@ mod tests {
             br#"{"access_token":"at-2","expires_in":"600"}"#,
             "refresh_token",
             now,
+            &Scrubber::new(),
         )
         .unwrap();
         assert!(refreshed.refresh.is_none());
         assert_eq!(refreshed.lifetime, Duration::from_secs(600));
-        let bare =
-            parse_token_answer(StatusCode::OK, br#"{"access_token":"at-3"}"#, "x", now).unwrap();
+        let bare = parse_token_answer(
+            StatusCode::OK,
+            br#"{"access_token":"at-3"}"#,
+            "x",
+            now,
+            &Scrubber::new(),
+        )
+        .unwrap();
         assert_eq!(bare.lifetime, DEFAULT_LIFETIME);
         assert!(matches!(
-            parse_token_answer(StatusCode::OK, b"{}", "x", now),
+            parse_token_answer(StatusCode::OK, b"{}", "x", now, &Scrubber::new()),
             Err(SnError::Malformed(_))
         ));
         assert!(matches!(
-            parse_token_answer(StatusCode::OK, b"<html>", "x", now),
+            parse_token_answer(StatusCode::OK, b"<html>", "x", now, &Scrubber::new()),
             Err(SnError::Malformed(_))
         ));
     }
@@ -340,6 +370,7 @@ mod tests {
             br#"{"error_description":"access_denied","error":"server_error"}"#,
             "password",
             now,
+            &Scrubber::new(),
         );
         match refused {
             Err(SnError::TokenRefused(m)) => {
@@ -349,7 +380,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse_token_answer(StatusCode::SERVICE_UNAVAILABLE, b"", "password", now),
+            parse_token_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"",
+                "password",
+                now,
+                &Scrubber::new()
+            ),
             Err(SnError::Status { status: 503, .. })
         ));
     }
@@ -362,7 +399,9 @@ mod tests {
             "cid".into(),
             SecretString::from("client-secret-value".to_string()),
             "svc".into(),
-            SecretString::from("password-value".to_string()),
+            InstanceGrant::Password {
+                password: SecretString::from("password-value".to_string()),
+            },
         );
         let dump = format!("{source:?}");
         assert!(dump.contains("https://acme.service-now.com/oauth_token.do"));

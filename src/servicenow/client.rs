@@ -6,12 +6,14 @@ use super::decode::credential_page;
 use super::error::{SnError, interpret};
 use super::transcript::Recorder;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{InstanceAuthSettings, InstanceSettings, is_loopback_host};
+use crate::config::{InstanceAuthSettings, InstanceGrant, InstanceSettings, is_loopback_host};
 use crate::domain::credential::CredentialRow;
+use crate::domain::scrub::Scrubber;
 use crate::observe::{Observer, Peer, instance_endpoint};
 use crate::pacing::{FullJitter, RetryBudget};
 use crate::wire::{self, BodyError};
 use backon::Retryable;
+use base64::Engine;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -19,6 +21,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// The encrypted column a write puts a token in (`oauth_credential.token_received`).
+pub(super) const TOKEN_COLUMN: &str = "token_received";
 
 /// How many times and how patiently calls to the instance are retried.
 #[derive(Debug, Clone, Copy)]
@@ -127,17 +132,26 @@ impl Instance {
             base: settings.url.clone(),
             username: settings.username.clone(),
             credentials: match &settings.auth {
-                InstanceAuthSettings::Basic => Credentials::Basic(settings.password.clone()),
+                InstanceAuthSettings::Basic { password } => Credentials::Basic(password.clone()),
                 InstanceAuthSettings::OAuth {
                     client_id,
                     client_secret,
-                } => Credentials::Bearer(Arc::new(TokenSource::new(
-                    &settings.url,
-                    client_id.clone(),
-                    client_secret.clone(),
-                    settings.username.clone(),
-                    settings.password.clone(),
-                ))),
+                    grant,
+                } => {
+                    if matches!(grant, InstanceGrant::Password { .. }) {
+                        tracing::warn!(
+                            event = "instance.password_grant",
+                            "instance.oauth_grant = \"password\": the keeper signs in to the instance with the resource owner password grant, which RFC 9700 forbids; switch to oauth_grant = \"client_credentials\" (ServiceNow Washington DC or later)"
+                        );
+                    }
+                    Credentials::Bearer(Arc::new(TokenSource::new(
+                        &settings.url,
+                        client_id.clone(),
+                        client_secret.clone(),
+                        settings.username.clone(),
+                        grant.clone(),
+                    )))
+                }
             },
             companion_path: settings.companion_path.clone(),
             page_size: settings.page_size,
@@ -288,6 +302,27 @@ impl Instance {
         }
     }
 
+    /// What one request carries that an error answer must not repeat: the password (also as
+    /// the `Basic` credential it went out in) or the bearer token, and a token being written.
+    fn scrubber_of(&self, authorization: &Authorization<'_>, body: Option<&Value>) -> Scrubber {
+        let scrubber = match authorization {
+            Authorization::Basic(password) => {
+                let pair = format!("{}:{}", self.username, password.expose_secret());
+                Scrubber::new()
+                    .secret(password.expose_secret())
+                    .literal(&base64::engine::general_purpose::STANDARD.encode(pair))
+            }
+            Authorization::Bearer(token) => Scrubber::new().secret(token.expose_secret()),
+        };
+        match body
+            .and_then(|b| b.get(TOKEN_COLUMN))
+            .and_then(Value::as_str)
+        {
+            Some(token) => scrubber.secret(token),
+            None => scrubber,
+        }
+    }
+
     async fn attempt(
         &self,
         method: Method,
@@ -304,6 +339,7 @@ impl Instance {
             .recorder
             .as_ref()
             .map(|_| (method.clone(), url.clone()));
+        let scrubber = self.scrubber_of(&authorization, body.as_ref());
         let mut request = self
             .http
             .request(method, url)
@@ -361,7 +397,7 @@ impl Instance {
             (Some(rows), _) => (Value::Null, Some(rows)),
             (None, Some(answer)) => (answer, None),
             (None, None) => (
-                interpret(status, &content_type, &body_bytes, retry_after)?,
+                interpret(status, &content_type, &body_bytes, retry_after, &scrubber)?,
                 None,
             ),
         };

@@ -1,7 +1,8 @@
 //! Decoding `oauth_credential` rows: a typed fast path for discovery pages that borrows from the
 //! body, and the general path through a JSON value; both read a column as [`field`] does.
 
-use crate::domain::credential::{CredentialRow, Registry, TokenType};
+use crate::domain::credential::{CredentialRow, Registry, TokenType, is_sys_id};
+use crate::domain::scrub::printable;
 use crate::domain::time::parse_sn_datetime;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -26,8 +27,9 @@ pub fn field(row: &Value, name: &str) -> String {
     }
 }
 
-/// Decodes one row; rows of other types are skipped. A bad date-time is logged and read as
-/// empty, so one odd row cannot fail the run.
+/// Decodes one row; rows of other types, and rows whose `sys_id` or `peer` is not an id, are
+/// skipped. A bad date-time is logged and read as empty, so one odd row cannot fail the run.
+/// Names come out [`printable`]: they reach terminals and log lines.
 pub fn decode_credential_row(row: &Value) -> Option<CredentialRow> {
     // Only objects are rows (a derived struct would also accept an array, positionally).
     if !row.is_object() {
@@ -79,9 +81,10 @@ struct Registries {
 
 impl Registries {
     fn get(&mut self, row: &WireRow<'_>) -> Arc<Registry> {
+        let name = printable(&row.peer_name.0);
         let same = |r: &Registry| {
             r.sys_id == row.peer.0
-                && r.name == row.peer_name.0
+                && r.name == name
                 && r.client_id == row.peer_client_id.0
                 && r.token_url == row.peer_token_url.0
                 && r.default_grant_type == row.peer_default_grant_type.0
@@ -100,7 +103,7 @@ impl Registries {
         }
         let registry = Arc::new(Registry {
             sys_id: row.peer.0.to_string(),
-            name: row.peer_name.0.to_string(),
+            name: name.to_string(),
             client_id: row.peer_client_id.0.to_string(),
             token_url: row.peer_token_url.0.to_string(),
             default_grant_type: row.peer_default_grant_type.0.to_string(),
@@ -198,6 +201,16 @@ impl WireRow<'_> {
         if self.sys_id.0.is_empty() {
             return None;
         }
+        // Both end up in URLs and queries (`…/oauth_credential/{sys_id}`, the companion's
+        // comma-separated list): anything but an id is refused, not escaped.
+        if !is_sys_id(&self.sys_id.0) || !(self.peer.0.is_empty() || is_sys_id(&self.peer.0)) {
+            tracing::warn!(
+                event = "instance.bad_row",
+                sys_id = %printable(&self.sys_id.0.chars().take(40).collect::<String>()),
+                "ignoring an oauth_credential row whose sys_id or peer is not a 32-character hexadecimal id"
+            );
+            return None;
+        }
         let registry = registries.get(&self);
         let sys_id = self.sys_id.0.into_owned();
         let date = |name: &str, value: &str| match parse_sn_datetime(value) {
@@ -214,7 +227,7 @@ impl WireRow<'_> {
             requestor_profile: self.oauth_requestor_profile.0.into_owned(),
             user: self.user.0.into_owned(),
             scopes: self.scopes.0.into_owned(),
-            name: self.name.0.into_owned(),
+            name: printable(&self.name.0).into_owned(),
             expires,
             updated,
             mod_count: self.sys_mod_count.0.trim().parse().unwrap_or(0),
@@ -310,11 +323,11 @@ mod tests {
     #[test]
     fn decodes_rows_with_references_and_dot_walks() {
         let v: Value = serde_json::from_str(
-            r#"{"sys_id":"r1","type":"refresh_token","peer":{"link":"x","value":"e1"},"oauth_requestor_profile":"p1","user":"","scopes":"a b","expires":"2026-07-01 10:00:00","name":"n","sys_updated_on":"bad","sys_mod_count":"3","peer.name":"Graph","peer.client_id":"cid","peer.token_url":"https://t"}"#,
+            r#"{"sys_id":"0a1b2c3d4e5f60718293a4b5c6d7e8f9","type":"refresh_token","peer":{"link":"x","value":"e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1"},"oauth_requestor_profile":"p1","user":"","scopes":"a b","expires":"2026-07-01 10:00:00","name":"n","sys_updated_on":"bad","sys_mod_count":"3","peer.name":"Graph","peer.client_id":"cid","peer.token_url":"https://t"}"#,
         )
         .unwrap();
         let row = decode_credential_row(&v).unwrap();
-        assert_eq!(row.registry.sys_id, "e1");
+        assert_eq!(row.registry.sys_id, "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1");
         assert_eq!(row.registry.name, "Graph");
         assert_eq!(row.mod_count, 3);
         assert!(row.expires.is_some());
@@ -352,6 +365,9 @@ mod tests {
         }
     }
 
+    /// A row's sys_id in the generated rows.
+    const ROW_ID: &str = "00112233445566778899aabbccddeeff";
+
     /// The decoder as it was before the typed fast path: the reference the typed one must match.
     fn decode_by_field(row: &Value) -> Option<CredentialRow> {
         let token_type = match field(row, "type").as_str() {
@@ -360,7 +376,8 @@ mod tests {
             _ => return None,
         };
         let sys_id = field(row, "sys_id");
-        if sys_id.is_empty() {
+        let peer = field(row, "peer");
+        if !is_sys_id(&sys_id) || !(peer.is_empty() || is_sys_id(&peer)) {
             return None;
         }
         let date = |name: &str| parse_sn_datetime(&field(row, name)).ok().flatten();
@@ -369,13 +386,13 @@ mod tests {
             requestor_profile: field(row, "oauth_requestor_profile"),
             user: field(row, "user"),
             scopes: field(row, "scopes"),
-            name: field(row, "name"),
+            name: printable(&field(row, "name")).into_owned(),
             expires: date("expires"),
             updated: date("sys_updated_on"),
             mod_count: field(row, "sys_mod_count").trim().parse().unwrap_or(0),
             registry: Arc::new(Registry {
-                sys_id: field(row, "peer"),
-                name: field(row, "peer.name"),
+                sys_id: peer,
+                name: printable(&field(row, "peer.name")).into_owned(),
                 client_id: field(row, "peer.client_id"),
                 token_url: field(row, "peer.token_url"),
                 default_grant_type: field(row, "peer.default_grant_type"),
@@ -389,6 +406,8 @@ mod tests {
     fn wire_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             4 => "[a-z0-9_ :.-]{0,12}".prop_map(Value::from),
+            2 => "[0-9a-f]{32}".prop_map(Value::from),
+            1 => "[a-z\u{1b}\u{9b}\r\n\\[]{0,12}".prop_map(Value::from),
             1 => Just(Value::from("2026-07-01 10:00:00")),
             1 => Just(Value::from("refresh_token")),
             1 => Just(Value::from("access_token")),
@@ -414,13 +433,40 @@ mod tests {
         proptest::collection::vec((proptest::sample::select(columns), wire_value()), 0..18)
             .prop_map(|pairs| {
                 let mut map = Map::new();
-                map.insert("sys_id".into(), Value::from("r1"));
+                map.insert("sys_id".into(), Value::from(ROW_ID));
                 map.insert("type".into(), Value::from("refresh_token"));
                 for (k, v) in pairs {
                     map.insert(k.to_string(), v);
                 }
                 Value::Object(map)
             })
+    }
+
+    #[test]
+    fn rows_without_proper_ids_are_ignored_and_names_made_printable() {
+        let row = |sys_id: &str, peer: &str| {
+            serde_json::json!({"sys_id": sys_id, "type": "refresh_token", "peer": peer,
+                "name": "\u{1b}[2JMail\r\nbox", "peer.name": "Gra\u{9b}31mph"})
+        };
+        let good = decode_credential_row(&row(ROW_ID, "")).unwrap();
+        assert_eq!(good.name, "Mail  box");
+        assert_eq!(good.registry.name, "Graph");
+        for (sys_id, peer) in [
+            ("../sys_user/0", ""),
+            ("00112233445566778899aabbccddeef", ""),
+            ("00112233445566778899aabbccddeeff0", ""),
+            ("00112233445566778899aabbccddeefg", ""),
+            ("a,b", ""),
+            (ROW_ID, "x?sysparm_query=1"),
+        ] {
+            assert!(
+                decode_credential_row(&row(sys_id, peer)).is_none(),
+                "{sys_id} {peer}"
+            );
+        }
+        let page = serde_json::json!({"result": [row("bad", ""), row(ROW_ID, "")]}).to_string();
+        let rows = credential_page(StatusCode::OK, "application/json", page.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 1);
     }
 
     #[test]
@@ -451,6 +497,6 @@ mod tests {
             None
         );
         // An array row is no row, on both paths.
-        assert!(decode_credential_row(&serde_json::json!(["r1", "refresh_token"])).is_none());
+        assert!(decode_credential_row(&serde_json::json!([ROW_ID, "refresh_token"])).is_none());
     }
 }

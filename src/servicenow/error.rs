@@ -1,5 +1,6 @@
 //! What can go wrong talking to the instance, and how an answer becomes JSON or a typed error.
 
+use crate::domain::scrub::Scrubber;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -20,7 +21,7 @@ pub enum SnError {
     Unauthorized(String),
     /// The instance's `/oauth_token.do` refused the keeper's token request (`auth = "oauth"`).
     #[error(
-        "the instance refused the OAuth token request at /oauth_token.do ({0}); check instance.client_id, the client secret, instance.username and the password, and that the password grant is allowed (glide.oauth.inbound.ropc.grant_type.disabled must not be true)"
+        "the instance refused the OAuth token request at /oauth_token.do ({0}); check instance.client_id and its secret, and that the instance allows the grant (client_credentials: glide.oauth.inbound.client.credential.grant_type.enabled = true and an OAuth Application User on the client; password: glide.oauth.inbound.ropc.grant_type.disabled not true)"
     )]
     TokenRefused(String),
     /// 403: the account lacks a role or an ACL.
@@ -111,6 +112,27 @@ impl SnError {
         }
     }
 
+    /// Why, in fixed words per kind: what `/readyz` says, which must never repeat the
+    /// instance's own text (an answer may carry anything).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SnError::Unreachable(_) => "the instance is unreachable",
+            SnError::NoAnswer(_) => "the instance did not answer in time",
+            SnError::Unauthorized(_) => "the instance refused the service account",
+            SnError::TokenRefused(_) => {
+                "the instance's OAuth server refused the keeper's token request"
+            }
+            SnError::Forbidden(_) => "the service account lacks a role or an ACL",
+            SnError::NotFound(_) => "a table or the companion was not found on the instance",
+            SnError::Html(_) => {
+                "the instance answered with an HTML page (hibernating, maintenance or a login page)"
+            }
+            SnError::Cancelled => "the instance cancelled a transaction (maximum execution time)",
+            SnError::Malformed(_) => "the instance's answer was unreadable",
+            SnError::Status { .. } => "the instance answered with an error status",
+        }
+    }
+
     /// A short, stable label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -128,13 +150,18 @@ impl SnError {
     }
 }
 
+/// Longest ServiceNow error text kept (`message: detail`).
+const MAX_MESSAGE: usize = 300;
+
 /// Turns a response into JSON or a typed error. Pure, so every odd answer ServiceNow gives can be
-/// tested without a socket. Nothing is accepted from a body that did not parse.
+/// tested without a socket. Nothing is accepted from a body that did not parse; the error text
+/// kept goes through `scrubber` (what the request carried) whole, before it is cut.
 pub(super) fn interpret(
     status: StatusCode,
     content_type: &str,
     body: &[u8],
     retry_after: Option<Duration>,
+    scrubber: &Scrubber,
 ) -> Result<Value, SnError> {
     // A DELETE's answer: no body at all, by design.
     if status == StatusCode::NO_CONTENT {
@@ -173,13 +200,16 @@ pub(super) fn interpret(
         }
         return Ok(value);
     }
-    let message = parsed.ok().map(|v| error_message(&v)).unwrap_or_else(|| {
-        if cancelled {
-            "Transaction cancelled: maximum execution time exceeded".into()
-        } else {
-            format!("non-JSON error body ({} bytes)", body.len())
-        }
-    });
+    let message = parsed
+        .ok()
+        .map(|v| error_message(&v, scrubber))
+        .unwrap_or_else(|| {
+            if cancelled {
+                "Transaction cancelled: maximum execution time exceeded".into()
+            } else {
+                format!("non-JSON error body ({} bytes)", body.len())
+            }
+        });
     Err(match status.as_u16() {
         401 => SnError::Unauthorized(message),
         403 => SnError::Forbidden(message),
@@ -208,8 +238,9 @@ impl ClassifyLabel for serde_json::Error {
     }
 }
 
-/// `error.message` and `error.detail` of a ServiceNow error envelope (detail may be `null`).
-fn error_message(v: &Value) -> String {
+/// `error.message` and `error.detail` of a ServiceNow error envelope (detail may be `null`),
+/// scrubbed and cut.
+fn error_message(v: &Value, scrubber: &Scrubber) -> String {
     let error = v.get("error");
     let message = error
         .and_then(|e| e.get("message"))
@@ -225,7 +256,7 @@ fn error_message(v: &Value) -> String {
         (true, false) => detail.to_string(),
         (false, false) => format!("{message}: {detail}"),
     };
-    text.chars().take(300).collect()
+    scrubber.clean(&text, MAX_MESSAGE)
 }
 
 #[cfg(test)]
@@ -239,6 +270,7 @@ mod tests {
             "application/json;charset=UTF-8",
             body.as_bytes(),
             None,
+            &Scrubber::new(),
         )
     }
 
@@ -249,7 +281,8 @@ mod tests {
                 StatusCode::OK,
                 "text/html",
                 b"<html>Instance Hibernating</html>",
-                None
+                None,
+                &Scrubber::new(),
             ),
             Err(SnError::Html(200))
         ));
@@ -276,6 +309,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#,
             None,
+            &Scrubber::new(),
         );
         match unauthorized {
             Err(SnError::Unauthorized(m)) => assert!(m.contains("User Not Authenticated")),
@@ -286,6 +320,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"Insufficient rights to query records","detail":null},"status":"failure"}"#,
             None,
+            &Scrubber::new(),
         );
         assert!(
             matches!(forbidden, Err(SnError::Forbidden(m)) if m == "Insufficient rights to query records")
@@ -295,6 +330,7 @@ mod tests {
             "application/json",
             br#"{"error":{"message":"Rate limit exceeded","detail":"x"},"status":"failure"}"#,
             Some(Duration::from_secs(3)),
+            &Scrubber::new(),
         );
         assert!(matches!(
             limited,
@@ -306,12 +342,41 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn echoed_request_secrets_and_controls_are_not_kept() {
+        let scrubber = Scrubber::new().secret("written-token-value");
+        let body = format!(
+            r#"{{"error":{{"message":"\u001b[2JInvalid value\r\n{}","detail":"token written-token-value rejected"}},"status":"failure"}}"#,
+            "x".repeat(270)
+        );
+        let e = interpret(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            body.as_bytes(),
+            None,
+            &scrubber,
+        )
+        .unwrap_err();
+        let SnError::Status { message, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            !message.contains("written-token") && !message.contains('\u{1b}'),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\n') && message.starts_with("Invalid value"),
+            "{message}"
+        );
+        assert!(message.chars().count() <= MAX_MESSAGE);
+    }
+
     proptest! {
         #[test]
         fn interpret_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..200), html in any::<bool>()) {
             let ct = if html { "text/html" } else { "application/json" };
             let status = StatusCode::from_u16(status).unwrap();
-            let _ = interpret(status, ct, &body, None);
+            let _ = interpret(status, ct, &body, None, &Scrubber::new());
         }
 
     }

@@ -3,7 +3,7 @@
 //! return receipts of what the instance says it stored, which [`super::verify`] checks before
 //! the journal may release the answer.
 
-use super::client::Instance;
+use super::client::{Instance, TOKEN_COLUMN};
 use super::companion::TokenDigest;
 use super::error::SnError;
 use crate::domain::time::{format_sn_in_zone, format_sn_utc, parse_sn_datetime};
@@ -287,7 +287,7 @@ impl Instance {
             fields.insert("scopes".into(), Value::from(t.scopes.clone()));
             fields.insert("name".into(), Value::from(t.name.clone()));
         }
-        fields.insert("token_received".into(), Value::from(token.expose_secret()));
+        fields.insert(TOKEN_COLUMN.into(), Value::from(token.expose_secret()));
         fields.insert(
             "expires".into(),
             Value::from(format_sn_in_zone(expires, &zone.tz)),

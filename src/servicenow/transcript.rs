@@ -15,6 +15,7 @@
 use super::decode::decode_credential_row;
 use super::error::interpret;
 use super::table::CREDENTIAL_FIELDS;
+use crate::domain::scrub::Scrubber;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -141,7 +142,7 @@ struct Redactor {
 }
 
 impl Redactor {
-    fn new(base: &Url, username: &str, password: &SecretString) -> Redactor {
+    fn new(base: &Url, username: &str, secrets: &[&SecretString]) -> Redactor {
         let origin = base.origin().ascii_serialization();
         let mut redactor = Redactor {
             literals: vec![(origin, INSTANCE_PLACEHOLDER.to_string())],
@@ -153,7 +154,9 @@ impl Redactor {
                 .literals
                 .push((host.to_string(), "instance.invalid".to_string()));
         }
-        redactor.placeholder_for(password.expose_secret(), true);
+        for secret in secrets {
+            redactor.placeholder_for(secret.expose_secret(), true);
+        }
         redactor.placeholder_for(username, false);
         redactor
     }
@@ -264,12 +267,13 @@ impl std::fmt::Debug for Recorder {
 
 impl Recorder {
     /// Starts a recording into `dir` (created if missing, mode 0700; it must be empty) of the
-    /// exchanges with the instance at `base` as `username`.
+    /// exchanges with the instance at `base` as `username`; `secrets` (the instance credentials
+    /// of the config) become placeholders wherever they appear.
     pub fn create(
         dir: &Path,
         base: &Url,
         username: &str,
-        password: &SecretString,
+        secrets: &[&SecretString],
     ) -> Result<Recorder, TranscriptError> {
         let io = |source| TranscriptError::Io {
             path: dir.to_path_buf(),
@@ -287,7 +291,7 @@ impl Recorder {
             dir: dir.to_path_buf(),
             base_path: base.path().trim_end_matches('/').to_string(),
             next: AtomicU32::new(1),
-            redactor: Mutex::new(Redactor::new(base, username, password)),
+            redactor: Mutex::new(Redactor::new(base, username, secrets)),
             warned: AtomicBool::new(false),
         })
     }
@@ -402,6 +406,7 @@ pub fn decode_answer(exchange: &Exchange) -> Value {
         &content_type.to_ascii_lowercase(),
         &response.body_bytes(),
         None,
+        &Scrubber::new(),
     ) {
         Err(e) => out["error"] = json!(error_kind(&e)),
         Ok(body) => {

@@ -243,16 +243,18 @@ async fn certificate_bed(key: &str, cert: &str) -> (Bed, PathBuf) {
             .entra_endpoint(EntraEndpoint::V2)
             .certificate(&certificate),
     );
-    estate.add_credential(
+    let seeded = estate.add_credential(
         CredentialSpec::new(&graph, "graph via certificate")
             .scopes("https://graph.microsoft.com/.default offline_access")
             .access_missing(),
     );
     let bed = Bed::start(estate).await;
+    // The signing key is the keeper's own: it signs only for a pinned endpoint.
     let config = bed.config_file(&format!(
-        "[[registry]]\nname = \"Graph certificate app\"\nkind = \"entra_v2\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\n",
+        "[[registry]]\nname = \"Graph certificate app\"\nkind = \"entra_v2\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\ntoken_url = \"{}\"\n",
         keys().join(key).display(),
-        keys().join(cert).display()
+        keys().join(cert).display(),
+        bed.token_url_of(&seeded.registry)
     ));
     (bed, config)
 }

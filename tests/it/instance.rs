@@ -8,7 +8,7 @@ use jiff::SignedDuration;
 use secrecy::SecretString;
 use sn_oauth_keeper::check::{self, Checklist, Verdict};
 use sn_oauth_keeper::config::{
-    DEFAULT_COMPANION_PATH, InstanceAuthSettings, RegistrySettings, Settings,
+    DEFAULT_COMPANION_PATH, InstanceAuthSettings, InstanceGrant, RegistrySettings, Settings,
 };
 use sn_oauth_keeper::domain::report::OutcomeKind;
 use sn_oauth_keeper::servicenow::{Instance, RetryPolicy, SnError};
@@ -47,12 +47,22 @@ fn verdict<'a>(list: &'a Checklist, name: &str) -> &'a check::Step {
         .unwrap_or_else(|| panic!("no step {name}: {}", list.render()))
 }
 
-fn oauth(mut settings: Settings, secret: &str) -> Settings {
+/// `settings` signing in through the instance's OAuth client with `grant`.
+fn oauth_with(mut settings: Settings, secret: &str, grant: InstanceGrant) -> Settings {
     settings.instance.auth = InstanceAuthSettings::OAuth {
         client_id: CLIENT_ID.to_string(),
         client_secret: SecretString::from(secret.to_string()),
+        grant,
     };
     settings
+}
+
+/// `settings` signing in with the (deprecated) password grant, with the bed's password.
+fn oauth(settings: Settings, secret: &str) -> Settings {
+    let InstanceAuthSettings::Basic { password } = settings.instance.auth.clone() else {
+        panic!("the bed signs in with Basic")
+    };
+    oauth_with(settings, secret, InstanceGrant::Password { password })
 }
 
 /// Inserts an access row as if the keeper had created it earlier, so the write probe has a
@@ -164,6 +174,9 @@ async fn the_client_secret_is_asked_for_only_when_the_config_has_none() {
         kind: None,
         resource: None,
         assertion_key: None,
+        // A secret held in the config goes only to a pinned endpoint (the simulator is none of
+        // the well-known hosts).
+        token_url: Some(bed.token_url_of(&bed.seeded[0].registry)),
     });
     assert_eq!(
         bed.cycle_with(settings).await.count(OutcomeKind::Refreshed),
@@ -351,7 +364,9 @@ async fn check_names_each_missing_runbook_step_and_its_fix() {
 async fn check_names_a_wrong_password_and_a_token_that_does_not_decrypt() {
     let bed = Bed::start(prepared()).await;
     let mut settings = bed.settings();
-    settings.instance.password = SecretString::from("not-the-password".to_string());
+    settings.instance.auth = InstanceAuthSettings::Basic {
+        password: SecretString::from("not-the-password".to_string()),
+    };
     let list = check_with(&settings).await;
     let step = verdict(&list, "authentication");
     assert_eq!(step.verdict, Verdict::Fail);
@@ -487,47 +502,139 @@ async fn a_refused_password_grant_is_named_with_its_fix() {
     }
 }
 
+/// The binary's combined output of `args` with the bed's secrets and the instance client's
+/// secret in its environment.
+async fn run_with_client_secret(bed: &Bed, args: &[&str]) -> (Option<i32>, String) {
+    let out = bed
+        .run_binary_with(args, &[("SN_CLIENT_SECRET", CLIENT_SECRET)])
+        .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 #[tokio::test]
-async fn the_binary_with_oauth_refreshes_and_prints_no_instance_secret() {
-    let bed = Bed::start(prepared().with_web_service_access_only(false)).await;
+async fn the_binary_with_client_credentials_refreshes_and_prints_no_instance_secret() {
+    let bed = Bed::start(
+        prepared()
+            .with_web_service_access_only(false)
+            .with_client_credentials_grant(CLIENT_ID),
+    )
+    .await;
     let config = bed.config_file("");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "password_env = \"SN_PASSWORD\"",
-        &format!(
-            "password_env = \"SN_PASSWORD\"\nauth = \"oauth\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"SN_CLIENT_SECRET\""
-        ),
+        &format!("auth = \"oauth\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"SN_CLIENT_SECRET\""),
     );
     std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
     let mut output = String::new();
     for args in [
-        vec!["once", "--log-level", "trace", "--log-format", "json"],
-        vec!["check", "--log-level", "trace"],
+        vec![
+            "once",
+            "--log-level",
+            "trace",
+            "--log-format",
+            "json",
+            "--config",
+            config,
+        ],
+        vec!["check", "--log-level", "trace", "--config", config],
     ] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"))
-            .args(&args)
-            .arg("--config")
-            .arg(&config)
-            .env("SN_PASSWORD", bed.sim.password())
-            .env("SN_CLIENT_SECRET", CLIENT_SECRET)
-            .env("SN_OAUTH_KEEPER_KEY", bed.key_hex())
-            .env_remove("SN_OAUTH_KEEPER_CONFIG")
-            .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
-        output.push_str(&String::from_utf8_lossy(&out.stdout));
-        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        let (code, text) = run_with_client_secret(&bed, &args).await;
+        assert_eq!(code, Some(0), "{args:?}: {text}");
+        assert!(!text.contains("instance.password_grant"), "{text}");
+        output.push_str(&text);
     }
+    assert!(
+        bed.sim
+            .instance_token_grants()
+            .iter()
+            .all(|g| g == "client_credentials"),
+        "{:?}",
+        bed.sim.instance_token_grants()
+    );
     let tokens = bed.sim.instance_tokens();
-    assert!(tokens.len() >= 4, "both runs obtained tokens");
-    for secret in tokens
-        .iter()
-        .map(String::as_str)
-        .chain([CLIENT_SECRET, bed.sim.password()])
-    {
+    assert!(tokens.len() >= 2, "both runs obtained tokens");
+    for secret in tokens.iter().map(String::as_str).chain([CLIENT_SECRET]) {
         assert!(!output.contains(secret), "an instance secret leaked");
+    }
+}
+
+#[tokio::test]
+async fn the_password_grant_must_be_chosen_and_is_warned_about_at_every_start() {
+    let bed = Bed::start(prepared()).await;
+    let config = bed.config_file("");
+    let oauth_keys = format!(
+        "auth = \"oauth\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"SN_CLIENT_SECRET\""
+    );
+    // A config from before client credentials: refused, naming the key and both fixes.
+    let old = std::fs::read_to_string(&config).unwrap().replace(
+        "password_env = \"SN_PASSWORD\"",
+        &format!("password_env = \"SN_PASSWORD\"\n{oauth_keys}"),
+    );
+    std::fs::write(&config, &old).unwrap();
+    let path = config.to_str().unwrap();
+    let (code, text) = run_with_client_secret(&bed, &["once", "--config", path]).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("instance.oauth_grant")
+            && text.contains("oauth_grant = \"client_credentials\"")
+            && text.contains("oauth_grant = \"password\""),
+        "{text}"
+    );
+    assert!(bed.sim.requests().is_empty(), "refused before any call");
+    // Chosen explicitly, it works, with a warning at every start.
+    std::fs::write(
+        &config,
+        old.replace(
+            "auth = \"oauth\"",
+            "auth = \"oauth\"\noauth_grant = \"password\"",
+        ),
+    )
+    .unwrap();
+    for command in ["once", "check"] {
+        let (code, text) = run_with_client_secret(&bed, &[command, "--config", path]).await;
+        assert_eq!(code, Some(0), "{command}: {text}");
+        assert!(
+            text.contains("instance.password_grant") && text.contains("RFC 9700"),
+            "{command}: {text}"
+        );
+        assert!(!text.contains(CLIENT_SECRET) && !text.contains(bed.sim.password()));
+    }
+}
+
+#[tokio::test]
+async fn a_refused_client_credentials_grant_is_named_with_its_fix() {
+    // The property is not created (its default is false), or the client has no OAuth
+    // Application User.
+    for estate in [
+        prepared(),
+        prepared().with_client_credentials_grant("another-client"),
+    ] {
+        let bed = Bed::start(estate).await;
+        let settings = oauth_with(
+            bed.settings(),
+            CLIENT_SECRET,
+            InstanceGrant::ClientCredentials,
+        );
+        let list = check_with(&settings).await;
+        let step = verdict(&list, "authentication");
+        assert_eq!(step.verdict, Verdict::Fail, "{}", list.render());
+        assert_eq!(step.runbook, Some(4));
+        let fix = step.fix.as_deref().unwrap_or("");
+        assert!(
+            fix.contains("glide.oauth.inbound.client.credential.grant_type.enabled")
+                && fix.contains("Washington DC")
+                && fix.contains(bed.sim.username()),
+            "{}",
+            list.render()
+        );
+        assert_eq!(list.exit_code(), 3);
+        assert_eq!(bed.sim.instance_token_grants(), ["client_credentials"]);
     }
 }
 
@@ -622,6 +729,8 @@ async fn the_instance_token_endpoint_answers_as_documented() {
         client
             .post(&url)
             .json(&serde_json::json!({"grant_type": "password"})),
+        // Client credentials while glide.oauth.inbound.client.credential.grant_type.enabled
+        // is not created (false).
         client.post(&url).form(&form("client_credentials", vec![])),
     ];
     for request in refusals {
@@ -636,4 +745,18 @@ async fn the_instance_token_endpoint_answers_as_documented() {
     for r in bed.sim.requests() {
         assert!(!r.body.contains(&password) && !r.body.contains(CLIENT_SECRET));
     }
+
+    // With the property and the OAuth Application User: an access token, no refresh token.
+    let bed = Bed::start(prepared().with_client_credentials_grant(CLIENT_ID)).await;
+    let url = format!("{}/oauth_token.do", bed.sim.base_url());
+    let resp = client
+        .post(&url)
+        .form(&form("client_credentials", vec![]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["access_token"].is_string() && body.get("refresh_token").is_none());
+    assert_eq!(body["expires_in"], 1799);
 }

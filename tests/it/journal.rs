@@ -441,3 +441,115 @@ async fn one_unreadable_record_holds_back_only_its_own_credential() {
         .unwrap();
     assert_eq!(step["verdict"], "fail", "{step}");
 }
+
+/// Plants a pending record as the keeper sealed them before it derived its keys (format v1):
+/// under the journal key itself, with the v1 associated data and key id. Its answer carries
+/// the seeded refresh token (still valid at the provider) and `access_token`.
+fn plant_record_sealed_before_derivation(bed: &Bed, c: &SeededCredential, access_token: &str) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let state = bed.dir.path().join("state");
+    // The keeper lays out the schema.
+    drop(Journal::open(&state, Some(&bed.key)).unwrap());
+    let cipher = XChaCha20Poly1305::new(bed.key.bytes().into());
+    let tag = cipher
+        .encrypt(
+            &XNonce::default(),
+            Payload {
+                msg: b"",
+                aad: b"sn-oauth-keeper key id",
+            },
+        )
+        .unwrap();
+    let key_id: String = tag.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let id = "0123456789abcdef0123456789abcdef";
+    let now = bed.sim.now().as_second();
+    let plaintext = serde_json::json!({
+        "access_token": access_token,
+        "refresh_token": c.refresh_token,
+        "previous_refresh_token": c.refresh_token,
+        "access_expires": now + 3_600,
+        "refresh_expires": now + 90 * 86_400,
+        "access_row": c.access_sys_id,
+        "template": {
+            "requestor_profile": c.requestor_profile,
+            "peer": c.registry,
+            "user": "",
+            "scopes": c.scopes,
+            "name": c.name,
+        },
+    })
+    .to_string();
+    let nonce = [9u8; 24];
+    let aad = format!("sn-oauth-keeper/journal/v1/{id}/{}", c.refresh_sys_id);
+    let sealed = cipher
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .unwrap();
+    let mod_count: i64 =
+        bed.sim.row("oauth_credential", &c.refresh_sys_id).unwrap()["sys_mod_count"]
+            .parse()
+            .unwrap();
+    let db = rusqlite::Connection::open(state.join(sn_oauth_keeper::journal::DB_FILE)).unwrap();
+    db.execute(
+        "INSERT INTO pending (id, credential, registry, created_at, key_id, nonce, sealed, refresh_mod_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        rusqlite::params![id, c.refresh_sys_id, "Okta", now, key_id, nonce.to_vec(), sealed, mod_count],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_record_sealed_before_keys_were_derived_is_delivered_after_the_upgrade() {
+    let (bed, c) = strict_bed(false).await;
+    plant_record_sealed_before_derivation(&bed, &c, "at-sealed-before-the-upgrade");
+    let report = bed.cycle().await;
+    assert_eq!(outcome(&report), Outcome::Redelivered, "{report:?}");
+    assert_eq!(pending(&bed), 0);
+    let access = c.access_sys_id.as_deref().unwrap();
+    assert_eq!(
+        bed.sim
+            .decrypted("oauth_credential", access, "token_received")
+            .as_deref(),
+        Some("at-sealed-before-the-upgrade")
+    );
+}
+
+#[tokio::test]
+async fn rekey_with_the_same_key_moves_old_records_to_the_derived_keys() {
+    let (bed, c) = strict_bed(false).await;
+    plant_record_sealed_before_derivation(&bed, &c, "at-sealed-before-the-upgrade");
+    let config = bed.config_file("");
+    let path = config.to_str().unwrap();
+    let key_ids = |out: std::process::Output| -> Vec<String> {
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = ["journal", "list", "--config", path, "--format", "json"];
+    let before = key_ids(bed.run_binary(&list).await);
+    assert!(!before[0].starts_with("v2:"), "{before:?}");
+    let rekey = bed
+        .run_binary(&[
+            "journal",
+            "rekey",
+            "--config",
+            path,
+            "--new-key-env",
+            "SN_OAUTH_KEEPER_KEY",
+        ])
+        .await;
+    assert_eq!(rekey.status.code(), Some(0), "{rekey:?}");
+    let after = key_ids(bed.run_binary(&list).await);
+    assert!(after[0].starts_with("v2:"), "{after:?}");
+    let out = bed.run_binary(&["once", "--config", path]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(pending(&bed), 0);
+}

@@ -19,10 +19,15 @@
 //!   simulator's strict rotating provider and oidc-provider; no token is ever presented twice.
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
+//! - `hostile`: the hostile-input suite — echoed secrets, redirects, huge, undecodable and
+//!   nested answers, absurd lifetimes, escapes in names, ids that are not ids, a token_url
+//!   moved mid-cycle, duplicate names — and no secret in anything the keeper leaves.
 //! - `races`: registry parking, re-authorisation, other writers of the same row.
 //! - `round_trip`: `check --round-trip` passes on the simulator, and each wrong belief about
 //!   writes (a simulator quirk) fails its own step with its fix; nothing is left behind.
 //! - `reporting`: `[report]` events on the instance, one per state change.
+//! - `routes`: secrets go only where they are pinned — a moved instance `token_url` is ignored
+//!   and said once, an unpinned keeper-held secret holds its registry back.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
 //! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
@@ -48,6 +53,7 @@ mod daemon;
 mod docs;
 mod entra;
 mod faults;
+mod hostile;
 mod instance;
 mod journal;
 mod kill;
@@ -60,6 +66,7 @@ mod races;
 mod refresh;
 mod reporting;
 mod round_trip;
+mod routes;
 mod support;
 mod time;
 mod transaction;

@@ -409,11 +409,14 @@ fn registry(name: &str, client: &str, secret: &str, server: &Server) -> Registry
         .token_url(&server.token_endpoint)
 }
 
-fn key_config(name: &str, alg: &str, key: &str, cert: &str) -> String {
+/// A registry signing with the keeper's own key: pinned to the server's token endpoint, the
+/// only place that key signs for.
+fn key_config(name: &str, alg: &str, key: &str, cert: &str, server: &Server) -> String {
     format!(
-        "[[registry]]\nname = \"{name}\"\nclient_auth = \"private_key_jwt\"\njwt_alg = \"{alg}\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\n\n",
+        "[[registry]]\nname = \"{name}\"\nclient_auth = \"private_key_jwt\"\njwt_alg = \"{alg}\"\nprivate_key_file = \"{}\"\ncertificate_file = \"{}\"\ntoken_url = \"{}\"\n\n",
         keys().join(key).display(),
-        keys().join(cert).display()
+        keys().join(cert).display(),
+        server.token_endpoint
     )
 }
 
@@ -471,14 +474,16 @@ async fn every_client_authentication_refreshes_at_a_real_server() {
             "PS256 app",
             "PS256",
             "client-a.key.pem",
-            "client-a.cert.pem"
+            "client-a.cert.pem",
+            &server,
         ),
         // A PKCS#1 key file ("BEGIN RSA PRIVATE KEY") works as well as PKCS#8.
         key_config(
             "RS256 app",
             "RS256",
             "client-b.pkcs1.key.pem",
-            "client-b.cert.pem"
+            "client-b.cert.pem",
+            &server,
         ),
     ));
     let out = bed

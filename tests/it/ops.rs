@@ -272,10 +272,22 @@ fn the_shipped_deploy_configs_are_valid() {
         assert!(unit.contains(directive), "{directive} missing in the unit");
     }
 
+    assert!(s.server.listen.ip().is_loopback(), "systemd: loopback");
+    let example = std::fs::read_to_string(root.join("deploy/config.example.toml")).unwrap();
+    assert!(
+        example.contains("listen = \"127.0.0.1:9464\""),
+        "the example binds loopback"
+    );
+
+    // Containers bind all interfaces deliberately, each with what keeps the port closed: the
+    // loopback publish of the documented `docker run`, the NetworkPolicy in Kubernetes.
     let docker = std::fs::read_to_string(root.join("deploy/docker/config.toml")).unwrap();
     let s = config::parse(&relocate(&docker), "docker/config.toml", &env).unwrap();
     assert!(s.state.key.resolve(&s.source, &env).is_ok());
     assert_eq!(s.server.listen.port(), 9464);
+    assert!(s.server.listen.ip().is_unspecified() && docker.contains("Deliberately"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("-p 127.0.0.1:9464:9464"));
 
     // The ConfigMap's config.toml block (YAML literal, indented by four spaces).
     let configmap = std::fs::read_to_string(root.join("deploy/kubernetes/configmap.yaml")).unwrap();
@@ -287,6 +299,14 @@ fn the_shipped_deploy_configs_are_valid() {
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
     let s = config::parse(&relocate(&block), "configmap.yaml", &env).unwrap();
+    assert!(s.server.listen.ip().is_unspecified() && block.contains("Deliberately"));
+    let policy =
+        std::fs::read_to_string(root.join("deploy/kubernetes/networkpolicy.yaml")).unwrap();
+    assert!(
+        policy.contains("namespaceSelector")
+            && policy.contains("kubernetes.io/metadata.name: monitoring"),
+        "only the monitoring namespace may scrape"
+    );
     let deployment =
         std::fs::read_to_string(root.join("deploy/kubernetes/deployment.yaml")).unwrap();
     assert!(deployment.contains("terminationGracePeriodSeconds: 120"));

@@ -1,7 +1,6 @@
 //! `[report]`: one Event Management event per state change, never one per cycle.
 
-use crate::support::Bed;
-use sn_oauth_keeper::config::ReportSettings;
+use crate::support::{Bed, report_to_instance};
 use sn_oauth_keeper::engine::Mode;
 use sn_oauth_keeper_sim::Estate;
 use tokio_util::sync::CancellationToken;
@@ -10,11 +9,7 @@ use tokio_util::sync::CancellationToken;
 async fn one_event_per_state_change() {
     let bed = Bed::start(Estate::demo(12)).await;
     let mut settings = bed.settings();
-    settings.report = Some(ReportSettings {
-        table: "em_event".into(),
-        source: "sn-oauth-keeper".into(),
-        node: "test-keeper".into(),
-    });
+    report_to_instance(&mut settings);
     let keeper = bed.keeper_with(settings);
     let stop = CancellationToken::new();
     for _ in 0..3 {

@@ -1,7 +1,10 @@
 //! The test bed.
 
+use secrecy::SecretString;
 use serde_json::Value;
-use sn_oauth_keeper::config::Settings;
+use sn_oauth_keeper::config::{
+    DEFAULT_EXPIRES_IN, DEFAULT_REFRESH_LIFETIME, RegistrySettings, ReportSettings, Settings,
+};
 use sn_oauth_keeper::domain::report::CycleReport;
 use sn_oauth_keeper::engine::{Keeper, Mode};
 use sn_oauth_keeper::journal::Journal;
@@ -104,14 +107,47 @@ impl Bed {
 
     /// Runs the real binary with the bed's secrets in its environment.
     pub async fn run_binary(&self, args: &[&str]) -> std::process::Output {
+        self.run_binary_with(args, &[]).await
+    }
+
+    /// Runs the real binary with the bed's secrets and `env` in its environment.
+    pub async fn run_binary_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sn-oauth-keeper"));
         cmd.args(args)
             .env("SN_PASSWORD", self.sim.password())
             .env("SN_OAUTH_KEEPER_KEY", self.key_hex())
+            .envs(env.iter().copied())
             .env_remove("SN_OAUTH_KEEPER_CONFIG")
             .env_remove("SN_OAUTH_KEEPER_LOG_LEVEL")
             .stdin(std::process::Stdio::null());
         cmd.output().await.expect("binary runs")
+    }
+
+    /// The `token_url` the simulator's registry has, to pin it in a config.
+    pub fn token_url_of(&self, registry: &str) -> url::Url {
+        let row = self
+            .sim
+            .row("oauth_entity", registry)
+            .expect("registry row");
+        url::Url::parse(&row["token_url"]).expect("a token URL")
+    }
+
+    /// Makes every access row expired, so the next cycle refreshes its credential.
+    pub fn expire_access_rows(&self) {
+        for row in self.sim.rows("oauth_credential") {
+            if row["type"] == "access_token" {
+                self.sim.set_row_field(
+                    "oauth_credential",
+                    &row["sys_id"],
+                    "expires",
+                    "2020-01-01 00:00:00",
+                );
+            }
+        }
     }
 
     /// Requests that wrote to oauth_credential.
@@ -130,6 +166,46 @@ impl Bed {
             .filter(|r| matches!(r.target, Target::Provider(_)))
             .collect()
     }
+}
+
+/// A `[[registry]]` as a config would give it: a client secret held by the keeper, and a
+/// pinned token endpoint; every other key at its default.
+pub fn registry_override(
+    name: &str,
+    client_secret: Option<&str>,
+    token_url: Option<url::Url>,
+) -> RegistrySettings {
+    RegistrySettings {
+        name: name.to_string(),
+        client_secret: client_secret.map(|s| SecretString::from(s.to_string())),
+        scope: None,
+        client_auth: Default::default(),
+        default_expires_in: DEFAULT_EXPIRES_IN,
+        refresh_token_lifetime: DEFAULT_REFRESH_LIFETIME,
+        kind: None,
+        resource: None,
+        assertion_key: None,
+        token_url,
+    }
+}
+
+/// Another host: a second simulator that only takes note of what reaches it, and its base URL
+/// spelt with `localhost` (the bed's instance is `127.0.0.1`).
+pub async fn another_host() -> (Simulator, String) {
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), Estate::empty(2))
+        .await
+        .expect("simulator starts");
+    let base = sim.base_url().replace("127.0.0.1", "localhost");
+    (sim, base)
+}
+
+/// Turns `[report]` on: status events go to the simulated instance's `em_event`.
+pub fn report_to_instance(settings: &mut Settings) {
+    settings.report = Some(ReportSettings {
+        table: "em_event".into(),
+        source: "sn-oauth-keeper".into(),
+        node: "test-keeper".into(),
+    });
 }
 
 /// One due credential at a strict rotating provider (reusing a rotated refresh token there

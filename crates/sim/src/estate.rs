@@ -13,7 +13,7 @@ mod spec;
 
 use jiff::SignedDuration;
 
-use crate::instance::InstanceSide;
+use crate::instance::{InstanceSide, OAuthClient};
 use crate::state::{new_guid, new_sys_id};
 
 pub use spec::{
@@ -224,10 +224,31 @@ impl Estate {
     /// `auth = "oauth"`.
     #[must_use]
     pub fn with_instance_oauth_client(mut self, client_id: &str, client_secret: &str) -> Estate {
-        self.instance
+        self.instance.oauth.clients.push(OAuthClient {
+            id: client_id.to_owned(),
+            secret: client_secret.to_owned(),
+            application_user: None,
+        });
+        self
+    }
+
+    /// Allows the client-credentials grant for `client_id` (registered with
+    /// [`Estate::with_instance_oauth_client`]): creates
+    /// `glide.oauth.inbound.client.credential.grant_type.enabled = true` and makes the
+    /// integration user the client's OAuth Application User.
+    #[must_use]
+    pub fn with_client_credentials_grant(mut self, client_id: &str) -> Estate {
+        self.instance.oauth.client_credentials_enabled = true;
+        let user = self.user.user_name.clone();
+        for client in self
+            .instance
             .oauth
             .clients
-            .push((client_id.to_owned(), client_secret.to_owned()));
+            .iter_mut()
+            .filter(|c| c.id == client_id)
+        {
+            client.application_user = Some(user.clone());
+        }
         self
     }
 

@@ -51,6 +51,25 @@ pub enum FaultAction {
     /// the instance's quota-cancellation error tail ("Transaction cancelled: maximum execution
     /// time exceeded"), as an API_INT transaction cancelled mid-stream does.
     TransactionCancelled,
+    /// Answer with these exact bytes (invalid UTF-8, a huge body) and content type.
+    Bytes {
+        /// HTTP status code.
+        status: u16,
+        /// Response body, sent as is.
+        body: Vec<u8>,
+        /// The `Content-Type`.
+        content_type: String,
+    },
+    /// Answer with an error that repeats everything the request carried — its body (the form
+    /// of a token request, the JSON of a write) and its `Authorization` header — in every text
+    /// field of the error shape of the target: an OAuth error for a provider (`error`,
+    /// `error_description`, `suberror`, `trace_id`, `correlation_id`), ServiceNow's envelope
+    /// (`message`, `detail`) for the instance. The echoes start after 290 characters of
+    /// padding, so whatever cuts the text at 300 cuts a secret in two.
+    EchoRequest {
+        /// HTTP status code.
+        status: u16,
+    },
 }
 
 /// One fault rule. Rules are checked in insertion order; the first live match wins.
@@ -163,6 +182,23 @@ impl Fault {
     /// Serves a partial result with the quota-cancellation tail.
     pub fn transaction_cancelled(target: FaultTarget) -> Fault {
         Fault::new(target, FaultAction::TransactionCancelled)
+    }
+
+    /// Answers with exact bytes.
+    pub fn bytes(target: FaultTarget, status: u16, content_type: &str, body: Vec<u8>) -> Fault {
+        Fault::new(
+            target,
+            FaultAction::Bytes {
+                status,
+                body,
+                content_type: content_type.to_owned(),
+            },
+        )
+    }
+
+    /// Answers with an error echoing the request (see [`FaultAction::EchoRequest`]).
+    pub fn echo_request(target: FaultTarget, status: u16) -> Fault {
+        Fault::new(target, FaultAction::EchoRequest { status })
     }
 
     /// Limits the rule to `n` hits.

@@ -86,13 +86,24 @@ pub(crate) struct Issued {
     pub expires: i64,
 }
 
+/// An OAuth API endpoint for external clients (an `oauth_entity` of type client).
+#[derive(Clone, Debug)]
+pub(crate) struct OAuthClient {
+    pub id: String,
+    pub secret: String,
+    /// The "OAuth Application User" field: whom a client-credentials token acts as.
+    pub application_user: Option<String>,
+}
+
 /// The instance's OAuth server (the instance as the authorization server).
 #[derive(Clone, Debug)]
 pub(crate) struct OAuthServer {
-    /// Registered OAuth API endpoints for external clients: (client_id, client_secret).
-    pub clients: Vec<(String, String)>,
+    /// Registered OAuth API endpoints for external clients.
+    pub clients: Vec<OAuthClient>,
     /// `glide.oauth.inbound.ropc.grant_type.disabled`.
     pub ropc_disabled: bool,
+    /// `glide.oauth.inbound.client.credential.grant_type.enabled` (false unless created).
+    pub client_credentials_enabled: bool,
     pub access_lifespan_secs: i64,
     pub refresh_lifespan_secs: i64,
     pub access: Vec<Issued>,
@@ -106,6 +117,7 @@ impl Default for OAuthServer {
         OAuthServer {
             clients: Vec::new(),
             ropc_disabled: false,
+            client_credentials_enabled: false,
             access_lifespan_secs: DEFAULT_ACCESS_LIFESPAN_SECS,
             refresh_lifespan_secs: DEFAULT_REFRESH_LIFESPAN_SECS,
             access: Vec::new(),
@@ -273,33 +285,30 @@ pub(crate) fn bearer_valid(st: &State, token: &str) -> bool {
         .any(|t| t.token == token && t.expires > now)
 }
 
-/// `POST /oauth_token.do`: the password and refresh-token grants for the integration user, as
-/// servicenow.md §3.9 describes them (form-encoded only; every refusal is the same 401).
+/// `POST /oauth_token.do`: the password, refresh-token and client-credentials grants for the
+/// integration user, as servicenow.md §3.9 describes them (form-encoded only; every refusal is
+/// the same 401). Client credentials, as from Washington DC: only with
+/// `glide.oauth.inbound.client.credential.grant_type.enabled` and an OAuth Application User on
+/// the client, as whom the token acts; access token only.
 pub(crate) fn token_endpoint(st: &mut State, req: &Incoming) -> SimResponse {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let grant = field("grant_type").to_owned();
+    let field = |name: &str| req.form_field(name);
+    let grant = field("grant_type");
     st.instance.oauth.grants.push(grant.clone());
     let form_encoded = req.header("content-type").is_some_and(|c| {
         c.to_ascii_lowercase()
             .contains("application/x-www-form-urlencoded")
     });
-    let client_ok = st
+    let client = st
         .instance
         .oauth
         .clients
         .iter()
-        .any(|(id, secret)| id == field("client_id") && secret == field("client_secret"));
-    if !req.method.eq_ignore_ascii_case("POST") || !form_encoded || !client_ok {
+        .find(|c| c.id == field("client_id") && c.secret == field("client_secret"))
+        .cloned();
+    let Some(client) = client.filter(|_| req.method.eq_ignore_ascii_case("POST") && form_encoded)
+    else {
         return denied();
-    }
+    };
     let now = st.now().as_second();
     let user_ok = |st: &State| {
         st.user_row()
@@ -309,12 +318,21 @@ pub(crate) fn token_endpoint(st: &mut State, req: &Incoming) -> SimResponse {
         "password" => {
             let accepted = !st.instance.oauth.ropc_disabled
                 && user_ok(st)
-                && field("username") == st.user_name()
+                && field("username") == *st.user_name()
                 && field("password") == st.user.password;
             if !accepted {
                 return denied();
             }
             true
+        }
+        "client_credentials" => {
+            let accepted = st.instance.oauth.client_credentials_enabled
+                && user_ok(st)
+                && client.application_user.as_deref() == Some(st.user_name().as_str());
+            if !accepted {
+                return denied();
+            }
+            false
         }
         "refresh_token" => {
             let presented = field("refresh_token");

@@ -186,6 +186,14 @@ impl Incoming {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of a field of a form-encoded body; empty when there is none.
+    pub(crate) fn form_field(&self, name: &str) -> String {
+        url::form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn params(&self) -> Vec<Param> {
         self.query
             .split('&')
@@ -374,6 +382,14 @@ async fn handle(
             let resp = process(&shared, &incoming, &target);
             Outcome::Respond(cancelled(resp))
         }
+        Some(FaultAction::Bytes {
+            status,
+            body,
+            content_type,
+        }) => Outcome::Respond(SimResponse::with_content_type(status, &content_type, body)),
+        Some(FaultAction::EchoRequest { status }) => {
+            Outcome::Respond(echo(&incoming, &target, status))
+        }
     };
     match outcome {
         Outcome::Respond(resp) => {
@@ -400,6 +416,44 @@ fn without_fields(mut req: Incoming, fields: &[String]) -> Incoming {
         req.body = serde_json::Value::Object(body).to_string().into_bytes();
     }
     req
+}
+
+/// An error repeating what `req` carried in every text field of `target`'s error shape, after
+/// 290 characters of padding (see [`FaultAction::EchoRequest`]).
+fn echo(req: &Incoming, target: &Target, status: u16) -> SimResponse {
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let authorization = req.header("authorization").unwrap_or_default().to_owned();
+    let pad = "x".repeat(290);
+    let value = match target {
+        Target::Provider(_) => {
+            let field = |name: &str| req.form_field(name);
+            serde_json::json!({
+                "error": field("refresh_token"),
+                "error_description": format!("{pad}{} was refused; the request was {body}", field("refresh_token")),
+                "suberror": field("client_secret"),
+                "trace_id": body,
+                "correlation_id": format!("{authorization} {}", field("client_assertion")),
+            })
+        }
+        _ => {
+            let written = serde_json::from_slice::<serde_json::Value>(&req.body)
+                .ok()
+                .and_then(|v| {
+                    v.get("token_received")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "error": {
+                    "message": format!("{pad}{written} is not a valid value"),
+                    "detail": format!("{body} {authorization}"),
+                },
+                "status": "failure",
+            })
+        }
+    };
+    SimResponse::with_content_type(status, "application/json;charset=UTF-8", value.to_string())
 }
 
 /// Records the request, counts token POSTs and picks the fault (all under one lock, so the

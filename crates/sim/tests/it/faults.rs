@@ -357,3 +357,85 @@ async fn shutdown_stops_serving() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(client().get(&url).send().await.is_err());
 }
+
+#[tokio::test]
+async fn byte_faults_send_exactly_their_bytes() {
+    let (sim, reg, cred) = okta().await;
+    let bytes = vec![0xff, 0xfe, b'{', b'"', 0xc3];
+    sim.inject(
+        Fault::bytes(
+            FaultTarget::Provider("okta".to_owned()),
+            200,
+            "application/json",
+            bytes.clone(),
+        )
+        .times(1),
+    );
+    let resp = client()
+        .post(sim.token_url("okta"))
+        .form(&refresh_form(&reg, &cred.refresh_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes);
+    assert!(
+        sim.provider_valid("okta", &cred.refresh_token),
+        "not processed"
+    );
+}
+
+#[tokio::test]
+async fn echo_faults_repeat_the_request_in_every_error_field_after_padding() {
+    let (sim, reg, cred) = okta().await;
+    sim.inject(Fault::echo_request(
+        FaultTarget::Provider("okta".to_owned()),
+        400,
+    ));
+    let resp = client()
+        .post(sim.token_url("okta"))
+        .basic_auth("id", Some("basic-secret"))
+        .form(&refresh_form(&reg, &cred.refresh_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = json(resp).await;
+    assert_eq!(body["error"], cred.refresh_token.as_str());
+    let description = body["error_description"].as_str().unwrap();
+    assert_eq!(description.find(&cred.refresh_token), Some(290));
+    assert_eq!(body["suberror"], reg.client_secret.as_str());
+    assert!(
+        body["trace_id"]
+            .as_str()
+            .unwrap()
+            .contains("grant_type=refresh_token")
+    );
+    assert!(
+        body["correlation_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+
+    // The instance's envelope echoes the token a write carried.
+    sim.inject(Fault::echo_request(FaultTarget::TableApi, 400).method("PATCH"));
+    let resp = req(&sim, Method::PATCH, "/api/now/table/oauth_credential/x")
+        .json(&json!({"token_received": "written-token"}))
+        .send()
+        .await
+        .unwrap();
+    let body = json(resp).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(message.find("written-token"), Some(290));
+    assert!(
+        body["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("written-token")
+    );
+}
