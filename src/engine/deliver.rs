@@ -81,9 +81,11 @@ impl Keeper {
             let verdict = verdicts.get(obtained.credential()).copied();
             let (keeper, journal, semaphore) =
                 (self.clone(), Arc::clone(journal), Arc::clone(writes));
+            // The write's future is boxed once its permit is taken: the tasks that wait for a
+            // permit (a whole batch, while the batch before it writes) stay small.
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                keeper.write(&journal, obtained, verdict).await
+                Box::pin(keeper.write(&journal, obtained, verdict)).await
             });
         }
         let mut written = Vec::new();

@@ -23,6 +23,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// Batches of the cycle in hand at once: collecting their answers or being delivered. A batch
+/// is delivered only once all its answers are in (one version read and one verification per
+/// 100, for the calls' sake), so the writes run dry at each batch boundary unless the next
+/// batch is complete by then: with one batch collecting, one waiting and one writing, the
+/// writes always have a batch ready while the token requests go on. At most this many × 100
+/// answers wait in memory.
+const BATCHES_IN_HAND: usize = 3;
+
 /// Marks a credential in flight for as long as it lives.
 struct FlightGuard {
     set: Arc<Mutex<HashSet<String>>>,
@@ -111,14 +119,14 @@ impl Keeper {
             self.settings.refresh.concurrency,
         ));
         let writes = self.write_limit();
-        // At most two batches wait for their delivery while the next one's tokens are asked.
+        // At most BATCHES_IN_HAND batches collect their answers or are delivered at once.
         let mut deliveries: tokio::task::JoinSet<Vec<(String, Settled)>> =
             tokio::task::JoinSet::new();
         // Owned by the cycle: dropping the cycle (a crash test, a forced stop) aborts them.
         let mut requests = tokio::task::JoinSet::new();
         self.observer.refreshes_started(due.len());
         for chunk in due.chunks(COMPANION_BATCH) {
-            while deliveries.len() >= 2 {
+            while deliveries.len() >= BATCHES_IN_HAND {
                 if let Some(joined) = deliveries.join_next().await {
                     self.collect_batch(joined, &mut results);
                 }

@@ -18,8 +18,10 @@ use sn_oauth_keeper::journal::JournalKey;
 use sn_oauth_keeper::telemetry::{self, LogFormat, LogLevel};
 use tokio_util::sync::CancellationToken;
 
-/// Credentials per companion call: a cycle that refreshes D credentials makes ceil(D / this).
-pub(crate) use sn_oauth_keeper::servicenow::COMPANION_BATCH;
+/// Rows per discovery page when the config does not say (`instance.page_size`): the runs keep
+/// the keeper's default settings, and the floor counts pages at this size.
+pub(crate) const DEFAULT_PAGE_SIZE: usize =
+    sn_oauth_keeper::config::InstanceSettings::DEFAULT_PAGE_SIZE;
 
 /// The keeper could not be built, or a cycle of it failed as a whole.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! sn-oauth-keeper-bench: the keeper measured against its cost floor.
 //!
 //! Run it from anywhere in the workspace; it rewrites `BENCHMARKS.md` at the workspace root,
-//! `tests/bench/wall-time.svg` and `tests/bench/results.json` (about six minutes on two cores):
+//! `tests/bench/wall-time.svg` and `tests/bench/results.json` (a few minutes on two cores):
 //!
 //! ```sh
 //! cargo run --release --locked -p sn-oauth-keeper-bench
@@ -47,8 +47,8 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Stopwatch;
-use crate::floor::{PAGE_SIZE, WRITES_PER_REFRESH};
-use crate::keeper::KeeperError;
+use crate::floor::{WRITES_PER_REFRESH, Waits};
+use crate::keeper::{DEFAULT_PAGE_SIZE, KeeperError};
 use crate::report::{
     Report, check_targets, machine, notes, render_markdown, render_tables, write_outputs,
 };
@@ -127,7 +127,8 @@ struct BenchArgs {
     /// credential, so even) and due credentials [default: 100:10,1000:100,10000:1000,50000:10000].
     #[arg(long, value_delimiter = ',', value_parser = parse_size, value_name = "ROWS:DUE,…")]
     sizes: Option<Vec<Size>>,
-    /// Concurrency values (refresh.concurrency and refresh.per_host_concurrency) [default: 1,8,32].
+    /// Concurrency values: refresh.concurrency, with every other setting at the keeper's default
+    /// (so refresh.per_host_concurrency follows it) [default: 1,8,32].
     #[arg(long, value_delimiter = ',', value_name = "C,…")]
     concurrency: Option<Vec<usize>>,
     /// Latency added to every token request [default: 50ms].
@@ -154,7 +155,8 @@ struct BenchArgs {
     /// numbers then describe the wrapper, not the keeper).
     #[arg(long, hide = true, value_name = "COMMAND")]
     wrap: Option<String>,
-    /// Profiling: keep the scratch directory (configs, keeper logs) and say where it is.
+    /// Profiling: keep the scratch directory (configs, keeper logs, each run's calls in
+    /// requests.jsonl) and say where it is.
     #[arg(long, hide = true)]
     keep_scratch: bool,
 }
@@ -334,7 +336,7 @@ impl Plan {
             idle_rows,
             idle_samples: if smoke { 3 } else { 11 },
             max_floor_s: max_floor.as_secs_f64(),
-            page_size: PAGE_SIZE,
+            page_size: DEFAULT_PAGE_SIZE,
             writes_per_refresh: WRITES_PER_REFRESH,
             out: match args.out {
                 Some(dir) => Some(dir),
@@ -350,6 +352,16 @@ impl Plan {
                 .map(|w| w.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
         })
+    }
+
+    /// The waits of a run at concurrency `c`, for its wall-time floor.
+    pub(crate) fn waits(&self, c: usize) -> Waits {
+        Waits {
+            provider: self.lp,
+            instance: self.li,
+            concurrency: c,
+            page_size: self.page_size,
+        }
     }
 }
 

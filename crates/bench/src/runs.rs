@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sn_oauth_keeper_sim::{
-    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RegistrySpec, Simulator,
+    CredentialSpec, Estate, Fault, FaultTarget, ProviderKind, RecordedRequest, RegistrySpec,
+    Simulator,
 };
 
 use crate::child::CycleSample;
 use crate::clock::Stopwatch;
-use crate::floor::{Calls, PAGE_SIZE, pages, ratio, wall_floor};
+use crate::floor::{Calls, WallFloor, kind_of, overhead_ms_per_refresh, pages, ratio};
 use crate::keeper::new_journal_key_hex;
 use crate::procfs::{children_cpu, status_kib};
 use crate::report::target_run;
@@ -34,8 +35,17 @@ pub(crate) struct RunResult {
     pub(crate) due: usize,
     pub(crate) concurrency: usize,
     pub(crate) wall_s: f64,
+    /// The wall-time floor: the larger of the two pipelines below.
     pub(crate) floor_s: f64,
+    /// The floor's pipeline when the token requests bound the cycle.
+    pub(crate) token_bound_s: f64,
+    /// The floor's pipeline when the writes bound the cycle.
+    pub(crate) write_bound_s: f64,
+    /// `tokens` or `writes`: which pipeline the floor is.
+    pub(crate) bound: String,
     pub(crate) wall_ratio: f64,
+    /// (wall − floor) / D, in ms: what each refresh costs above the floor.
+    pub(crate) overhead_ms_per_refresh: f64,
     pub(crate) calls: Calls,
     pub(crate) call_floor: Calls,
     pub(crate) call_ratio: f64,
@@ -122,8 +132,11 @@ impl Bed {
         inject_latency(&sim, plan.lp, plan.li);
         let state = dir.join("state");
         let config = dir.join("keeper.toml");
+        // Everything but the concurrency at the keeper's defaults: `instance.page_size` (the
+        // floor counts pages at the default) and `refresh.per_host_concurrency`, which follows
+        // `concurrency` — every token request of the bench goes to one host.
         let text = format!(
-            "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\npage_size = {PAGE_SIZE}\n\n[refresh]\nconcurrency = {concurrency}\nper_host_concurrency = {concurrency}\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n",
+            "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\n\n[refresh]\nconcurrency = {concurrency}\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n",
             sim.base_url(),
             sim.username(),
             sim.companion_path(),
@@ -257,9 +270,10 @@ fn log_tail(path: &Path) -> String {
 
 async fn refresh_run(
     bed: &Bed,
+    plan: &Plan,
     size: Size,
     c: usize,
-    floor: Duration,
+    floor: WallFloor,
 ) -> Result<RunResult, BenchError> {
     bed.sim.clear_requests();
     let cost = run_child(bed.command(&["once"]), &bed.dir, "once").await?;
@@ -274,21 +288,28 @@ async fn refresh_run(
         });
     }
     let log = bed.sim.requests();
+    if plan.keep_scratch {
+        write_timeline(&bed.dir, &log)?;
+    }
     let calls = Calls::count(&log);
-    let call_floor = Calls::floor(size.rows, size.due);
+    let call_floor = Calls::floor(size.rows, size.due, plan.page_size);
     let failed_calls = log
         .iter()
         .filter(|r| !(200..300).contains(&r.status))
         .count();
     let wall_s = cost.wall.as_secs_f64();
-    let floor_s = floor.as_secs_f64();
+    let floor_s = floor.floor().as_secs_f64();
     Ok(RunResult {
         rows: size.rows,
         due: size.due,
         concurrency: c,
         wall_s,
         floor_s,
+        token_bound_s: floor.token_bound.as_secs_f64(),
+        write_bound_s: floor.write_bound.as_secs_f64(),
+        bound: floor.bound().to_owned(),
         wall_ratio: ratio(wall_s, floor_s),
+        overhead_ms_per_refresh: overhead_ms_per_refresh(wall_s, floor_s, size.due),
         call_ratio: ratio(calls.total() as f64, call_floor.total() as f64),
         calls_at_floor: calls == call_floor,
         calls,
@@ -297,6 +318,27 @@ async fn refresh_run(
         cpu_s: cost.cpu.as_secs_f64(),
         failed_calls,
     })
+}
+
+/// Profiling (`--keep-scratch`): the run's calls in the order they arrived, beside the keeper's
+/// log, as `requests.jsonl` — one `{"ms", "kind", "status"}` a line, `ms` since the first call —
+/// to see where a run waits (a gap in the writes, a batch boundary). No path, no body.
+fn write_timeline(dir: &Path, log: &[RecordedRequest]) -> Result<(), BenchError> {
+    let Some(first) = log.first().map(|r| r.at) else {
+        return Ok(());
+    };
+    let mut lines = String::new();
+    for r in log {
+        let ms = r.at.duration_since(first).as_secs_f64() * 1_000.0;
+        let line = serde_json::json!({
+            "ms": (ms * 10.0).round() / 10.0,
+            "kind": kind_of(r),
+            "status": r.status,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("requests.jsonl"), lines).map_err(io_error("writing requests.jsonl"))
 }
 
 /// Runs the hidden `cycles` command and reads its samples.
@@ -372,7 +414,7 @@ async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, Benc
     let n = plan.idle_samples;
     let (samples, _) = cycles_child(bed, n, "idle").await?;
     let calls = Calls::count(&bed.sim.requests());
-    let one = Calls::floor(size.rows, 0);
+    let one = Calls::floor(size.rows, 0, plan.page_size);
     let call_floor = Calls {
         discovery: one.discovery * n,
         ..Calls::default()
@@ -388,7 +430,9 @@ async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, Benc
         cpu_ms_per_cycle: per.cpu_ms,
         sys_ms_per_cycle: per.sys_ms,
         wall_ms_per_cycle: per.wall_ms,
-        wall_floor_ms: wall_floor(Size { due: 0, ..size }, 1, plan.lp, plan.li).as_secs_f64()
+        wall_floor_ms: WallFloor::of(Size { due: 0, ..size }, plan.waits(1))
+            .floor()
+            .as_secs_f64()
             * 1_000.0,
     })
 }
@@ -439,7 +483,7 @@ async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchEr
         second_half_growth_kib,
         cpu_ms_per_cycle: cpu_ms,
         calls_per_cycle: calls.total() as f64 / n as f64,
-        call_floor_per_cycle: pages(size.rows),
+        call_floor_per_cycle: pages(size.rows, plan.page_size),
     };
     eprintln!(
         "bench:   RSS {:.1} MiB after cycle 10, {:.1} after cycle {}, {:.1} after cycle {n} ({:+} KiB over the second half)",
@@ -474,19 +518,19 @@ pub(crate) async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, Ben
     for (i, size) in plan.sizes.iter().enumerate() {
         let mut idle_measured = false;
         for &c in &plan.concurrency {
-            let floor = wall_floor(*size, c, plan.lp, plan.li);
-            if floor > plan.max_floor && !target_run(size.due, c) {
+            let floor = WallFloor::of(*size, plan.waits(c));
+            if floor.floor() > plan.max_floor && !target_run(size.due, c) {
                 eprintln!(
                     "bench: R={} D={} C={c}: skipped, its floor {:.0} s exceeds --max-floor",
                     size.rows,
                     size.due,
-                    floor.as_secs_f64()
+                    floor.floor().as_secs_f64()
                 );
                 skipped.push(Skipped {
                     rows: size.rows,
                     due: size.due,
                     concurrency: c,
-                    floor_s: floor.as_secs_f64(),
+                    floor_s: floor.floor().as_secs_f64(),
                 });
                 continue;
             }
@@ -494,16 +538,18 @@ pub(crate) async fn measure(plan: &Plan, scratch: &Path) -> Result<Measured, Ben
             let seed = 1_000 + u64::try_from(i).unwrap_or(0);
             let bed = Bed::start(plan, *size, seed, &dir, c).await?;
             eprintln!(
-                "bench: R={} D={} C={c}: refreshing (floor {:.2} s)…",
+                "bench: R={} D={} C={c}: refreshing (floor {:.2} s, {}-bound)…",
                 size.rows,
                 size.due,
-                floor.as_secs_f64()
+                floor.floor().as_secs_f64(),
+                floor.bound()
             );
-            let run = refresh_run(&bed, *size, c, floor).await?;
+            let run = refresh_run(&bed, plan, *size, c, floor).await?;
             eprintln!(
-                "bench:   wall {:.2} s (×{:.3}), calls {}/{}, peak RSS {:.1} MiB, CPU {:.2} s",
+                "bench:   wall {:.2} s (×{:.3}, {:+.2} ms per refresh), calls {}/{}, peak RSS {:.1} MiB, CPU {:.2} s",
                 run.wall_s,
                 run.wall_ratio,
+                run.overhead_ms_per_refresh,
                 run.calls.total(),
                 run.call_floor.total(),
                 kib_to_mib(run.peak_rss_kib),

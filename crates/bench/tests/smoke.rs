@@ -9,8 +9,8 @@ use serde_json::Value;
 
 /// Every column the report's tables must have.
 const COLUMNS: &[&str] = &[
-    "| R | D | C | wall | wall floor | wall ratio | calls | call floor | call ratio | peak RSS | CPU |",
-    "| R | D | C | discovery | user | companion | token | write | race check | other |",
+    "| R | D | C | wall | wall floor | bound | wall ratio | overhead / refresh | calls | call floor | call ratio | peak RSS | CPU |",
+    "| R | D | C | discovery | user | secrets | verify | token | write | race check | other |",
     "| R | idle calls / cycle | idle call floor | idle call ratio | idle CPU / cycle | idle wall / cycle | idle wall floor |",
 ];
 
@@ -18,11 +18,21 @@ const COLUMNS: &[&str] = &[
 const KINDS: &[&str] = &[
     "discovery",
     "user",
-    "companion",
+    "secrets",
+    "verify",
     "token",
     "write",
     "reread",
     "other",
+];
+
+/// The smoke plan's estates, (R, D), with every kind of call a cycle of each must make, in the
+/// order of [`KINDS`]: one page, the user's time zone, one `/secrets` call, a `/verify` call per
+/// 100 rows written (two per refresh), the token requests, the writes and one batched
+/// race-check read.
+const EXPECTED: &[((u64, u64), [u64; 8])] = &[
+    ((40, 10), [1, 1, 1, 1, 10, 20, 1, 0]),
+    ((200, 60), [1, 1, 1, 2, 60, 120, 1, 0]),
 ];
 
 #[tokio::test]
@@ -67,9 +77,16 @@ async fn the_smoke_benchmark_runs_every_cycle_at_the_call_floor() {
     // The smoke plan: two estates at two concurrencies, none skipped.
     assert_eq!(runs.len(), 4, "{results:#}");
     for run in runs {
-        for kind in KINDS {
+        let estate = (run["rows"].as_u64().unwrap(), run["due"].as_u64().unwrap());
+        let (_, expected) = EXPECTED
+            .iter()
+            .find(|(e, _)| *e == estate)
+            .unwrap_or_else(|| panic!("an estate outside the smoke plan: {run:#}"));
+        for (kind, count) in KINDS.iter().zip(expected) {
+            assert_eq!(run["calls"][kind].as_u64(), Some(*count), "{kind}: {run:#}");
             assert_eq!(
-                run["calls"][kind], run["call_floor"][kind],
+                run["call_floor"][kind].as_u64(),
+                Some(*count),
                 "{kind}: {run:#}"
             );
         }
@@ -79,7 +96,16 @@ async fn the_smoke_benchmark_runs_every_cycle_at_the_call_floor() {
         let due = run["due"].as_u64().unwrap();
         assert_eq!(run["calls"]["token"].as_u64(), Some(due), "{run:#}");
         assert!(run["wall_s"].as_f64().unwrap() > 0.0, "{run:#}");
-        assert!(run["floor_s"].as_f64().unwrap() > 0.0, "{run:#}");
+        let floor = run["floor_s"].as_f64().unwrap();
+        assert!(floor > 0.0, "{run:#}");
+        assert_eq!(
+            Some(floor),
+            run["token_bound_s"]
+                .as_f64()
+                .zip(run["write_bound_s"].as_f64())
+                .map(|(t, w)| t.max(w)),
+            "{run:#}"
+        );
         assert!(run["peak_rss_kib"].as_u64().unwrap() > 0, "{run:#}");
     }
     let idle = results["idle"].as_array().unwrap();

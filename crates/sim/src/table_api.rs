@@ -262,11 +262,7 @@ fn list(st: &mut State, ctx: &Ctx, req: &Incoming) -> Outcome {
         params
             .iter()
             .filter(|p| !p.key.starts_with("sysparm_") && ctx.schema.resolve_path(&p.key).is_some())
-            .map(|p| Condition {
-                field: p.key.clone(),
-                op: Op::EqValueOrDisplay,
-                value: p.value.clone(),
-            })
+            .map(|p| Condition::new(p.key.clone(), Op::EqValueOrDisplay, p.value.clone()))
             .collect(),
     );
     // Paging asks the same query once per page: its matches are kept until the database
