@@ -156,9 +156,12 @@ impl Keeper {
                 }
             };
             let (answers, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
-            // Claimed in waves of `concurrency`, each just before its token requests: a keeper
-            // that takes over never presents a token this one may have spent, and one that
-            // dies leaves claimed little more than what it actually asked for.
+            // The batch is claimed in one lease call just before its first token request: a
+            // keeper that takes over never presents a token this one may have spent. Claiming
+            // in smaller waves would cost a serial lease call per wave and spare nothing: a
+            // keeper that dies mid-batch has claims to drop either way (its restart replaces
+            // them with what its journal holds; a keeper gone for good needs `lease
+            // drop-claims`).
             let mut claimed_until = 0;
             let mut refused: Option<ClaimResult> = None;
             for (i, c) in chunk.iter().enumerate() {
@@ -186,19 +189,18 @@ impl Keeper {
                 if let Some(lease) = &self.lease
                     && i >= claimed_until
                 {
-                    let wave: Vec<(usize, String)> = chunk
+                    let unsent: Vec<(usize, String)> = chunk
                         .iter()
                         .enumerate()
                         .skip(i)
                         .filter(|(j, c)| *j == i || secrets.contains_key(c.id()))
-                        .take(self.settings.refresh.concurrency)
                         .map(|(j, c)| (j, c.id().to_string()))
                         .collect();
-                    claimed_until = wave.last().map_or(i, |(j, _)| j + 1);
-                    let ids: Vec<String> = wave.into_iter().map(|(_, id)| id).collect();
+                    claimed_until = unsent.last().map_or(i, |(j, _)| j + 1);
+                    let ids: Vec<String> = unsent.into_iter().map(|(_, id)| id).collect();
                     let claim = lease.claim(&ids).await;
                     if claim != ClaimResult::Claimed {
-                        // Nothing of this wave is sent: nothing to keep claimed.
+                        // None of them is sent: nothing to keep claimed.
                         lease.unclaim(&ids);
                         if claim == ClaimResult::Full {
                             tracing::warn!(

@@ -38,8 +38,11 @@ pub(crate) struct CycleSample {
 /// The hidden `once` command: one apply cycle, as `sn-oauth-keeper once --config …` runs it;
 /// 0 when every due credential was refreshed, 1 otherwise (the keeper's exit codes).
 pub(crate) async fn once(config: &Path) -> Result<u8, BenchError> {
-    let count = Engine::open(config)?.cycle().await?;
-    Ok(u8::from(count.failures > 0))
+    let engine = Engine::open(config)?;
+    let count = engine.cycle().await;
+    // `once` releases the lease when it exits, whatever the cycle did.
+    engine.release_lease().await;
+    Ok(u8::from(count?.failures > 0))
 }
 
 /// The hidden `cycles` command: `n` apply cycles of the real engine back to back in this

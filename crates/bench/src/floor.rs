@@ -43,6 +43,9 @@ pub(crate) struct Calls {
     pub(crate) write: usize,
     /// The race check's version reads: list `GET`s of `oauth_credential` by `sys_idIN…`.
     pub(crate) reread: usize,
+    /// Companion calls of the instance-wide lease (`/lease`, `/lease/claims`): taken, claims
+    /// sent, released.
+    pub(crate) lease: usize,
     /// Anything else.
     pub(crate) other: usize,
 }
@@ -57,6 +60,7 @@ enum Kind {
     Token,
     Write,
     Reread,
+    Lease,
     Other,
 }
 
@@ -71,6 +75,7 @@ impl Kind {
             Kind::Token => "token",
             Kind::Write => "write",
             Kind::Reread => "reread",
+            Kind::Lease => "lease",
             Kind::Other => "other",
         }
     }
@@ -105,6 +110,11 @@ impl Kind {
                 }
             }
             Target::Companion if read && r.path.ends_with("/secrets") => Kind::Secrets,
+            Target::Companion
+                if r.path.ends_with("/lease") || r.path.ends_with("/lease/claims") =>
+            {
+                Kind::Lease
+            }
             Target::Companion
                 if r.method.eq_ignore_ascii_case("POST") && r.path.ends_with("/verify") =>
             {
@@ -146,6 +156,7 @@ impl Calls {
                 Kind::Token => &mut calls.token,
                 Kind::Write => &mut calls.write,
                 Kind::Reread => &mut calls.reread,
+                Kind::Lease => &mut calls.lease,
                 Kind::Other => &mut calls.other,
             };
             *slot += 1;
@@ -169,7 +180,14 @@ impl Calls {
     ///   before its write — [`VERSION_READ_IDS`] rows a read;
     /// - verify: only the companion's `/verify` proves a write (a 200 does not: a field ACL or
     ///   a business rule can discard it silently), one digest per row written, at most
-    ///   [`COMPANION_MAX_TOKENS`] a call.
+    ///   [`COMPANION_MAX_TOKENS`] a call;
+    /// - lease: `once` takes the instance's lease for its cycle (one call, whose answer also
+    ///   names the credentials other keepers claim, which the plan must leave alone) and
+    ///   releases it when it exits (one call, so `once` after `once` never waits); with
+    ///   refreshes, each credential is claimed before its token request — a batch of
+    ///   [`COMPANION_MAX_IDS`] whose refresh tokens came in one `/secrets` call is one claim
+    ///   call — and the claims go once the answers are verified, before the release (which
+    ///   leaves claims standing): one more call.
     pub(crate) fn floor(rows: usize, due: usize, page_size: usize) -> Calls {
         let writes = WRITES_PER_REFRESH * due;
         Calls {
@@ -180,12 +198,26 @@ impl Calls {
             token: due,
             write: writes,
             reread: due.div_ceil(VERSION_READ_IDS),
+            lease: if due == 0 {
+                2
+            } else {
+                3 + due.div_ceil(COMPANION_MAX_IDS)
+            },
             other: 0,
         }
     }
 
+    /// The lease calls of back-to-back idle cycles in one process that took `elapsed` in all,
+    /// with a lease of `ttl`: taken at the first cycle, then renewed each time a
+    /// third of its life has passed (the renewal the lease's contract asks for); never
+    /// released (the process is stopped, not shut down).
+    pub(crate) fn lease_of_idle_cycles(elapsed: Duration, ttl: Duration) -> usize {
+        let third = (ttl / 3).as_millis().max(1);
+        1 + usize::try_from(elapsed.as_millis() / third).unwrap_or(usize::MAX)
+    }
+
     /// Each kind with its count, in the tables' column order.
-    pub(crate) fn kinds(&self) -> [(&'static str, usize); 8] {
+    pub(crate) fn kinds(&self) -> [(&'static str, usize); 9] {
         [
             ("discovery", self.discovery),
             ("user", self.user),
@@ -194,6 +226,7 @@ impl Calls {
             ("token", self.token),
             ("write", self.write),
             ("reread", self.reread),
+            ("lease", self.lease),
             ("other", self.other),
         ]
     }
@@ -240,12 +273,16 @@ impl WallFloor {
     ///   the read must follow the answer, or a re-authorisation during the token request would
     ///   go unseen;
     /// - W = k·D writes with at most C in flight: ceil(W / C)·Li;
-    /// - a verification (Li) follows the writes it proves.
+    /// - a verification (Li) follows the writes it proves;
+    /// - the lease (`once`): taken before the plan (its answer names what other keepers
+    ///   claim), the first batch claimed before its first token request (later batches can be
+    ///   claimed while earlier requests are in flight), the claims withdrawn after the last
+    ///   verification and the lease released: 4·Li, two ahead and two behind.
     ///
-    /// So after the fixed P·Li + Li, either the token requests bound the cycle —
+    /// So after the fixed P·Li + 3·Li, either the token requests bound the cycle —
     /// ceil(D / C)·Lp, then the last answer's version read, its k writes (ceil(k / C)·Li) and
     /// its verification — or the writes do: the first answer's Lp and version read, then
-    /// ceil(W / C)·Li, then the last write's verification. The `sys_user` read can overlap
+    /// ceil(W / C)·Li, then the last write's verification; then the lease's 2·Li. The `sys_user` read can overlap
     /// discovery, so it is in neither. An idle cycle (D = 0) is its discovery alone.
     pub(crate) fn of(size: Size, waits: Waits) -> WallFloor {
         let times = |n: usize, d: Duration| d * u32::try_from(n).unwrap_or(u32::MAX);
@@ -257,14 +294,16 @@ impl WallFloor {
                 write_bound: discovery,
             };
         }
-        let fixed = discovery + li;
+        let fixed = discovery + 3 * li;
+        let lease_after = 2 * li;
         let writes = WRITES_PER_REFRESH * size.due;
         let token_bound = fixed
             + times(size.due.div_ceil(c), lp)
             + li
             + times(WRITES_PER_REFRESH.div_ceil(c), li)
-            + li;
-        let write_bound = fixed + lp + li + times(writes.div_ceil(c), li) + li;
+            + li
+            + lease_after;
+        let write_bound = fixed + lp + li + times(writes.div_ceil(c), li) + li + lease_after;
         WallFloor {
             token_bound,
             write_bound,
@@ -340,44 +379,58 @@ mod tests {
                 token: 10_000,
                 write: 20_000,
                 reread: 100,
+                lease: 103,
                 other: 0,
             }
         );
-        assert_eq!(f.total(), 30_451);
+        assert_eq!(f.total(), 30_554);
         // The formula at D = 1,000: ⌈R/page⌉ + ⌈D/100⌉ + D + W + ⌈D/100⌉ + ⌈W/100⌉,
-        // and the user read.
+        // and the user read; and the lease: taken, a claim per batch, claims withdrawn, released.
         assert_eq!(
             Calls::floor(10_000, 1_000, 1_000).total(),
-            10 + 10 + 1_000 + 2_000 + 10 + 20 + 1
+            10 + 10 + 1_000 + 2_000 + 10 + 20 + 1 + (3 + 10)
         );
         // Partial batches round up; 60 answers write 120 rows: two /verify calls.
         let small = Calls::floor(200, 60, 1_000);
         assert_eq!((small.secrets, small.reread, small.verify), (1, 1, 2));
-        // An idle cycle reads its pages and nothing else.
+        // An idle `once` reads its pages, and takes and releases the lease.
         assert_eq!(
             Calls::floor(2_500, 0, 1_000),
             Calls {
                 discovery: 3,
+                lease: 2,
                 ..Calls::default()
             }
+        );
+        // Idle cycles in one process: the lease once, then a renewal each third of its life.
+        let ttl = Duration::from_secs(600);
+        assert_eq!(Calls::lease_of_idle_cycles(Duration::ZERO, ttl), 1);
+        assert_eq!(
+            Calls::lease_of_idle_cycles(Duration::from_secs(199), ttl),
+            1
+        );
+        assert_eq!(
+            Calls::lease_of_idle_cycles(Duration::from_secs(200), ttl),
+            2
         );
         assert_eq!(pages(0, 1_000), 1);
     }
 
     #[test]
     fn the_write_bound_pipeline_bounds_the_named_sizes() {
-        // D = 1,000, C = 8: 10 pages + 1 companion call = 330 ms; writes: 50 + 30, then
-        // 2,000 / 8 = 250 rounds of 30 ms, then 30 — 7,940 ms; tokens: 125 rounds of 50 ms, then
-        // 30 + 30 + 30 — 6,670 ms.
+        // D = 1,000, C = 8: 10 pages + 1 companion call + the lease taken and the first batch
+        // claimed = 390 ms; writes: 50 + 30, then 2,000 / 8 = 250 rounds of 30 ms, then 30 —
+        // then the claims withdrawn and the lease released, 60: 8,060 ms; tokens: 125 rounds of
+        // 50 ms, then 30 + 30 + 30, then 60 — 6,790 ms.
         let f = WallFloor::of(size(10_000, 1_000), waits(8));
-        assert_eq!(f.write_bound, ms(330 + 80 + 7_500 + 30));
-        assert_eq!(f.token_bound, ms(330 + 6_250 + 90));
-        assert_eq!((f.floor(), f.bound()), (ms(7_940), "writes"));
+        assert_eq!(f.write_bound, ms(390 + 80 + 7_500 + 30 + 60));
+        assert_eq!(f.token_bound, ms(390 + 6_250 + 90 + 60));
+        assert_eq!((f.floor(), f.bound()), (ms(8_060), "writes"));
         // D = 10,000, C = 32: 50 pages; writes 625 rounds; tokens 313 rounds.
         let f = WallFloor::of(size(50_000, 10_000), waits(32));
-        assert_eq!(f.write_bound, ms(1_530 + 80 + 18_750 + 30));
-        assert_eq!(f.token_bound, ms(1_530 + 15_650 + 90));
-        assert_eq!(f.floor(), ms(20_390));
+        assert_eq!(f.write_bound, ms(1_590 + 80 + 18_750 + 30 + 60));
+        assert_eq!(f.token_bound, ms(1_590 + 15_650 + 90 + 60));
+        assert_eq!(f.floor(), ms(20_510));
     }
 
     #[test]
@@ -388,17 +441,17 @@ mod tests {
             ..waits(32)
         };
         let f = WallFloor::of(size(10_000, 1_000), slow);
-        assert_eq!(f.token_bound, ms(330 + 6_400 + 90));
-        assert_eq!(f.write_bound, ms(330 + 230 + 1_890 + 30));
-        assert_eq!((f.floor(), f.bound()), (ms(6_820), "tokens"));
+        assert_eq!(f.token_bound, ms(390 + 6_400 + 90 + 60));
+        assert_eq!(f.write_bound, ms(390 + 230 + 1_890 + 30 + 60));
+        assert_eq!((f.floor(), f.bound()), (ms(6_940), "tokens"));
     }
 
     #[test]
     fn one_at_a_time_the_last_answer_writes_its_rows_in_turn() {
         // C = 1: the last answer's two writes cannot overlap.
         let f = WallFloor::of(size(100, 10), waits(1));
-        assert_eq!(f.token_bound, ms(60 + 500 + 30 + 60 + 30));
-        assert_eq!(f.write_bound, ms(60 + 80 + 600 + 30));
+        assert_eq!(f.token_bound, ms(120 + 500 + 30 + 60 + 30 + 60));
+        assert_eq!(f.write_bound, ms(120 + 80 + 600 + 30 + 60));
     }
 
     #[test]
@@ -480,6 +533,18 @@ mod tests {
                 "",
                 Target::Companion,
             ),
+            request(
+                "POST",
+                "/api/snok/oauth_keeper/lease",
+                "",
+                Target::Companion,
+            ),
+            request(
+                "DELETE",
+                "/api/snok/oauth_keeper/lease/claims",
+                "holder=h&sys_id=0123",
+                Target::Companion,
+            ),
             request("POST", "/entra/token", "", Target::Provider("entra".into())),
             request("POST", "/oauth_token.do", "", Target::InstanceOAuth),
         ];
@@ -493,6 +558,7 @@ mod tests {
                 token: 1,
                 write: 2,
                 reread: 1,
+                lease: 2,
                 // A single-row read, an unfiltered list, an event, a GET of /verify and the
                 // instance's own token endpoint.
                 other: 5,

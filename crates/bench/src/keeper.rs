@@ -96,6 +96,13 @@ impl Engine {
         })
     }
 
+    /// Releases the instance's lease, as `once` does when it exits.
+    pub(crate) async fn release_lease(&self) {
+        if let Some(lease) = self.keeper.lease() {
+            lease.release().await;
+        }
+    }
+
     /// One apply cycle: discover, re-deliver, plan, refresh, write back.
     pub(crate) async fn cycle(&self) -> Result<CycleCount, KeeperError> {
         let report = self

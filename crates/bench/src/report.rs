@@ -317,7 +317,7 @@ const RUN_COLUMNS: [&str; 13] = [
 ];
 
 /// The column headers of the calls-by-kind table, in the order of [`crate::floor::Calls::kinds`].
-const KIND_COLUMNS: [&str; 11] = [
+const KIND_COLUMNS: [&str; 12] = [
     "R",
     "D",
     "C",
@@ -328,6 +328,7 @@ const KIND_COLUMNS: [&str; 11] = [
     "token",
     "write",
     "race check",
+    "lease",
     "other",
 ];
 
@@ -500,17 +501,26 @@ pub(crate) fn render_markdown(report: &Report, notes: Option<&str>) -> String {
          3.3 KB, the most one read can carry sensibly) \
          + ceil(W / {tokens}) companion `/verify` calls (a 200 does not prove a write: a field \
          ACL or a business rule can discard it silently; only `/verify` proves it, one SHA-256 \
-         digest per row written, at most {tokens} rows a call). Calls are counted by kind from \
+         digest per row written, at most {tokens} rows a call) \
+         + 3 + ceil(D / {ids}) lease calls (`once` takes the instance's lease for its cycle — \
+         its answer names the credentials other keepers claim, which the plan leaves alone — \
+         claims each batch of refresh tokens before its token requests, withdraws the claims \
+         once the answers are verified, and releases the lease when it exits, so `once` after \
+         `once` never waits). Calls are counted by kind from \
          the simulator's request log (discovery: list reads of `oauth_credential` by `typeIN`; \
-         race check: list reads by `sys_idIN`; anything unexpected is `other`); a cell shows \
+         race check: list reads by `sys_idIN`; lease: `/lease` and `/lease/claims`; anything \
+         unexpected is `other`); a cell shows \
          `actual / floor` in bold where they differ.\n\
          - **Wall-time floor.** The dependencies no keeper can avoid: discovery pages one after \
          the other, P = ceil(R / {page}) of them (P·Li); one companion call before the first \
-         token request (Li); D token requests with at most C in flight; an answer's rows are \
+         token request (Li); the lease taken before the plan and the first batch claimed before \
+         its first token request (2·Li; later batches can be claimed while earlier requests are \
+         in flight); D token requests with at most C in flight; an answer's rows are \
          written only after its token answer and then its version read (Li; a read before the \
          answer would miss a re-authorisation during the token request); W writes with at most \
-         C in flight; a verification (Li) after the writes it proves. After the fixed \
-         P·Li + Li, the floor is the larger of two pipelines: **tokens** — ceil(D / C)·Lp, then \
+         C in flight; a verification (Li) after the writes it proves; the claims withdrawn and \
+         the lease released at the end (2·Li). After the fixed \
+         P·Li + 3·Li and before the final 2·Li, the floor is the larger of two pipelines: **tokens** — ceil(D / C)·Lp, then \
          the last answer's version read, its k writes (ceil(k / C)·Li) and its verification: \
          ceil(D / C)·Lp + (2 + ceil(k / C))·Li; **writes** — the first answer (Lp) and its \
          version read (Li), then ceil(W / C)·Li, then the last verification (Li): \
@@ -525,7 +535,9 @@ pub(crate) fn render_markdown(report: &Report, notes: Option<&str>) -> String {
          - **Idle cycle**: right after its first run, each estate goes through {samples} cycles \
          of the real engine in one keeper process (the bench binary's hidden `cycles` command, \
          the same `Keeper::cycle` as `once` and `run`); CPU and wall time are per cycle with the first \
-         (warm-up) cycle left out. Its floor is the discovery GETs alone.\n\
+         (warm-up) cycle left out. Its floor is the discovery GETs alone, and the lease: taken \
+         at the first cycle, renewed each third of its life (the bench's keepers run with \
+         `[lease] ttl` = 10 min, so a renewal falls every 200 s).\n\
          - **Memory**: {cycles} idle cycles back to back in one keeper process over \
          {rows} rows, without injected latency (a leak per cycle shows at any size; this keeps \
          the check to seconds); `VmRSS` after selected cycles. Caches (SQLite's page cache, \
@@ -583,7 +595,7 @@ pub(crate) fn render_markdown(report: &Report, notes: Option<&str>) -> String {
     let _ = writeln!(
         md,
         "Growth from cycle 10 to {}: {:+} KiB; over the second half (cycles {}–{}): {:+} KiB. \
-         Peak RSS {:.1} MiB; {:.1} ms CPU and {:.1} calls per cycle (floor {}).\n",
+         Peak RSS {:.1} MiB; {:.1} ms CPU and {:.1} calls per cycle (floor {:.1}).\n",
         group(mem.cycles),
         mem.growth_kib,
         group(mem.cycles / 2),

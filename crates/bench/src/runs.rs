@@ -16,6 +16,9 @@ use sn_oauth_keeper_sim::{
 use crate::child::CycleSample;
 use crate::clock::Stopwatch;
 use crate::floor::{Calls, WallFloor, kind_of, overhead_ms_per_refresh, pages, ratio};
+
+/// `[lease] ttl` of the bench's keepers: the longest the keeper accepts.
+const LEASE_TTL: Duration = Duration::from_secs(600);
 use crate::keeper::new_journal_key_hex;
 use crate::procfs::{children_cpu, status_kib};
 use crate::report::target_run;
@@ -98,7 +101,7 @@ pub(crate) struct MemoryResult {
     pub(crate) second_half_growth_kib: i64,
     pub(crate) cpu_ms_per_cycle: f64,
     pub(crate) calls_per_cycle: f64,
-    pub(crate) call_floor_per_cycle: usize,
+    pub(crate) call_floor_per_cycle: f64,
 }
 
 /// KiB as MiB.
@@ -132,14 +135,17 @@ impl Bed {
         inject_latency(&sim, plan.lp, plan.li);
         let state = dir.join("state");
         let config = dir.join("keeper.toml");
-        // Everything but the concurrency at the keeper's defaults: `instance.page_size` (the
-        // floor counts pages at the default) and `refresh.per_host_concurrency`, which follows
-        // `concurrency` — every token request of the bench goes to one host.
+        // Everything but the concurrency and the lease's life at the keeper's defaults:
+        // `instance.page_size` (the floor counts pages at the default) and
+        // `refresh.per_host_concurrency`, which follows `concurrency` — every token request of
+        // the bench goes to one host. The longest lease renews every 200 s, so the idle runs'
+        // renewals are whole and few (`Calls::lease_of_idle_cycles`).
         let text = format!(
-            "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\n\n[refresh]\nconcurrency = {concurrency}\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n",
+            "[instance]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"SN_PASSWORD\"\ncompanion_path = \"{}\"\n\n[refresh]\nconcurrency = {concurrency}\n\n[lease]\nttl = \"{}s\"\n\n[state]\ndir = \"{}\"\nkey_env = \"SN_OAUTH_KEEPER_KEY\"\n",
             sim.base_url(),
             sim.username(),
             sim.companion_path(),
+            LEASE_TTL.as_secs(),
             state.display()
         );
         std::fs::write(&config, text).map_err(io_error("writing the keeper's config"))?;
@@ -409,14 +415,19 @@ fn per_cycle(samples: &[CycleSample], from: usize) -> PerCycle {
     }
 }
 
+/// The wall time of a child's cycles, together.
+fn elapsed(samples: &[CycleSample]) -> Duration {
+    Duration::from_micros(samples.iter().map(|s| s.wall_us).sum())
+}
+
 async fn idle_run(bed: &Bed, plan: &Plan, size: Size) -> Result<IdleResult, BenchError> {
     bed.sim.clear_requests();
     let n = plan.idle_samples;
     let (samples, _) = cycles_child(bed, n, "idle").await?;
     let calls = Calls::count(&bed.sim.requests());
-    let one = Calls::floor(size.rows, 0, plan.page_size);
     let call_floor = Calls {
-        discovery: one.discovery * n,
+        discovery: pages(size.rows, plan.page_size) * n,
+        lease: Calls::lease_of_idle_cycles(elapsed(&samples), LEASE_TTL),
         ..Calls::default()
     };
     let per = per_cycle(&samples, 1);
@@ -483,7 +494,10 @@ async fn memory_run(plan: &Plan, scratch: &Path) -> Result<MemoryResult, BenchEr
         second_half_growth_kib,
         cpu_ms_per_cycle: cpu_ms,
         calls_per_cycle: calls.total() as f64 / n as f64,
-        call_floor_per_cycle: pages(size.rows, plan.page_size),
+        call_floor_per_cycle: (pages(size.rows, plan.page_size) * n
+            + Calls::lease_of_idle_cycles(elapsed(&samples), LEASE_TTL))
+            as f64
+            / n as f64,
     };
     eprintln!(
         "bench:   RSS {:.1} MiB after cycle 10, {:.1} after cycle {}, {:.1} after cycle {n} ({:+} KiB over the second half)",

@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Every column the report's tables must have.
 const COLUMNS: &[&str] = &[
     "| R | D | C | wall | wall floor | bound | wall ratio | overhead / refresh | calls | call floor | call ratio | peak RSS | CPU |",
-    "| R | D | C | discovery | user | secrets | verify | token | write | race check | other |",
+    "| R | D | C | discovery | user | secrets | verify | token | write | race check | lease | other |",
     "| R | idle calls / cycle | idle call floor | idle call ratio | idle CPU / cycle | idle wall / cycle | idle wall floor |",
 ];
 
@@ -23,16 +23,17 @@ const KINDS: &[&str] = &[
     "token",
     "write",
     "reread",
+    "lease",
     "other",
 ];
 
 /// The smoke plan's estates, (R, D), with every kind of call a cycle of each must make, in the
 /// order of [`KINDS`]: one page, the user's time zone, one `/secrets` call, a `/verify` call per
-/// 100 rows written (two per refresh), the token requests, the writes and one batched
-/// race-check read.
-const EXPECTED: &[((u64, u64), [u64; 8])] = &[
-    ((40, 10), [1, 1, 1, 1, 10, 20, 1, 0]),
-    ((200, 60), [1, 1, 1, 2, 60, 120, 1, 0]),
+/// 100 rows written (two per refresh), the token requests, the writes, one batched
+/// race-check read, and the lease: taken, the batch claimed, the claims withdrawn, released.
+const EXPECTED: &[((u64, u64), [u64; 9])] = &[
+    ((40, 10), [1, 1, 1, 1, 10, 20, 1, 4, 0]),
+    ((200, 60), [1, 1, 1, 2, 60, 120, 1, 4, 0]),
 ];
 
 #[tokio::test]
