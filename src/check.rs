@@ -885,7 +885,25 @@ async fn lease_step(instance: &Instance, settings: &Settings) -> Step {
         0 => "no credential is claimed".to_string(),
         n => format!("{n} credential(s) claimed by {} keeper(s)", by_holder.len()),
     };
-    if idle.is_empty() {
+    // This keeper's journal under another host name: a renamed host or a copied state
+    // directory, and only the operator can tell which.
+    let twin = own.as_deref().and_then(|own| {
+        view.holder
+            .as_deref()
+            .into_iter()
+            .chain(by_holder.keys().copied())
+            .find(|other| crate::domain::lease::is_twin(own, other))
+            .map(str::to_owned)
+    });
+    if let Some(twin) = twin {
+        step(
+            name,
+            Verdict::Warn,
+            format!("{held}; {claims}; keeper {twin} names this keeper's journal"),
+            Some(crate::domain::guidance::lease_twin(&twin)),
+            None,
+        )
+    } else if idle.is_empty() {
         pass(name, format!("{held}; {claims}"))
     } else {
         step(

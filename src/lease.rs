@@ -12,7 +12,8 @@
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::domain::lease::{Tenure, holder_id};
+use crate::domain::guidance;
+use crate::domain::lease::{Tenure, holder_id, is_twin};
 use crate::domain::report::LeaseStatus;
 use crate::journal::Journal;
 use crate::servicenow::lease::{Claim, LeaseAnswer, MAX_CLAIMS};
@@ -117,6 +118,8 @@ struct State {
     retry_at: Duration,
     /// Whether the claim set outgrew what one call carries (logged once).
     overflowing: bool,
+    /// Twins already warned about (see [`crate::domain::lease::is_twin`]): once each.
+    twins_warned: BTreeSet<String>,
 }
 
 /// What [`LeaseKeeper::claim`] got.
@@ -289,6 +292,19 @@ impl LeaseKeeper {
                     Standing::Unavailable(e)
                 }
             };
+            let twins: BTreeSet<String> = state
+                .others
+                .iter()
+                .map(|c| c.holder.as_str())
+                .chain(state.elsewhere.as_ref().map(|r| r.holder.as_str()))
+                .filter(|other| is_twin(&self.holder, other))
+                .map(str::to_owned)
+                .collect();
+            for twin in twins {
+                if state.twins_warned.insert(twin.clone()) {
+                    tracing::warn!(event = "lease.twin", holder = %self.holder, twin = %twin, guidance = %guidance::lease_twin(&twin), "another keeper id names this keeper's journal");
+                }
+            }
             let refusal = standing.reason();
             // Said once per cause: the seconds left change with every call.
             let cause = standing.cause();

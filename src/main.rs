@@ -480,6 +480,7 @@ async fn once(
         print!("{}", report::cycle_summary(&report));
     }
     if let Some(reason) = refusal {
+        let reason = reason.trim_end_matches('.');
         eprintln!("error: {reason}; without the lease this keeper starts no token request");
         return Ok(EXIT_FAILURES);
     }

@@ -112,6 +112,14 @@ pub fn claimed_elsewhere(holder: &str) -> String {
     )
 }
 
+/// What to do about a twin: a keeper whose holder id names this keeper's journal under another
+/// host name.
+pub fn lease_twin(twin: &str) -> String {
+    format!(
+        "keeper {twin} uses this keeper's journal identity under another host name: either this host was renamed (a pod or container named anew: give it a fixed host name, as the shipped manifests do) — then its claims are this keeper's own, and `sn-oauth-keeper lease drop-claims --holder {twin}` frees those credentials once this keeper has delivered its journal — or the state directory was copied to a second keeper, which breaks the lease's guarantee: stop one of them and give the other a new state directory"
+    )
+}
+
 /// How a token request failed, as far as guidance cares.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenFailure<'a> {

@@ -60,6 +60,14 @@ pub fn holder_id(host: &str, journal: &str) -> String {
     format!("{host}/{journal}")
 }
 
+/// Whether `other` is a twin of the keeper `own`: another holder id with the same journal
+/// identity (the part after the last `/`). One journal under two host names is a renamed host
+/// (a pod or container named anew) or a copied state directory.
+pub fn is_twin(own: &str, other: &str) -> bool {
+    let journal = |id: &str| id.rsplit_once('/').map(|(_, j)| j.to_owned());
+    own != other && journal(own).is_some() && journal(own) == journal(other)
+}
+
 /// Whether another keeper's claim on a credential has gone stale: its refresh row changed
 /// (`sys_mod_count` moved) since this keeper first saw the claim. Nobody but that keeper's own
 /// delivery touches a claimed credential; a change is a re-authorisation or the instance's own
@@ -75,6 +83,16 @@ mod tests {
     use proptest::prelude::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_twin_shares_the_journal_under_another_host_name() {
+        let own = holder_id("keeper-0", "j-1234");
+        assert!(is_twin(&own, &holder_id("keeper-7f9c", "j-1234")));
+        assert!(!is_twin(&own, &own));
+        assert!(!is_twin(&own, &holder_id("keeper-0", "j-5678")));
+        assert!(!is_twin(&own, "no-journal-part"));
+        assert!(!is_twin("no-journal-part", "other"));
+    }
 
     #[test]
     fn a_lease_is_renewed_at_a_third_and_guards_each_request_with_a_margin() {

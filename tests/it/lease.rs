@@ -2,7 +2,8 @@
 //! for longer than the lease while it holds answers ServiceNow has not confirmed, one killed,
 //! and `once` started beside a running daemon. What counts is the provider's own record: no
 //! refresh token is ever presented twice, no grant is revoked, every credential ends refreshed,
-//! and the paused keeper's journal delivers what it held.
+//! and the paused keeper's journal delivers what it held. And the claims of a keeper gone for
+//! good, as `check`, `once` and `lease drop-claims` handle them.
 
 use crate::oidc::{Server, assert_all_live, assert_no_reuse, grants, post_client, rotating_estate};
 use crate::support::{Bed, PATIENCE, Running};
@@ -349,4 +350,106 @@ async fn two_daemons_at_oidc_provider_never_present_a_token_twice() {
     assert_no_reuse(&server.log().await);
     let pairs: Vec<(&SeededCredential, &str)> = seeded.iter().map(|c| (c, "keeper-post")).collect();
     assert_all_live(&bed, &server, &pairs).await;
+}
+
+/// Takes the lease as keeper `holder` claiming `sys_ids`, and lets it go again: the claims
+/// stay, as a keeper that stopped for good leaves them.
+async fn claim_and_leave(bed: &Bed, holder: &str, sys_ids: &[&str]) {
+    let lease = format!("{}{}/lease", bed.sim.base_url(), bed.sim.companion_path());
+    let client = reqwest::Client::new();
+    let taken = client
+        .post(&lease)
+        .basic_auth(bed.sim.username(), Some(bed.sim.password()))
+        .json(&serde_json::json!({"holder": holder, "ttl_seconds": 60, "claims": sys_ids}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 200, "{}", taken.text().await.unwrap());
+    let released = client
+        .delete(&lease)
+        .query(&[("holder", holder)])
+        .basic_auth(bed.sim.username(), Some(bed.sim.password()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 204);
+}
+
+/// The holder id a `once` took the lease as, from its log.
+fn holder_in(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "lease.acquired")
+        .and_then(|e| e["holder"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no lease.acquired in\n{log}"))
+}
+
+#[tokio::test]
+async fn a_gone_keepers_claims_show_in_check_hold_their_credentials_and_drop_claims_frees_them() {
+    let (estate, seeded) = strict_estate(71);
+    let bed = Bed::start(estate).await;
+    let config = bed.config_file("");
+    let config = config.to_str().unwrap();
+    let gone = "gone-host/j-00000000";
+    claim_and_leave(&bed, gone, &[&seeded[0].refresh_sys_id]).await;
+
+    let out = bed.run_binary(&["check", "--config", config]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{gone} claims 1 credential(s)")),
+        "{said}"
+    );
+    assert!(said.contains("lease drop-claims --holder"), "{said}");
+
+    // `once` refreshes the other eleven and leaves the claimed one, so it exits 1.
+    let out = bed.run_binary(&["once", "--config", config]).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(bed.token_requests().len(), 11);
+    let own = holder_in(&log);
+
+    // Without a terminal and without --yes, nothing is dropped.
+    let drop = ["lease", "drop-claims", "--holder", gone, "--config", config];
+    let out = bed.run_binary(&drop).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("pass --yes"), "{said}");
+    assert!(
+        said.contains("may hold the only valid refresh tokens"),
+        "{said}"
+    );
+    assert_eq!(bed.sim.companion_lease_claims().len(), 1);
+    let out = bed.run_binary(&[&drop[..], &["--yes"]].concat()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(bed.sim.companion_lease_claims().is_empty());
+    let out = bed.run_binary(&["once", "--config", config]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bed.token_requests().len(), 12);
+
+    // This keeper's journal under another host name: `check` and `once` say so, with both
+    // possible causes; its claim stays, and holds its credential.
+    let journal = own.rsplit_once('/').unwrap().1;
+    let twin = format!("renamed-host/{journal}");
+    claim_and_leave(&bed, &twin, &[&seeded[1].refresh_sys_id]).await;
+    let out = bed.run_binary(&["check", "--config", config]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("keeper {twin} names this keeper's journal")),
+        "{said}"
+    );
+    assert!(said.contains("state directory was copied"), "{said}");
+    let out = bed.run_binary(&["once", "--config", config]).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("\"event\":\"lease.twin\""), "{log}");
+    assert_eq!(bed.sim.companion_lease_claims().len(), 1);
 }

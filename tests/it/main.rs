@@ -17,6 +17,8 @@
 //! - `lease`: two keepers on one instance (chaos): started together, one paused past the lease
 //!   while it holds unconfirmed answers, one killed, `once` beside a daemon — against the
 //!   simulator's strict rotating provider and oidc-provider; no token is ever presented twice.
+//!   And a keeper gone for good: `check` names its claims, they hold their credentials, `lease
+//!   drop-claims` frees them; a keeper id naming this keeper's journal is called out.
 //! - `kill`: SIGKILL the real binary at each point of a refresh; nothing is lost after a restart.
 //! - `faults`: the fault suite — every odd answer of the instance and the providers.
 //! - `hostile`: the hostile-input suite — echoed secrets, redirects, huge, undecodable and
