@@ -20,6 +20,8 @@
 //! - `round_trip`: `check --round-trip` passes on the simulator, and each wrong belief about
 //!   writes (a simulator quirk) fails its own step with its fix; nothing is left behind.
 //! - `reporting`: `[report]` events on the instance, one per state change.
+//! - `standby`: two keepers on one instance, active and standby: the standby refreshes nothing
+//!   until the holder stops, then takes over; no token is presented twice.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
 //! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
@@ -56,6 +58,7 @@ mod races;
 mod refresh;
 mod reporting;
 mod round_trip;
+mod standby;
 mod support;
 mod time;
 mod transaction;
