@@ -30,6 +30,8 @@
 //! - `reporting`: `[report]` events on the instance, one per state change.
 //! - `routes`: secrets go only where they are pinned — a moved instance `token_url` is ignored
 //!   and said once, an unpinned keeper-held secret holds its registry back.
+//! - `standby`: two keepers on one instance, active and standby: the standby refreshes nothing
+//!   until the holder stops, then takes over; no token is presented twice.
 //! - `instance`: the instance side of the runbook — `check` names each missing step; least
 //!   privilege; `auth = "oauth"` through the instance's `/oauth_token.do`.
 //! - `entra`: Entra v1 and v2 endpoints in the simulator (scope or resource; tenant ids,
@@ -69,6 +71,7 @@ mod refresh;
 mod reporting;
 mod round_trip;
 mod routes;
+mod standby;
 mod support;
 mod time;
 mod transaction;

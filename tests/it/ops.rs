@@ -317,4 +317,8 @@ fn the_shipped_deploy_configs_are_valid() {
     assert_eq!(s.state.dir, Path::new("/var/lib/sn-oauth-keeper"));
     assert!(deployment.contains("mountPath: /var/lib/sn-oauth-keeper"));
     assert!(deployment.contains("mountPath: /run/secrets/sn-oauth-keeper"));
+    // The holder id on the lease is the host name and the journal's identity: a new pod of the
+    // Deployment must have its predecessor's host name, or it takes its own journal's claims
+    // for another keeper's.
+    assert!(deployment.contains("hostname: sn-oauth-keeper"));
 }

@@ -183,7 +183,6 @@ impl Provider {
         );
     }
 
-    /// Whether `token` would be accepted now (for its own client).
     /// How many families (grants) are revoked.
     pub(crate) fn revoked_families(&self) -> usize {
         self.families
@@ -192,6 +191,7 @@ impl Provider {
             .count()
     }
 
+    /// Whether `token` would be accepted now (for its own client).
     pub(crate) fn is_valid(&self, token: &str, now: i64) -> bool {
         self.check(token, None, now).is_ok()
     }
