@@ -4,6 +4,7 @@
 //! use this field to react to an error"); Entra's `error_codes` (AADSTS numbers) only refine an
 //! error into a more precise class and message.
 
+use super::actor::Actor;
 use serde::Serialize;
 use std::fmt;
 
@@ -69,18 +70,9 @@ impl FailureClass {
         )
     }
 
-    /// Who has to act.
+    /// Who has to act, in words ([`Actor::role`] of [`Actor::for_class`]).
     pub fn who_acts(self) -> &'static str {
-        match self {
-            FailureClass::NeedsReauth => "ServiceNow admin (re-authorise the credential)",
-            FailureClass::NeedsUserAction => "the end user or the identity-provider admin",
-            FailureClass::Configuration => "ServiceNow admin (Application Registry) or IdP admin",
-            FailureClass::Throttled | FailureClass::Transient => "nobody yet (the keeper retries)",
-            FailureClass::Instance => "ServiceNow admin (integration user rights, instance health)",
-            FailureClass::WriteNotStored => {
-                "ServiceNow admin (field ACLs, data policies and business rules on oauth_credential)"
-            }
-        }
+        Actor::for_class(self).role()
     }
 }
 

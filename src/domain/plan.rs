@@ -87,6 +87,20 @@ pub enum Reason {
     RegistryIncomplete,
 }
 
+impl Reason {
+    /// The class of failure a credential the planner blocks for this reason stands for: who
+    /// must act before it can be refreshed. An incomplete registry is a configuration error; a
+    /// parked credential keeps the class it failed with; a dead refresh row (the only other
+    /// reason the planner blocks for) needs re-authorisation.
+    pub fn blocking_class(&self) -> FailureClass {
+        match self {
+            Reason::RegistryIncomplete => FailureClass::Configuration,
+            Reason::Parked(class) => *class,
+            _ => FailureClass::NeedsReauth,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -356,6 +370,7 @@ mod tests {
             (dead.state, dead.action),
             (State::NeedsReauth, Action::Blocked)
         );
+        assert_eq!(dead.reason.blocking_class(), FailureClass::NeedsReauth);
         let memory = Remembered {
             class: FailureClass::NeedsReauth,
             refresh_mod_count: 0,
@@ -364,6 +379,16 @@ mod tests {
         assert_eq!(
             (parked.state, parked.action),
             (State::NeedsReauth, Action::Blocked)
+        );
+        let consent = Remembered {
+            class: FailureClass::NeedsUserAction,
+            ..memory
+        };
+        let waiting = assess(&credential(None, None), now(), &POLICY, Some(&consent));
+        assert_eq!(
+            waiting.reason.blocking_class(),
+            FailureClass::NeedsUserAction,
+            "a parked credential keeps its class"
         );
         let moved = Remembered {
             refresh_mod_count: 7,
@@ -387,7 +412,9 @@ mod tests {
         std::sync::Arc::make_mut(&mut c.refresh.registry)
             .token_url
             .clear();
-        assert_eq!(assess(&c, now(), &POLICY, None).action, Action::Blocked);
+        let a = assess(&c, now(), &POLICY, None);
+        assert_eq!(a.action, Action::Blocked);
+        assert_eq!(a.reason.blocking_class(), FailureClass::Configuration);
     }
 
     proptest! {
