@@ -187,15 +187,7 @@ mod tests {
 
     #[test]
     fn every_class_names_someone() {
-        for class in [
-            FailureClass::NeedsReauth,
-            FailureClass::NeedsUserAction,
-            FailureClass::Configuration,
-            FailureClass::Throttled,
-            FailureClass::Transient,
-            FailureClass::Instance,
-            FailureClass::WriteNotStored,
-        ] {
+        for class in FailureClass::ALL {
             let actor = Actor::for_class(class);
             assert_ne!(actor, Actor::Nobody, "{class}");
             assert_ne!(actor.role(), Actor::Nobody.role(), "{class}");

@@ -32,6 +32,17 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 7] = [
+        FailureClass::NeedsReauth,
+        FailureClass::NeedsUserAction,
+        FailureClass::Configuration,
+        FailureClass::Throttled,
+        FailureClass::Transient,
+        FailureClass::Instance,
+        FailureClass::WriteNotStored,
+    ];
+
     /// The stable label used in logs, metrics, status and the journal.
     pub fn label(self) -> &'static str {
         match self {
@@ -47,17 +58,7 @@ impl FailureClass {
 
     /// Parses [`FailureClass::label`] back (for the outcome store).
     pub fn from_label(label: &str) -> Option<FailureClass> {
-        [
-            FailureClass::NeedsReauth,
-            FailureClass::NeedsUserAction,
-            FailureClass::Configuration,
-            FailureClass::Throttled,
-            FailureClass::Transient,
-            FailureClass::Instance,
-            FailureClass::WriteNotStored,
-        ]
-        .into_iter()
-        .find(|c| c.label() == label)
+        FailureClass::ALL.into_iter().find(|c| c.label() == label)
     }
 
     /// Whether a credential that failed this way should wait for someone to change it in
@@ -320,15 +321,7 @@ mod tests {
 
     #[test]
     fn labels_round_trip() {
-        for c in [
-            FailureClass::NeedsReauth,
-            FailureClass::NeedsUserAction,
-            FailureClass::Configuration,
-            FailureClass::Throttled,
-            FailureClass::Transient,
-            FailureClass::Instance,
-            FailureClass::WriteNotStored,
-        ] {
+        for c in FailureClass::ALL {
             assert_eq!(FailureClass::from_label(c.label()), Some(c));
         }
     }
