@@ -219,7 +219,7 @@ fn when(now: Timestamp, ts: Option<Timestamp>) -> String {
 }
 
 /// Credentials in reading order for people: by registry, then name.
-fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
+pub(crate) fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
     let mut list: Vec<&CredentialReport> = report.credentials.iter().collect();
     list.sort_by(|a, b| (&a.registry, &a.name, &a.sys_id).cmp(&(&b.registry, &b.name, &b.sys_id)));
     list

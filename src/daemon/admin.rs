@@ -1,13 +1,17 @@
-//! The admin endpoints on `server.listen` — `/metrics`, `/healthz` and `/readyz` — and the
-//! facts behind them that the loop keeps up to date ([`Health`]).
+//! The admin endpoints on `server.listen`: `/` (the status page, [`crate::status_page`]) and
+//! `/api/status` (its JSON), `/metrics`, `/healthz` and `/readyz`, and the facts behind them that
+//! the loop keeps up to date ([`Health`], [`StatusBoard`]).
 
 use crate::clock::SharedClock;
+use crate::domain::report::CycleReport;
 use crate::journal::{Journal, WriteOutcome};
+use crate::lease::LeaseKeeper;
 use crate::metrics::Metrics;
+use crate::status_page::{self, MAX_RELOAD, PageFormat, PageQuery, PageView, QueryError};
 use axum::Router;
-use axum::extract::State as AxumState;
+use axum::extract::{RawQuery, State as AxumState};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -149,6 +153,17 @@ impl Health {
     }
 }
 
+/// What the status page shows beyond the health facts, kept up to date by the loop.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard {
+    /// The last successful cycle's report.
+    pub report: Option<Arc<CycleReport>>,
+    /// When the next cycle starts.
+    pub next_cycle: Option<Timestamp>,
+    /// The keeper's lease, read live at each request (`None`: no lease).
+    pub lease: Option<Arc<LeaseKeeper>>,
+}
+
 /// Shared state of the admin endpoints.
 #[derive(Clone)]
 pub struct AdminState {
@@ -160,15 +175,122 @@ pub struct AdminState {
     pub journal: Arc<Journal>,
     /// What the verdicts measure ages against.
     pub clock: SharedClock,
+    /// What the status page shows.
+    pub board: Arc<Mutex<StatusBoard>>,
 }
 
-/// The admin router: `/metrics`, `/healthz`, `/readyz`.
+/// The admin router: `/` (the status page; `?format=json` for its JSON), `/api/status` (the
+/// JSON), `/metrics`, `/healthz`, `/readyz`. Other paths answer 404, other methods 405.
 pub fn admin_router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/api/status", get(status_api))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
         .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: the admin port serves /, /api/status, /metrics, /healthz and /readyz\n",
+    )
+}
+
+/// Headers every status answer carries: never cached (it changes each cycle), never sniffed.
+const STATUS_HEADERS: [(header::HeaderName, &str); 3] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+/// What the status page shows, gathered now: the board, the health facts, the live lease and
+/// the journal's pending records (read off the runtime's threads: it is a database query).
+async fn page_view(state: &AdminState) -> PageView {
+    let board = state.board.lock().map(|b| b.clone()).unwrap_or_default();
+    let health = facts(state);
+    let journal = Arc::clone(&state.journal);
+    let pending = match tokio::task::spawn_blocking(move || journal.summaries()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    PageView {
+        now: state.clock.now(),
+        report: board.report,
+        cycle_running_since: health.as_ref().and_then(|h| h.cycle_started),
+        last_finished: health.as_ref().and_then(|h| h.last_finished),
+        last_error: health.as_ref().and_then(|h| h.last_error.clone()),
+        next_cycle: board.next_cycle,
+        stopping: health.as_ref().is_some_and(|h| h.stopping),
+        lease: board.lease.map(|l| l.status()),
+        pending,
+        reload: status_page::reload_every(health.map_or(MAX_RELOAD, |h| h.interval)),
+    }
+}
+
+/// The 400 that refuses a status request's query.
+fn refuse(error: &QueryError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        STATUS_HEADERS,
+        format!("{error}\n"),
+    )
+        .into_response()
+}
+
+async fn status_page(AxumState(state): AxumState<AdminState>, RawQuery(raw): RawQuery) -> Response {
+    let query = match PageQuery::parse(raw.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => return refuse(&e),
+    };
+    match query.format {
+        PageFormat::Json => status_json(&state, &query),
+        PageFormat::Html => {
+            let view = page_view(&state).await;
+            (
+                STATUS_HEADERS,
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        status_page::content_security_policy(),
+                    ),
+                ],
+                status_page::html(&view, &query),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `/api/status`: always JSON, whatever `format` says (it must still be html or json).
+async fn status_api(AxumState(state): AxumState<AdminState>, RawQuery(raw): RawQuery) -> Response {
+    match PageQuery::parse(raw.as_deref().unwrap_or_default()) {
+        Ok(query) => status_json(&state, &query),
+        Err(e) => refuse(&e),
+    }
+}
+
+/// The `status --format json` document of the last successful cycle, filtered as asked; 503
+/// before the first cycle has finished.
+fn status_json(state: &AdminState, query: &PageQuery) -> Response {
+    let report = state.board.lock().ok().and_then(|b| b.report.clone());
+    match report {
+        Some(report) => (
+            STATUS_HEADERS,
+            axum::Json(status_page::filtered_document(&report, &query.filter)),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            STATUS_HEADERS,
+            axum::Json(json!({"error": "no cycle has finished yet"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {

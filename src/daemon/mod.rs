@@ -1,5 +1,6 @@
 //! The `run` daemon: a cycle every `refresh.interval` (never two at once), the admin endpoints
-//! `/metrics`, `/healthz` and `/readyz`, and the signals of a service manager.
+//! `/` (the status page, [`crate::status_page`]), `/api/status`, `/metrics`, `/healthz` and
+//! `/readyz`, and the signals of a service manager.
 //!
 //! - SIGTERM or SIGINT: no new refresh starts; the refreshes in flight finish, bounded by
 //!   `refresh.shutdown_grace`; then the keeper exits 0. A second signal, or the end of the grace
@@ -11,7 +12,9 @@
 
 mod admin;
 
-pub use admin::{AdminState, Health, MIN_STALENESS, STALE_AFTER_INTERVALS, Verdict, admin_router};
+pub use admin::{
+    AdminState, Health, MIN_STALENESS, STALE_AFTER_INTERVALS, StatusBoard, Verdict, admin_router,
+};
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -292,11 +295,16 @@ impl Daemon {
             self.clock.now(),
             self.settings.refresh.interval,
         )));
+        let board = Arc::new(Mutex::new(StatusBoard {
+            lease: keeper.lease().cloned(),
+            ..StatusBoard::default()
+        }));
         let state = AdminState {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&health),
             journal: Arc::clone(&self.journal),
             clock: Arc::clone(&self.clock),
+            board: Arc::clone(&board),
         };
         let listen = listener.local_addr()?;
         // The admin server outlives the stop signal: during the grace period /readyz says
@@ -334,6 +342,9 @@ impl Daemon {
             if let Ok(mut h) = health.lock() {
                 h.cycle_started = Some(self.clock.now());
             }
+            if let Ok(mut b) = board.lock() {
+                b.next_cycle = None;
+            }
             let began = self.clock.monotonic();
             let end = self.bounded_cycle(&keeper, &control).await;
             let finished = self.clock.now();
@@ -356,6 +367,9 @@ impl Daemon {
                         h.last_success = Some(finished);
                         h.last_error = None;
                         h.last_error_instance = false;
+                    }
+                    if let Ok(mut b) = board.lock() {
+                        b.report = Some(Arc::new(report));
                     }
                 }
                 CycleEnd::Done(Err(e)) => {
@@ -383,6 +397,7 @@ impl Daemon {
                 break;
             }
             let mut next = self.next_cycle_at(began);
+            self.post_next_cycle(&board, next);
             loop {
                 tokio::select! {
                     _ = control.stop.cancelled() => break,
@@ -397,6 +412,10 @@ impl Daemon {
                             h.interval = self.settings.refresh.interval;
                         }
                         next = next.min(self.next_cycle_at(began));
+                        if let Ok(mut b) = board.lock() {
+                            b.lease = keeper.lease().cloned();
+                        }
+                        self.post_next_cycle(&board, next);
                     }
                 }
             }
@@ -429,6 +448,20 @@ impl Daemon {
             Err(e) => return Err(DaemonError::Serve(std::io::Error::other(e))),
         }
         Ok(stopped)
+    }
+
+    /// Tells the status page when the next cycle starts: `next` is on tokio's clock, the page
+    /// shows wall time.
+    fn post_next_cycle(&self, board: &Mutex<StatusBoard>, next: tokio::time::Instant) {
+        let wait = next.saturating_duration_since(tokio::time::Instant::now());
+        let at = self
+            .clock
+            .now()
+            .checked_add(wait)
+            .unwrap_or_else(|_| self.clock.now());
+        if let Ok(mut b) = board.lock() {
+            b.next_cycle = Some(at);
+        }
     }
 
     /// The task that keeps the lease between (and during) cycles: it renews it at a third of its

@@ -43,6 +43,15 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, from the best to the worst.
+    pub const ALL: [State; 5] = [
+        State::Fresh,
+        State::Due,
+        State::MissingAccessToken,
+        State::RefreshTokenExpiring,
+        State::NeedsReauth,
+    ];
+
     /// The contract's wording.
     pub fn label(self) -> &'static str {
         match self {
