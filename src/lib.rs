@@ -31,7 +31,8 @@
 //!   every other.
 //! - **Running it** — [`daemon`] (the `run` loop, signals, admin endpoints), [`metrics`],
 //!   [`observe`] (hooks from adapters to metrics and the progress bar), [`progress`],
-//!   [`report`] (tables and JSON), [`check`] (the pre-flight checklist), [`telemetry`] (logs).
+//!   [`report`] (tables and JSON), [`status_page`] (the admin port's HTML page), [`check`] (the
+//!   pre-flight checklist), [`telemetry`] (logs).
 //! - **Shared plumbing** — [`config`] (the TOML file, validated into
 //!   [`config::Settings`]; every error names its key, all at once), [`pacing`] (backoff,
 //!   budgets, per-host caps), [`wire`] (capped bodies, `Retry-After`, `Link`).
@@ -59,6 +60,7 @@ pub mod pacing;
 pub mod progress;
 pub mod report;
 pub mod servicenow;
+pub mod status_page;
 pub mod telemetry;
 pub mod transaction;
 pub mod wire;

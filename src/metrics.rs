@@ -9,7 +9,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{DEFAULT_REFRESH_LIFETIME, Settings};
 use crate::domain::deadline::refresh_token_deadline;
 use crate::domain::plan::State;
-use crate::domain::report::{CredentialReport, CycleReport, Outcome};
+use crate::domain::report::{CycleReport, Outcome};
 use crate::engine::CycleError;
 use crate::lease::LeaseSnapshot;
 use crate::observe::{Exchange, Observe};
@@ -52,17 +52,6 @@ pub fn state_label(state: State) -> &'static str {
         .iter()
         .find(|(s, _)| *s == state)
         .map_or("unknown", |(_, l)| l)
-}
-
-/// A credential's state once the cycle acted: the planner judged it before acting, so a
-/// credential refreshed this cycle is fresh now, and one the provider just refused needs a
-/// person now — an alert should not wait a cycle to learn either.
-pub fn state_after(c: &CredentialReport) -> State {
-    match &c.outcome {
-        Outcome::Refreshed { .. } | Outcome::Redelivered => State::Fresh,
-        Outcome::Failed { class, .. } if class.parks_credential() => State::NeedsReauth,
-        _ => c.assessment.state,
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -436,7 +425,7 @@ impl Metrics {
             facts.push(CredentialFacts {
                 credential: c.sys_id.clone(),
                 registry: c.registry_id.clone(),
-                state: state_label(state_after(c)),
+                state: state_label(c.assessment_after(report.started).state),
                 access_expires: c.access_expires,
                 refresh_deadline,
                 last_refresh: match (c.last_used, c.last_success) {
@@ -528,7 +517,7 @@ mod tests {
     use crate::config::Settings;
     use crate::domain::classify::FailureClass;
     use crate::domain::plan::{Action, Assessment, Reason};
-    use crate::domain::report::CredentialReport;
+    use crate::domain::report::{CredentialReport, Hold};
     use crate::journal::JournalKey;
     use crate::observe::Peer;
     use std::time::Duration;
@@ -641,6 +630,7 @@ mod tests {
                     "ccc",
                     State::MissingAccessToken,
                     Outcome::Blocked {
+                        hold: Hold::Person(FailureClass::Configuration),
                         message: "x".into(),
                     },
                     None,

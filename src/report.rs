@@ -77,18 +77,19 @@ pub fn status_document(report: &CycleReport) -> StatusDocument {
         .credentials
         .iter()
         .map(|c| {
-            *summary
-                .entry(c.assessment.state.label().to_string())
-                .or_insert(0) += 1;
+            // A daemon's report is of a cycle that acted: its rows say where each credential
+            // stands after it, as a `status` run just then would.
+            let after = c.assessment_after(report.started);
+            *summary.entry(after.state.label().to_string()).or_insert(0) += 1;
             StatusRow {
                 sys_id: c.sys_id.clone(),
                 name: c.name.clone(),
                 registry: c.registry.clone(),
                 registry_sys_id: c.registry_id.clone(),
                 requestor_profile: c.requestor_profile.clone(),
-                state: c.assessment.state.label().to_string(),
-                reason: c.assessment.reason.to_string(),
-                due: c.assessment.action == crate::domain::plan::Action::Refresh,
+                state: after.state.label().to_string(),
+                reason: after.reason.to_string(),
+                due: after.action == crate::domain::plan::Action::Refresh,
                 access_expires: c.access_expires.map(format_sn_utc),
                 refresh_expires: c.refresh_expires.map(format_sn_utc),
                 last_error: c.last_error.clone(),
@@ -225,7 +226,7 @@ fn when(now: Timestamp, ts: Option<Timestamp>) -> String {
 }
 
 /// Credentials in reading order for people: by registry, then name.
-fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
+pub(crate) fn by_registry(report: &CycleReport) -> Vec<&CredentialReport> {
     let mut list: Vec<&CredentialReport> = report.credentials.iter().collect();
     list.sort_by(|a, b| (&a.registry, &a.name, &a.sys_id).cmp(&(&b.registry, &b.name, &b.sys_id)));
     list
@@ -329,7 +330,7 @@ fn outcome_cell(c: &CredentialReport) -> String {
             s
         }
         Outcome::Failed { class, message } => format!("FAILED ({class}): {}", short(message, 90)),
-        Outcome::Blocked { message } => format!("needs a person: {}", short(message, 90)),
+        Outcome::Blocked { message, .. } => format!("needs a person: {}", short(message, 90)),
         other => other.label().to_string(),
     }
 }
@@ -409,7 +410,7 @@ pub fn dry_run_table(report: &CycleReport) -> String {
                 c.outcome.label().to_string(),
                 when(now, c.access_expires),
                 match &c.outcome {
-                    Outcome::Blocked { message } => short(message, 90),
+                    Outcome::Blocked { message, .. } => short(message, 90),
                     _ => c.assessment.reason.to_string(),
                 },
             ]

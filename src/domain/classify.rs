@@ -4,6 +4,7 @@
 //! use this field to react to an error"); Entra's `error_codes` (AADSTS numbers) only refine an
 //! error into a more precise class and message.
 
+use super::actor::Actor;
 use serde::Serialize;
 use std::fmt;
 
@@ -31,6 +32,17 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 7] = [
+        FailureClass::NeedsReauth,
+        FailureClass::NeedsUserAction,
+        FailureClass::Configuration,
+        FailureClass::Throttled,
+        FailureClass::Transient,
+        FailureClass::Instance,
+        FailureClass::WriteNotStored,
+    ];
+
     /// The stable label used in logs, metrics, status and the journal.
     pub fn label(self) -> &'static str {
         match self {
@@ -46,17 +58,7 @@ impl FailureClass {
 
     /// Parses [`FailureClass::label`] back (for the outcome store).
     pub fn from_label(label: &str) -> Option<FailureClass> {
-        [
-            FailureClass::NeedsReauth,
-            FailureClass::NeedsUserAction,
-            FailureClass::Configuration,
-            FailureClass::Throttled,
-            FailureClass::Transient,
-            FailureClass::Instance,
-            FailureClass::WriteNotStored,
-        ]
-        .into_iter()
-        .find(|c| c.label() == label)
+        FailureClass::ALL.into_iter().find(|c| c.label() == label)
     }
 
     /// Whether a credential that failed this way should wait for someone to change it in
@@ -69,18 +71,9 @@ impl FailureClass {
         )
     }
 
-    /// Who has to act.
+    /// Who has to act, in words ([`Actor::role`] of [`Actor::for_class`]).
     pub fn who_acts(self) -> &'static str {
-        match self {
-            FailureClass::NeedsReauth => "ServiceNow admin (re-authorise the credential)",
-            FailureClass::NeedsUserAction => "the end user or the identity-provider admin",
-            FailureClass::Configuration => "ServiceNow admin (Application Registry) or IdP admin",
-            FailureClass::Throttled | FailureClass::Transient => "nobody yet (the keeper retries)",
-            FailureClass::Instance => "ServiceNow admin (integration user rights, instance health)",
-            FailureClass::WriteNotStored => {
-                "ServiceNow admin (field ACLs, data policies and business rules on oauth_credential)"
-            }
-        }
+        Actor::for_class(self).role()
     }
 }
 
@@ -328,15 +321,7 @@ mod tests {
 
     #[test]
     fn labels_round_trip() {
-        for c in [
-            FailureClass::NeedsReauth,
-            FailureClass::NeedsUserAction,
-            FailureClass::Configuration,
-            FailureClass::Throttled,
-            FailureClass::Transient,
-            FailureClass::Instance,
-            FailureClass::WriteNotStored,
-        ] {
+        for c in FailureClass::ALL {
             assert_eq!(FailureClass::from_label(c.label()), Some(c));
         }
     }

@@ -10,7 +10,7 @@ use super::guidance::{self, registry_label};
 use super::history::{OutcomeRecord, StoredOutcome};
 use super::park::Parking;
 use super::plan::{Action, Assessment, Policy, Reason, Remembered, assess};
-use super::report::{CredentialReport, CycleReport, Outcome, Settled};
+use super::report::{CredentialReport, CycleReport, Hold, Outcome, Settled};
 use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -106,7 +106,10 @@ pub fn plan(
             let message = guidance::claimed_elsewhere(holder);
             settled.insert(
                 c.id().to_string(),
-                Settled::only(Outcome::Blocked { message }),
+                Settled::only(Outcome::Blocked {
+                    hold: Hold::ClaimedBy(holder.clone()),
+                    message,
+                }),
             );
             continue;
         }
@@ -115,7 +118,10 @@ pub fn plan(
             let message = held_back.message(&registry_label(c));
             settled.insert(
                 c.id().to_string(),
-                Settled::only(Outcome::Blocked { message }),
+                Settled::only(Outcome::Blocked {
+                    hold: Hold::Person(FailureClass::Configuration),
+                    message,
+                }),
             );
             continue;
         }
@@ -127,7 +133,10 @@ pub fn plan(
             let message = reason.to_string();
             settled.insert(
                 c.id().to_string(),
-                Settled::only(Outcome::Blocked { message }),
+                Settled::only(Outcome::Blocked {
+                    hold: Hold::NoLease,
+                    message,
+                }),
             );
             continue;
         }
@@ -247,6 +256,7 @@ pub fn settle(facts: CycleFacts<'_>) -> Settlement {
         let settled = results.remove(c.id()).unwrap_or_else(|| {
             Settled::only(match verdict.action {
                 Action::Blocked => Outcome::Blocked {
+                    hold: Hold::Person(verdict.reason.blocking_class()),
                     message: guidance::blocked(&verdict.reason, &registry),
                 },
                 _ => Outcome::Skipped,
@@ -276,7 +286,7 @@ pub fn settle(facts: CycleFacts<'_>) -> Settlement {
                 Outcome::Failed { class, message } => {
                     remember.push(record(Some(*class), Some(message.clone())));
                 }
-                Outcome::Blocked { message }
+                Outcome::Blocked { message, .. }
                     if matches!(verdict.reason, Reason::RefreshExpired(_))
                         && memory.and_then(|m| m.class) != Some(FailureClass::NeedsReauth) =>
                 {
@@ -426,7 +436,13 @@ mod tests {
         };
         let p = plan(&estate, &known, &mut parking, |_| Some("f".into()));
         assert!(p.due.is_empty());
-        assert!(matches!(p.settled["r1"].outcome, Outcome::Blocked { .. }));
+        assert!(matches!(
+            p.settled["r1"].outcome,
+            Outcome::Blocked {
+                hold: Hold::Person(FailureClass::Configuration),
+                ..
+            }
+        ));
         assert!(!p.settled.contains_key("r3"));
 
         let claimed = HashMap::from([("r2".to_string(), "other/keeper".to_string())]);
@@ -441,7 +457,7 @@ mod tests {
             "claimed elsewhere"
         );
         assert!(
-            matches!(&p.settled["r2"].outcome, Outcome::Blocked { message } if message.contains("other/keeper"))
+            matches!(&p.settled["r2"].outcome, Outcome::Blocked { hold: Hold::ClaimedBy(holder), message } if holder == "other/keeper" && message.contains("other/keeper"))
         );
         let known = Knowledge {
             refresh_refused: Some("the lease is held by keeper x"),
@@ -450,7 +466,7 @@ mod tests {
         let p = plan(&estate, &known, &mut Parking::default(), |_| None);
         assert!(p.due.is_empty(), "without the lease nothing is refreshed");
         assert!(
-            matches!(&p.settled["r1"].outcome, Outcome::Blocked { message } if message.contains("lease"))
+            matches!(&p.settled["r1"].outcome, Outcome::Blocked { hold: Hold::NoLease, message } if message.contains("lease"))
         );
     }
 
@@ -483,7 +499,10 @@ mod tests {
             let p = plan(&estate, &known, &mut Parking::default(), |_| None);
             assert!(p.due.is_empty(), "{mode:?}");
             match &p.settled["r1"].outcome {
-                Outcome::Blocked { message } => {
+                Outcome::Blocked {
+                    hold: Hold::Person(FailureClass::Configuration),
+                    message,
+                } => {
                     assert!(message.contains("login.example"), "{message}");
                 }
                 other => panic!("{other:?}"),

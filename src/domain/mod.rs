@@ -8,6 +8,7 @@
 //! - [`park`]: registries parked after a configuration error, and when they are tried again.
 //! - [`answer`]: the lifetimes a token answer implies.
 //! - [`classify`]: what a provider's error means and who must act.
+//! - [`actor`]: who must act on a credential, from what its last cycle did.
 //! - [`guidance`]: the sentence that tells that person what to do.
 //! - [`report`]: outcomes and cycle reports.
 //! - [`scrub`]: secrets removed from text the keeper keeps, control characters from text it
@@ -20,6 +21,7 @@
 //!   and which `[[registry]]` applies to which registry.
 //! - [`time`]: ServiceNow date-times and durations.
 
+pub mod actor;
 pub mod answer;
 pub mod classify;
 pub mod credential;

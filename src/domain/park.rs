@@ -5,7 +5,7 @@
 //! it now and then in case the fix happened where the keeper cannot see it (at the provider).
 
 use super::classify::FailureClass;
-use super::report::Outcome;
+use super::report::{Hold, Outcome};
 use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -34,6 +34,7 @@ impl RegistryPark {
     /// The outcome of a credential not sent because its registry is parked.
     pub fn blocked(&self) -> Outcome {
         Outcome::Blocked {
+            hold: Hold::Person(self.class),
             message: format!(
                 "registry {} is parked after a configuration error: {}",
                 self.name, self.message

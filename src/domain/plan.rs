@@ -43,6 +43,15 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, from the best to the worst.
+    pub const ALL: [State; 5] = [
+        State::Fresh,
+        State::Due,
+        State::MissingAccessToken,
+        State::RefreshTokenExpiring,
+        State::NeedsReauth,
+    ];
+
     /// The contract's wording.
     pub fn label(self) -> &'static str {
         match self {
@@ -85,6 +94,20 @@ pub enum Reason {
     Parked(FailureClass),
     /// The row does not say where or as whom to refresh (empty token URL or client id).
     RegistryIncomplete,
+}
+
+impl Reason {
+    /// The class of failure a credential the planner blocks for this reason stands for: who
+    /// must act before it can be refreshed. An incomplete registry is a configuration error; a
+    /// parked credential keeps the class it failed with; a dead refresh row (the only other
+    /// reason the planner blocks for) needs re-authorisation.
+    pub fn blocking_class(&self) -> FailureClass {
+        match self {
+            Reason::RegistryIncomplete => FailureClass::Configuration,
+            Reason::Parked(class) => *class,
+            _ => FailureClass::NeedsReauth,
+        }
+    }
 }
 
 impl fmt::Display for Reason {
@@ -356,6 +379,7 @@ mod tests {
             (dead.state, dead.action),
             (State::NeedsReauth, Action::Blocked)
         );
+        assert_eq!(dead.reason.blocking_class(), FailureClass::NeedsReauth);
         let memory = Remembered {
             class: FailureClass::NeedsReauth,
             refresh_mod_count: 0,
@@ -364,6 +388,16 @@ mod tests {
         assert_eq!(
             (parked.state, parked.action),
             (State::NeedsReauth, Action::Blocked)
+        );
+        let consent = Remembered {
+            class: FailureClass::NeedsUserAction,
+            ..memory
+        };
+        let waiting = assess(&credential(None, None), now(), &POLICY, Some(&consent));
+        assert_eq!(
+            waiting.reason.blocking_class(),
+            FailureClass::NeedsUserAction,
+            "a parked credential keeps its class"
         );
         let moved = Remembered {
             refresh_mod_count: 7,
@@ -387,7 +421,9 @@ mod tests {
         std::sync::Arc::make_mut(&mut c.refresh.registry)
             .token_url
             .clear();
-        assert_eq!(assess(&c, now(), &POLICY, None).action, Action::Blocked);
+        let a = assess(&c, now(), &POLICY, None);
+        assert_eq!(a.action, Action::Blocked);
+        assert_eq!(a.reason.blocking_class(), FailureClass::Configuration);
     }
 
     proptest! {

@@ -1,7 +1,7 @@
 //! What a cycle did: one [`Outcome`] per credential, settled into a [`CycleReport`].
 
 use super::classify::FailureClass;
-use super::plan::Assessment;
+use super::plan::{Action, Assessment, Reason, State};
 use jiff::Timestamp;
 use std::time::Duration;
 
@@ -30,13 +30,30 @@ pub enum Outcome {
         /// What happened and what to do, secret-free.
         message: String,
     },
-    /// It needs refreshing but a person must act first.
+    /// It needs refreshing but is held back: a person must act first, or another keeper has it.
     Blocked {
+        /// What holds it back, as far as who must act cares.
+        hold: Hold,
         /// Why, and what to do.
         message: String,
     },
     /// Shutdown arrived before its turn; it is retried next time.
     Deferred,
+}
+
+/// What holds back a credential that needs refreshing: it decides who must act
+/// ([`super::actor::who_must_act`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// A person must act first; the class says who: a dead refresh token (needs re-authorisation,
+    /// needs user action) or a registry that is incomplete or parked after a configuration error.
+    Person(FailureClass),
+    /// Another keeper claims it (its holder id): that keeper's journal may hold the only valid
+    /// refresh token.
+    ClaimedBy(String),
+    /// This keeper does not hold the instance's lease, or lost it during the cycle: the keeper
+    /// holding it refreshes the credential.
+    NoLease,
 }
 
 /// The kind of an [`Outcome`], without its details: what tables, logs and metrics count by.
@@ -121,7 +138,7 @@ impl Outcome {
     /// The failure's message, if it is one.
     pub fn message(&self) -> Option<&str> {
         match self {
-            Outcome::Failed { message, .. } | Outcome::Blocked { message } => Some(message),
+            Outcome::Failed { message, .. } | Outcome::Blocked { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -169,7 +186,8 @@ pub struct CredentialReport {
     pub registry_id: String,
     /// The requestor profile's sys_id.
     pub requestor_profile: String,
-    /// The planner's verdict before the cycle acted.
+    /// The planner's verdict before the cycle acted ([`CredentialReport::assessment_after`]:
+    /// once it acted).
     pub assessment: Assessment,
     /// What the cycle did.
     pub outcome: Outcome,
@@ -223,6 +241,34 @@ pub struct LeaseStatus {
     pub problem: Option<String>,
 }
 
+impl CredentialReport {
+    /// Its verdict once the cycle acted (the planner judged it before acting): refreshed or
+    /// re-delivered this cycle, it is fresh, its access token valid for as long as was written;
+    /// refused by the provider for a dead refresh token or a user action, it needs
+    /// re-authorisation now, as the next cycle's planner will say. A page, a gauge or an alert
+    /// should not wait a cycle to learn either. Otherwise the planner's verdict stands. `now` is
+    /// the cycle's start.
+    pub fn assessment_after(&self, now: Timestamp) -> Assessment {
+        match &self.outcome {
+            Outcome::Refreshed { .. } | Outcome::Redelivered => Assessment {
+                state: State::Fresh,
+                reason: Reason::AccessValid(self.access_expires.map_or(Duration::ZERO, |e| {
+                    Duration::from_secs(
+                        u64::try_from(e.as_second().saturating_sub(now.as_second())).unwrap_or(0),
+                    )
+                })),
+                action: Action::Skip,
+            },
+            Outcome::Failed { class, .. } if class.parks_credential() => Assessment {
+                state: State::NeedsReauth,
+                reason: Reason::Parked(*class),
+                action: Action::Blocked,
+            },
+            _ => self.assessment.clone(),
+        }
+    }
+}
+
 impl CycleReport {
     /// Credentials that failed or are blocked.
     pub fn failures(&self) -> usize {
@@ -238,5 +284,79 @@ impl CycleReport {
             .iter()
             .filter(|c| c.outcome.kind() == kind)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn due(outcome: Outcome) -> CredentialReport {
+        CredentialReport {
+            sys_id: "r1".into(),
+            name: "Mailbox".into(),
+            registry: "Graph".into(),
+            registry_id: "e1".into(),
+            requestor_profile: "p1".into(),
+            assessment: Assessment {
+                state: State::Due,
+                reason: Reason::AccessExpiring(Duration::from_secs(120)),
+                action: Action::Refresh,
+            },
+            outcome,
+            access_expires: Some(at(3_600)),
+            refresh_expires: None,
+            last_error: None,
+            last_success: None,
+            last_used: None,
+        }
+    }
+
+    #[test]
+    fn a_refreshed_credential_is_fresh_once_the_cycle_acted() {
+        for outcome in [
+            Outcome::Refreshed {
+                rotated: true,
+                created_access_row: false,
+            },
+            Outcome::Redelivered,
+        ] {
+            let after = due(outcome).assessment_after(at(0));
+            assert_eq!(after.state, State::Fresh);
+            assert_eq!(
+                after.reason,
+                Reason::AccessValid(Duration::from_secs(3_600))
+            );
+            assert_eq!(after.action, Action::Skip);
+        }
+    }
+
+    #[test]
+    fn a_dead_refresh_token_needs_reauthorisation_at_once_and_a_passing_failure_stays_due() {
+        let dead = due(Outcome::Failed {
+            class: FailureClass::NeedsReauth,
+            message: "invalid_grant".into(),
+        })
+        .assessment_after(at(0));
+        assert_eq!(
+            (dead.state, dead.action),
+            (State::NeedsReauth, Action::Blocked)
+        );
+        assert_eq!(dead.reason, Reason::Parked(FailureClass::NeedsReauth));
+        let passing = due(Outcome::Failed {
+            class: FailureClass::Transient,
+            message: "503".into(),
+        });
+        assert_eq!(passing.assessment_after(at(0)), passing.assessment);
+        let dry = due(Outcome::WouldRefresh);
+        assert_eq!(
+            dry.assessment_after(at(0)),
+            dry.assessment,
+            "a survey is as planned"
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::domain::answer::{AnswerTimes, Lifetimes, expiries};
 use crate::domain::classify::FailureClass;
 use crate::domain::credential::Credential;
 use crate::domain::guidance::{self, CompanionFailure, registry_label};
-use crate::domain::report::{Outcome, Settled};
+use crate::domain::report::{Hold, Outcome, Settled};
 use crate::events::StateChange;
 use crate::journal::{AccessTemplate, Delivery, Journal, JournalError, Obtained, Rotated};
 use crate::lease::ClaimResult;
@@ -56,6 +56,7 @@ enum TokenEnd {
 /// A credential not refreshed because this keeper's lease is gone or too short for a request.
 fn lease_lost() -> Outcome {
     Outcome::Blocked {
+        hold: Hold::NoLease,
         message: "not refreshed: this keeper's lease on the instance is gone or has less than one token request's deadline left (another keeper may hold it now); nothing was sent".to_string(),
     }
 }
@@ -352,6 +353,7 @@ impl Keeper {
         // The planner let through only credentials of registries with a route.
         let Some(Ok(route)) = context.routes.get(&c.refresh.registry.sys_id) else {
             return TokenEnd::Settled(Settled::only(Outcome::Blocked {
+                hold: Hold::Person(FailureClass::Configuration),
                 message: format!("registry {registry} has no token endpoint route"),
             }));
         };

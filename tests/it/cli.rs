@@ -291,17 +291,7 @@ async fn json_logs_are_one_object_per_line_with_level_and_event() {
 async fn status_reports_every_credential() {
     let bed = Bed::start(Estate::demo(8)).await;
     let config = bed.config_file("");
-    let out = bed
-        .run_binary(&[
-            "status",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    let doc = bed.status_json(&config).await;
     let rows = doc["credentials"].as_array().expect("credentials");
     let expected = bed
         .seeded

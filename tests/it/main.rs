@@ -42,6 +42,9 @@
 //! - `pysnc`: ServiceNow's own Python client (PySNC, installed by the test itself) against the
 //!   real `simulate` binary: paging, encoded queries, dot-walks, display values, `get()`, a
 //!   401 and writes, each compared with what the simulator's raw API says.
+//! - `status_page`: the admin port's status page and its JSON over HTTP (filters, escaping,
+//!   `status --format json`'s document, no secret) and in headless Chromium (names stay text;
+//!   the screenshots in `docs/img/`).
 //! - `time`: whole cycles driven through a manual clock (credentials falling due, a parked
 //!   registry's hourly probe) without waiting.
 //! - `transcripts`: `--record` hides every secret; committed transcripts replay against the
@@ -72,6 +75,7 @@ mod reporting;
 mod round_trip;
 mod routes;
 mod standby;
+mod status_page;
 mod support;
 mod time;
 mod transaction;

@@ -683,17 +683,7 @@ async fn rotation_with_reuse_detection_is_never_tripped_and_really_revokes_the_f
         .run_binary(&["once", "--config", config.to_str().unwrap()])
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let status = bed
-        .run_binary(&[
-            "status",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
-    let doc: Value =
-        serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    let doc = bed.status_json(&config).await;
     let states: Vec<(String, String)> = doc["credentials"]
         .as_array()
         .unwrap()
@@ -893,17 +883,7 @@ async fn an_expired_or_revoked_grant_needs_reauthorisation_and_is_left_alone() {
         failed.iter().all(|g| g["error"] == "invalid_grant"),
         "{failed:#?}"
     );
-    let status = bed
-        .run_binary(&[
-            "status",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "json",
-        ])
-        .await;
-    let doc: Value =
-        serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    let doc = bed.status_json(&config).await;
     let state_of = |c: &SeededCredential| {
         doc["credentials"]
             .as_array()

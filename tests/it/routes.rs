@@ -247,7 +247,7 @@ async fn a_name_two_registries_share_holds_both_back_naming_their_sys_ids() {
     let report = bed.cycle_with(settings).await;
     assert_eq!(report.count(OutcomeKind::Blocked), 2, "{report:?}");
     for c in &report.credentials {
-        let Outcome::Blocked { message } = &c.outcome else {
+        let Outcome::Blocked { message, .. } = &c.outcome else {
             panic!("{c:?}")
         };
         assert!(

@@ -150,6 +150,28 @@ impl Bed {
         }
     }
 
+    /// The document `status --config CONFIG --format json` prints; the command must exit 0.
+    pub async fn status_json(&self, config: &Path) -> Value {
+        let out = self
+            .run_binary(&[
+                "status",
+                "--config",
+                config.to_str().expect("a UTF-8 path"),
+                "--format",
+                "json",
+            ])
+            .await;
+        let printed = || {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        assert_eq!(out.status.code(), Some(0), "{}", printed());
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", printed()))
+    }
+
     /// Requests that wrote to oauth_credential.
     pub fn writes(&self) -> Vec<RecordedRequest> {
         self.sim

@@ -1,5 +1,6 @@
 //! The `run` daemon: a cycle every `refresh.interval` (never two at once), the admin endpoints
-//! `/metrics`, `/healthz` and `/readyz`, and the signals of a service manager.
+//! `/` (the status page, [`crate::status_page`]), `/api/status`, `/metrics`, `/healthz` and
+//! `/readyz`, and the signals of a service manager.
 //!
 //! - SIGTERM or SIGINT: no new refresh starts; the refreshes in flight finish, bounded by
 //!   `refresh.shutdown_grace`; then the keeper exits 0. A second signal, or the end of the grace
@@ -9,235 +10,28 @@
 //!   `state.*` and `server.listen`, which hold an open journal and a bound socket: changing
 //!   them needs a restart, and a reload that changes them says so.
 
+mod admin;
+
+pub use admin::{
+    AdminState, Health, MIN_STALENESS, STALE_AFTER_INTERVALS, StatusBoard, Verdict, admin_router,
+};
+
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::domain::report::CycleReport;
 use crate::engine::{CycleError, Keeper, Mode};
-use crate::journal::{Journal, WriteOutcome};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::servicenow::SnError;
-use axum::Router;
-use axum::extract::State as AxumState;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use jiff::Timestamp;
-use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness fails when the last successful cycle ended longer ago than this many intervals.
-pub const STALE_AFTER_INTERVALS: u32 = 3;
-
-/// The staleness limit never drops below this, so short test intervals do not flap.
-pub const MIN_STALENESS: Duration = Duration::from_secs(60);
-
 /// The lease task never asks the instance more often than this.
 const MIN_LEASE_WAIT: Duration = Duration::from_millis(200);
-
-/// What the daemon learned about its own cycles: the facts behind `/healthz` and `/readyz`.
-/// The verdicts are pure functions of these facts and the time, so their semantics are tested
-/// without waiting for anything.
-#[derive(Debug, Clone)]
-pub struct Health {
-    /// When the daemon started.
-    pub started: Timestamp,
-    /// `refresh.interval` in force.
-    pub interval: Duration,
-    /// When the cycle in progress started, if one is.
-    pub cycle_started: Option<Timestamp>,
-    /// When the last cycle (of any result) ended.
-    pub last_finished: Option<Timestamp>,
-    /// When the last successful cycle ended.
-    pub last_success: Option<Timestamp>,
-    /// Why the last cycle failed, if it did: a fixed reason per kind of error
-    /// ([`CycleError::reason`]), never the instance's own text.
-    pub last_error: Option<&'static str>,
-    /// Whether that failure was the instance's (unreachable, refusing, not JSON).
-    pub last_error_instance: bool,
-    /// Whether a stop signal arrived.
-    pub stopping: bool,
-}
-
-/// An endpoint's answer: whether all is well, and a JSON body that says why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    /// 200 when true, 503 when false.
-    pub ok: bool,
-    /// The facts and reasons.
-    pub body: Value,
-}
-
-fn ago(now: Timestamp, then: Option<Timestamp>) -> Value {
-    then.map_or(Value::Null, |t| {
-        json!((now.as_second() - t.as_second()).max(0))
-    })
-}
-
-impl Health {
-    /// Facts of a daemon that has just started.
-    pub fn new(started: Timestamp, interval: Duration) -> Health {
-        Health {
-            started,
-            interval,
-            cycle_started: None,
-            last_finished: None,
-            last_success: None,
-            last_error: None,
-            last_error_instance: false,
-            stopping: false,
-        }
-    }
-
-    /// How old the last successful cycle may be before the keeper is not ready.
-    pub fn staleness_limit(&self) -> Duration {
-        (self.interval * STALE_AFTER_INTERVALS).max(MIN_STALENESS)
-    }
-
-    /// `/healthz`: the process works — it serves HTTP and its loop runs. Deliberately
-    /// independent of the instance and the providers: a restart cannot fix an outage elsewhere
-    /// and would only interrupt refreshes, so a liveness probe must not fail on one.
-    pub fn liveness(&self, now: Timestamp) -> Verdict {
-        Verdict {
-            ok: true,
-            body: json!({
-                "status": if self.stopping { "stopping" } else { "ok" },
-                "uptime_s": ago(now, Some(self.started)),
-                "cycle_running_s": ago(now, self.cycle_started),
-                "last_cycle_finished_s_ago": ago(now, self.last_finished),
-            }),
-        }
-    }
-
-    /// `/readyz`: the keeper does its job — the last cycle reached the instance, a cycle
-    /// succeeded recently (within [`Health::staleness_limit`]), the journal's last real write
-    /// reached the disk (`journal`; `None` before the first), and no stop is under way.
-    pub fn readiness(&self, now: Timestamp, journal: Option<&WriteOutcome>) -> Verdict {
-        let journal_writable = journal.is_none_or(|w| w.error.is_none());
-        let mut reasons: Vec<String> = Vec::new();
-        if self.stopping {
-            reasons.push("shutting down: finishing the refreshes in flight".into());
-        }
-        match (self.last_finished, &self.last_error) {
-            (None, _) => reasons.push("no cycle has finished yet".into()),
-            (Some(_), Some(error)) if self.last_error_instance => reasons.push(format!(
-                "the last cycle did not reach the instance: {error}"
-            )),
-            (Some(_), Some(error)) => reasons.push(format!("the last cycle failed: {error}")),
-            (Some(_), None) => {}
-        }
-        let limit = self.staleness_limit();
-        if let Some(success) = self.last_success {
-            let age = now.as_second() - success.as_second();
-            if age > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX) {
-                reasons.push(format!(
-                    "the last successful cycle ended {age} s ago, more than {} s ({STALE_AFTER_INTERVALS} intervals)",
-                    limit.as_secs()
-                ));
-            }
-        } else if self.last_finished.is_some()
-            && now.as_second() - self.started.as_second()
-                > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX)
-        {
-            reasons.push(format!(
-                "no cycle has succeeded in the {} s since the start",
-                now.as_second() - self.started.as_second()
-            ));
-        }
-        if let Some(failed) = journal.filter(|w| w.error.is_some()) {
-            reasons.push(format!(
-                "the journal is not writable: its last write, {} s ago, failed (full disk or I/O error?); no refresh starts until it commits",
-                now.as_second() - failed.at.as_second()
-            ));
-        }
-        let ok = reasons.is_empty();
-        Verdict {
-            ok,
-            body: json!({
-                "ready": ok,
-                "reasons": reasons,
-                "instance_reachable": self.last_finished.is_some() && !(self.last_error.is_some() && self.last_error_instance),
-                "journal_writable": journal_writable,
-                "last_success_s_ago": ago(now, self.last_success),
-                "staleness_limit_s": limit.as_secs(),
-            }),
-        }
-    }
-}
-
-/// Shared state of the admin endpoints.
-#[derive(Clone)]
-pub struct AdminState {
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    /// The facts behind the health verdicts.
-    pub health: Arc<Mutex<Health>>,
-    /// The journal (for its writability).
-    pub journal: Arc<Journal>,
-    /// What the verdicts measure ages against.
-    pub clock: SharedClock,
-}
-
-/// The admin router: `/metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn metrics(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-}
-
-fn respond(verdict: Verdict) -> impl IntoResponse {
-    let status = if verdict.ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(verdict.body))
-}
-
-fn facts(state: &AdminState) -> Option<Health> {
-    state.health.lock().ok().map(|h| h.clone())
-}
-
-async fn healthz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
-    let verdict = match facts(&state) {
-        Some(h) => h.liveness(state.clock.now()),
-        None => Verdict {
-            ok: false,
-            body: json!({"status": "broken", "reason": "the daemon's state is poisoned"}),
-        },
-    };
-    respond(verdict)
-}
-
-async fn readyz(AxumState(state): AxumState<AdminState>) -> impl IntoResponse {
-    // The journal's last real write, not a probe that writes nothing: every cycle writes at
-    // least its heartbeat.
-    let last_write = state.journal.last_write();
-    let verdict = match facts(&state) {
-        Some(h) => h.readiness(state.clock.now(), last_write.as_ref()),
-        None => Verdict {
-            ok: false,
-            body: json!({"ready": false, "reasons": ["the daemon's state is poisoned"]}),
-        },
-    };
-    respond(verdict)
-}
 
 /// Resolves when SIGTERM or SIGINT arrives (`once` and `simulate` use it).
 pub async fn shutdown_signal() {
@@ -501,11 +295,16 @@ impl Daemon {
             self.clock.now(),
             self.settings.refresh.interval,
         )));
+        let board = Arc::new(Mutex::new(StatusBoard {
+            lease: keeper.lease().cloned(),
+            ..StatusBoard::default()
+        }));
         let state = AdminState {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&health),
             journal: Arc::clone(&self.journal),
             clock: Arc::clone(&self.clock),
+            board: Arc::clone(&board),
         };
         let listen = listener.local_addr()?;
         // The admin server outlives the stop signal: during the grace period /readyz says
@@ -543,6 +342,9 @@ impl Daemon {
             if let Ok(mut h) = health.lock() {
                 h.cycle_started = Some(self.clock.now());
             }
+            if let Ok(mut b) = board.lock() {
+                b.next_cycle = None;
+            }
             let began = self.clock.monotonic();
             let end = self.bounded_cycle(&keeper, &control).await;
             let finished = self.clock.now();
@@ -565,6 +367,9 @@ impl Daemon {
                         h.last_success = Some(finished);
                         h.last_error = None;
                         h.last_error_instance = false;
+                    }
+                    if let Ok(mut b) = board.lock() {
+                        b.report = Some(Arc::new(report));
                     }
                 }
                 CycleEnd::Done(Err(e)) => {
@@ -592,6 +397,7 @@ impl Daemon {
                 break;
             }
             let mut next = self.next_cycle_at(began);
+            self.post_next_cycle(&board, next);
             loop {
                 tokio::select! {
                     _ = control.stop.cancelled() => break,
@@ -606,6 +412,10 @@ impl Daemon {
                             h.interval = self.settings.refresh.interval;
                         }
                         next = next.min(self.next_cycle_at(began));
+                        if let Ok(mut b) = board.lock() {
+                            b.lease = keeper.lease().cloned();
+                        }
+                        self.post_next_cycle(&board, next);
                     }
                 }
             }
@@ -638,6 +448,20 @@ impl Daemon {
             Err(e) => return Err(DaemonError::Serve(std::io::Error::other(e))),
         }
         Ok(stopped)
+    }
+
+    /// Tells the status page when the next cycle starts: `next` is on tokio's clock, the page
+    /// shows wall time.
+    fn post_next_cycle(&self, board: &Mutex<StatusBoard>, next: tokio::time::Instant) {
+        let wait = next.saturating_duration_since(tokio::time::Instant::now());
+        let at = self
+            .clock
+            .now()
+            .checked_add(wait)
+            .unwrap_or_else(|_| self.clock.now());
+        if let Ok(mut b) = board.lock() {
+            b.next_cycle = Some(at);
+        }
     }
 
     /// The task that keeps the lease between (and during) cycles: it renews it at a third of its
@@ -676,111 +500,6 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
-
-    fn health() -> Health {
-        Health::new(at(0), Duration::from_secs(180))
-    }
-
-    fn reasons(v: &Verdict) -> String {
-        v.body["reasons"].to_string()
-    }
-
-    #[test]
-    fn not_ready_before_the_first_cycle_and_ready_after_a_good_one() {
-        let mut h = health();
-        let v = h.readiness(at(5), None);
-        assert!(!v.ok);
-        assert!(reasons(&v).contains("no cycle has finished yet"), "{v:?}");
-        h.last_finished = Some(at(10));
-        h.last_success = Some(at(10));
-        let v = h.readiness(at(20), None);
-        assert!(v.ok, "{v:?}");
-        assert_eq!(v.body["reasons"], json!([]));
-        assert_eq!(v.body["last_success_s_ago"], json!(10));
-    }
-
-    #[test]
-    fn an_unreachable_instance_makes_the_keeper_unready_with_the_reason() {
-        let mut h = health();
-        h.last_finished = Some(at(10));
-        h.last_success = Some(at(5));
-        h.last_error = Some("the instance is unreachable");
-        h.last_error_instance = true;
-        let v = h.readiness(at(20), None);
-        assert!(!v.ok);
-        assert!(reasons(&v).contains("did not reach the instance"), "{v:?}");
-        assert_eq!(v.body["instance_reachable"], json!(false));
-    }
-
-    #[test]
-    fn a_stale_last_success_makes_the_keeper_unready() {
-        let mut h = health();
-        h.last_finished = Some(at(0));
-        h.last_success = Some(at(0));
-        // 3 intervals of 180 s.
-        assert!(h.readiness(at(540), None).ok);
-        let v = h.readiness(at(541), None);
-        assert!(!v.ok);
-        assert!(reasons(&v).contains("more than 540 s"), "{v:?}");
-        // A keeper that never succeeded is stale once the limit has passed since its start.
-        let mut never = health();
-        never.last_finished = Some(at(500));
-        never.last_error = Some("the journal failed");
-        let v = never.readiness(at(600), None);
-        assert!(reasons(&v).contains("no cycle has succeeded"), "{v:?}");
-        assert!(reasons(&v).contains("the last cycle failed"), "{v:?}");
-    }
-
-    #[test]
-    fn short_intervals_keep_a_floor_of_staleness() {
-        let h = Health::new(at(0), Duration::from_secs(1));
-        assert_eq!(h.staleness_limit(), MIN_STALENESS);
-    }
-
-    #[test]
-    fn an_unwritable_journal_or_a_stop_makes_the_keeper_unready() {
-        let mut h = health();
-        h.last_finished = Some(at(10));
-        h.last_success = Some(at(10));
-        let failed = WriteOutcome {
-            at: at(15),
-            error: Some("disk full".into()),
-        };
-        let v = h.readiness(at(20), Some(&failed));
-        assert!(!v.ok);
-        assert!(reasons(&v).contains("journal is not writable"), "{v:?}");
-        assert!(
-            !reasons(&v).contains("disk full"),
-            "no raw error text: {v:?}"
-        );
-        let recovered = WriteOutcome {
-            at: at(18),
-            error: None,
-        };
-        assert!(h.readiness(at(20), Some(&recovered)).ok);
-        h.stopping = true;
-        let v = h.readiness(at(20), None);
-        assert!(reasons(&v).contains("shutting down"), "{v:?}");
-    }
-
-    #[test]
-    fn liveness_does_not_depend_on_the_instance() {
-        let mut h = health();
-        h.last_finished = Some(at(10));
-        h.last_error = Some("the instance is unreachable");
-        h.last_error_instance = true;
-        h.cycle_started = Some(at(15));
-        let v = h.liveness(at(20));
-        assert!(v.ok);
-        assert_eq!(v.body["status"], json!("ok"));
-        assert_eq!(v.body["cycle_running_s"], json!(5));
-        h.stopping = true;
-        assert_eq!(h.liveness(at(20)).body["status"], json!("stopping"));
-    }
 
     #[test]
     fn a_changed_key_source_or_listener_needs_a_restart() {
