@@ -133,10 +133,19 @@ impl fmt::Display for Reason {
             Reason::RefreshExpired(d) => {
                 write!(f, "refresh-token row expired {} ago", human_duration(*d))
             }
-            Reason::Parked(class) => write!(
-                f,
-                "last refresh failed ({class}); waiting for the credential to be re-authorised"
-            ),
+            Reason::Parked(class) => {
+                let why = match class {
+                    FailureClass::NeedsReauth => "the provider no longer accepts its refresh token",
+                    FailureClass::NeedsUserAction => {
+                        "the provider asks for user or admin action (consent, MFA, a password change)"
+                    }
+                    other => other.label(),
+                };
+                write!(
+                    f,
+                    "last refresh failed: {why}; waiting for the credential to be re-authorised"
+                )
+            }
             Reason::RegistryIncomplete => {
                 f.write_str("Application Registry has no token_url or client_id")
             }
@@ -299,6 +308,15 @@ mod tests {
 
     fn now() -> Timestamp {
         ts(NOW)
+    }
+
+    #[test]
+    fn a_parked_credential_says_why_in_words() {
+        for class in [FailureClass::NeedsReauth, FailureClass::NeedsUserAction] {
+            let said = Reason::Parked(class).to_string();
+            assert!(!said.contains(class.label()), "{said}");
+            assert!(said.contains("the provider"), "{said}");
+        }
     }
 
     #[test]
