@@ -57,13 +57,17 @@ pub struct TokenDigest {
 impl TokenDigest {
     /// The digest of `token` as written to `sys_id`.
     pub fn of(sys_id: &str, token: &SecretString) -> TokenDigest {
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.expose_secret().as_bytes());
         TokenDigest {
             sys_id: sys_id.to_string(),
-            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: sha256_hex(token.expose_secret()),
         }
     }
+}
+
+/// SHA-256 of `text`'s UTF-8 bytes, 64 lowercase hex characters: the digest `/verify` takes.
+pub(super) fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Instance {

@@ -7,11 +7,13 @@
 //! headers the keeper reads, the body). Before anything is written every secret is replaced by a
 //! stable placeholder, the same value by the same placeholder throughout one recording:
 //! tokens, secrets and passwords (`<secret-N>`: any value of a field named like one, and the
-//! integration user's password wherever it appears), user names (`<user-N>`: `user_name`,
+//! integration user's password wherever it appears; a `/verify` digest of one becomes the
+//! digest of its placeholder), user names (`<user-N>`: `user_name`,
 //! `sys_created_by`, `sys_updated_by`, the integration user's name anywhere, `<user-1>`), and
 //! the instance's URL and host (`https://instance.invalid`). Exchanges with the instance's own
 //! `/oauth_token.do` (`auth = "oauth"`) are never recorded.
 
+use super::companion::sha256_hex;
 use super::decode::decode_credential_row;
 use super::error::interpret;
 use super::table::CREDENTIAL_FIELDS;
@@ -176,6 +178,13 @@ impl Redactor {
         map.insert(value.to_string(), placeholder.clone());
         if !value.is_empty() {
             self.literals.push((value.to_string(), placeholder.clone()));
+            if secret {
+                // A `/verify` digest of the secret becomes the digest of its placeholder: no
+                // fingerprint of a token leaves, and a replay that wrote the placeholder
+                // verifies it as the instance verified the token.
+                self.literals
+                    .push((sha256_hex(value), sha256_hex(&placeholder)));
+            }
             self.literals
                 .sort_by_key(|(literal, _)| std::cmp::Reverse(literal.len()));
         }
