@@ -14,7 +14,8 @@
 //! Map of the module:
 //! - `raw`: the serde shapes of the TOML, before any validation;
 //! - `parse`: raw shapes into [`Settings`], and the URL rules ([`parse_instance_url`],
-//!   [`parse_token_url`], [`is_loopback_host`]);
+//!   [`parse_token_url`], [`is_loopback_host`]); its `registry` checks the `[[registry]]`
+//!   tables;
 //! - `settings`: the validated types the rest of the keeper reads;
 //! - `secrets`: where secrets and the journal key come from ([`Env`], [`KeySource`],
 //!   [`crate::journal::JournalKey`], `${VAR}` in paths).
