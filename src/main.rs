@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sn_oauth_keeper::clock::{Clock, SystemClock};
 use sn_oauth_keeper::config::{self, ConfigError, ProcessEnv, Settings};
+use sn_oauth_keeper::domain::guidance;
 use sn_oauth_keeper::engine::{CycleError, Keeper, Mode};
 use sn_oauth_keeper::journal::{Journal, JournalError};
 use sn_oauth_keeper::observe::Observer;
@@ -464,19 +465,7 @@ async fn once(
     if dry_run {
         print!("{}", report::dry_run_table(&report));
     } else {
-        let acted: Vec<_> = report
-            .credentials
-            .iter()
-            .filter(|c| c.outcome != sn_oauth_keeper::domain::report::Outcome::Skipped)
-            .cloned()
-            .collect();
-        if !acted.is_empty() {
-            let shown = sn_oauth_keeper::domain::report::CycleReport {
-                credentials: acted,
-                ..report.clone()
-            };
-            print!("{}", report::outcome_table(&shown));
-        }
+        print!("{}", report::acted_table(&report));
         print!("{}", report::cycle_summary(&report));
     }
     if let Some(reason) = refusal {
@@ -560,17 +549,6 @@ async fn check_cmd(
     Ok(u8::try_from(checklist.exit_code()).unwrap_or(EXIT_FAILURES))
 }
 
-/// One line of `journal list`: a pending record, and whether the configured key opens it.
-#[derive(serde::Serialize)]
-struct Listed {
-    #[serde(flatten)]
-    summary: sn_oauth_keeper::journal::Summary,
-    /// `None` when no key is configured (the list needs none).
-    opens: Option<bool>,
-    /// Why it does not open.
-    problem: Option<String>,
-}
-
 async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> {
     let journal = match Journal::open_read_only(&settings.state.dir) {
         Ok(j) => j,
@@ -589,7 +567,7 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
         match key.map(|k| journal.records_open_with(&k)) {
             Some(checked) => {
                 for record in checked? {
-                    listed.push(Listed {
+                    listed.push(report::JournalEntry {
                         summary: record.summary,
                         opens: Some(record.opens.is_ok()),
                         problem: record.opens.err().map(|e| e.to_string()),
@@ -598,7 +576,7 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
             }
             None => {
                 for summary in journal.summaries()? {
-                    listed.push(Listed {
+                    listed.push(report::JournalEntry {
                         summary,
                         opens: None,
                         problem: None,
@@ -609,52 +587,7 @@ async fn journal_list(settings: Settings, format: Format) -> anyhow::Result<u8> 
     }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
-        Format::Table => {
-            if listed.is_empty() {
-                println!("the journal is empty: every token answer reached ServiceNow");
-            } else {
-                let now = SystemClock.now();
-                let rows: Vec<Vec<String>> = listed
-                    .iter()
-                    .map(|l| {
-                        let s = &l.summary;
-                        let age = sn_oauth_keeper::domain::time::relative(now, s.created_at);
-                        let opens = match (l.opens, &l.problem) {
-                            (Some(true), _) => "yes".to_string(),
-                            (Some(false), Some(problem)) => format!("NO: {problem}"),
-                            (Some(false), None) => "NO".to_string(),
-                            (None, _) => "? (no key)".to_string(),
-                        };
-                        vec![
-                            s.id.clone(),
-                            s.credential.clone(),
-                            s.registry.clone(),
-                            age,
-                            s.attempts.to_string(),
-                            if s.refresh_delivered { "yes" } else { "no" }.to_string(),
-                            opens,
-                            s.last_error.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    report::table(
-                        &[
-                            "RECORD",
-                            "CREDENTIAL",
-                            "REGISTRY",
-                            "JOURNALED",
-                            "ATTEMPTS",
-                            "REFRESH ROW WRITTEN",
-                            "OPENS",
-                            "LAST ERROR"
-                        ],
-                        &rows
-                    )
-                );
-            }
-        }
+        Format::Table => print!("{}", report::journal_table(&listed, SystemClock.now())),
     }
     Ok(0)
 }
@@ -684,20 +617,12 @@ async fn lease_drop_claims(settings: Settings, holder: String, yes: bool) -> any
         return Ok(0);
     }
     if view.holder.as_deref() == Some(holder.as_str()) {
-        eprintln!(
-            "error: keeper {holder} holds the lease now ({} more second(s)): it is alive, and its claims are its own to drop; stop it first, or let it deliver its journal",
-            view.expires_in.as_secs()
-        );
+        let refusal = guidance::drop_claims_of_live_holder(&holder, view.expires_in);
+        eprintln!("error: {refusal}");
         return Ok(EXIT_FAILURES);
     }
-    eprintln!(
-        "warning: dropping keeper {holder}'s claims on {} credential(s): {}",
-        claimed.len(),
-        claimed.join(", ")
-    );
-    eprintln!(
-        "warning: the next keeper refreshes them with the refresh tokens ServiceNow holds. If {holder}'s journal still exists it may hold the only valid refresh tokens of these credentials: at a provider that rotates them, the old ones are then refused and the grants revoked. Drop the claims only when that keeper's state directory (or its key) is lost for good."
-    );
+    eprintln!("warning: {}", guidance::dropping_claims(&holder, &claimed));
+    eprintln!("warning: {}", guidance::drop_claims_risk(&holder));
     if !yes {
         use std::io::{BufRead, IsTerminal};
         if !std::io::stdin().is_terminal() {

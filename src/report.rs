@@ -4,6 +4,7 @@
 use crate::domain::report::{CredentialReport, CycleReport, LeaseStatus, Outcome, OutcomeKind};
 use crate::domain::scrub::printable;
 use crate::domain::time::{format_sn_utc, relative};
+use crate::journal::Summary;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -381,6 +382,24 @@ pub fn outcome_table(report: &CycleReport) -> String {
     )
 }
 
+/// `once`'s table: [`outcome_table`] of the credentials the cycle acted on (every outcome but
+/// skipped); nothing when it acted on none.
+pub fn acted_table(report: &CycleReport) -> String {
+    let acted: Vec<CredentialReport> = report
+        .credentials
+        .iter()
+        .filter(|c| c.outcome != Outcome::Skipped)
+        .cloned()
+        .collect();
+    if acted.is_empty() {
+        return String::new();
+    }
+    outcome_table(&CycleReport {
+        credentials: acted,
+        ..report.clone()
+    })
+}
+
 /// A closing summary of a cycle.
 pub fn cycle_summary(report: &CycleReport) -> String {
     format!(
@@ -435,9 +454,143 @@ pub fn dry_run_table(report: &CycleReport) -> String {
     )
 }
 
+/// One line of `journal list`: a pending record, and whether the configured key opens it. As
+/// JSON, the summary's fields are its own (`journal list --format json`).
+#[derive(Debug, Serialize)]
+pub struct JournalEntry {
+    /// The record as the journal lists it: ids, registry, age, attempts — never a token.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// `None` when no key is configured (the list needs none).
+    pub opens: Option<bool>,
+    /// Why it does not open.
+    pub problem: Option<String>,
+}
+
+/// The `journal list` table, ages relative to `now`; for an empty journal, the sentence that
+/// says every answer arrived.
+pub fn journal_table(entries: &[JournalEntry], now: Timestamp) -> String {
+    if entries.is_empty() {
+        return "the journal is empty: every token answer reached ServiceNow\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|l| {
+            let s = &l.summary;
+            let age = relative(now, s.created_at);
+            let opens = match (l.opens, &l.problem) {
+                (Some(true), _) => "yes".to_string(),
+                (Some(false), Some(problem)) => format!("NO: {problem}"),
+                (Some(false), None) => "NO".to_string(),
+                (None, _) => "? (no key)".to_string(),
+            };
+            vec![
+                s.id.clone(),
+                s.credential.clone(),
+                s.registry.clone(),
+                age,
+                s.attempts.to_string(),
+                if s.refresh_delivered { "yes" } else { "no" }.to_string(),
+                opens,
+                s.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "RECORD",
+            "CREDENTIAL",
+            "REGISTRY",
+            "JOURNALED",
+            "ATTEMPTS",
+            "REFRESH ROW WRITTEN",
+            "OPENS",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::report::fixtures::{at, due};
+    use std::time::Duration;
+
+    fn pending(id: &str, opens: Option<bool>, problem: Option<&str>) -> JournalEntry {
+        JournalEntry {
+            summary: Summary {
+                id: id.into(),
+                credential: format!("cred-{id}"),
+                registry: "Graph".into(),
+                created_at: at(0),
+                attempts: 2,
+                refresh_delivered: opens.is_none(),
+                last_error: problem.map(|_| "HTTP 503".to_string()),
+                key_id: "k1".into(),
+            },
+            opens,
+            problem: problem.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_journal_table_says_whether_each_record_opens() {
+        let entries = [
+            pending("j1", Some(true), None),
+            pending("j2", Some(false), Some("sealed with key k2")),
+            pending("j3", Some(false), None),
+            pending("j4", None, None),
+        ];
+        assert_eq!(
+            journal_table(&entries, at(7_200)),
+            "RECORD  CREDENTIAL  REGISTRY  JOURNALED  ATTEMPTS  REFRESH ROW WRITTEN  OPENS                   LAST ERROR\n\
+             j1      cred-j1     Graph     2h ago     2         no                   yes\n\
+             j2      cred-j2     Graph     2h ago     2         no                   NO: sealed with key k2  HTTP 503\n\
+             j3      cred-j3     Graph     2h ago     2         no                   NO\n\
+             j4      cred-j4     Graph     2h ago     2         yes                  ? (no key)\n"
+        );
+        assert_eq!(
+            journal_table(&[], at(0)),
+            "the journal is empty: every token answer reached ServiceNow\n"
+        );
+    }
+
+    #[test]
+    fn a_journal_entry_in_json_carries_the_summary_fields_beside_its_own() {
+        let json =
+            serde_json::to_value(pending("j2", Some(false), Some("sealed with key k2"))).unwrap();
+        assert_eq!(json["id"], "j2");
+        assert_eq!(json["credential"], "cred-j2");
+        assert_eq!(json["key_id"], "k1");
+        assert_eq!(json["opens"], false);
+        assert_eq!(json["problem"], "sealed with key k2");
+        assert!(json.get("summary").is_none(), "{json}");
+    }
+
+    #[test]
+    fn the_acted_table_leaves_out_what_the_cycle_skipped() {
+        let mut report = CycleReport {
+            started: at(0),
+            duration: Duration::from_millis(900),
+            rows: 4,
+            credentials: vec![
+                due(Outcome::Skipped),
+                due(Outcome::Refreshed {
+                    rotated: true,
+                    created_access_row: false,
+                }),
+            ],
+            lease: None,
+        };
+        assert_eq!(
+            acted_table(&report),
+            "CREDENTIAL  REGISTRY  ACCESS EXPIRES  WHAT THE KEEPER DID\n\
+             Mailbox     Graph     in 60m          refreshed, refresh token rotated\n"
+        );
+        report.credentials.truncate(1);
+        assert_eq!(acted_table(&report), "");
+    }
 
     #[test]
     fn tables_align() {

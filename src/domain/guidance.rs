@@ -1,5 +1,6 @@
 //! What to tell the person who must act: one sentence per failure, naming the credential's
-//! registry and the fix. Secret-free by construction: only codes, names and the adapters'
+//! registry and the fix, and the warnings of a command that can cost a grant (`lease
+//! drop-claims`). Secret-free by construction: only codes, names and the adapters'
 //! already-redacted error text go in.
 
 use super::classify::{FailureClass, ProviderErrorCode, provider_guidance};
@@ -7,6 +8,7 @@ use super::credential::Credential;
 use super::plan::Reason;
 use super::time::format_sn_utc;
 use jiff::Timestamp;
+use std::time::Duration;
 
 /// The name a credential's registry is shown by: its name, or its sys_id when the name is
 /// unreadable.
@@ -120,6 +122,32 @@ pub fn lease_twin(twin: &str) -> String {
     )
 }
 
+/// Why `lease drop-claims` refuses the claims of `holder`: it holds the lease, with `expires_in`
+/// left, so it is alive.
+pub fn drop_claims_of_live_holder(holder: &str, expires_in: Duration) -> String {
+    format!(
+        "keeper {holder} holds the lease now ({} more second(s)): it is alive, and its claims are its own to drop; stop it first, or let it deliver its journal",
+        expires_in.as_secs()
+    )
+}
+
+/// What `lease drop-claims` is about to drop: `holder`'s claims on the credentials `claimed`
+/// (their sys_ids).
+pub fn dropping_claims(holder: &str, claimed: &[String]) -> String {
+    format!(
+        "dropping keeper {holder}'s claims on {} credential(s): {}",
+        claimed.len(),
+        claimed.join(", ")
+    )
+}
+
+/// What dropping `holder`'s claims risks, said before the operator confirms it.
+pub fn drop_claims_risk(holder: &str) -> String {
+    format!(
+        "the next keeper refreshes them with the refresh tokens ServiceNow holds. If {holder}'s journal still exists it may hold the only valid refresh tokens of these credentials: at a provider that rotates them, the old ones are then refused and the grants revoked. Drop the claims only when that keeper's state directory (or its key) is lost for good."
+    )
+}
+
 /// How a token request failed, as far as guidance cares.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenFailure<'a> {
@@ -164,4 +192,27 @@ pub fn lost_rotation(sent: Timestamp, registry: &str) -> String {
         "a refresh sent at {} by a keeper that was then killed was answered with a rotated token that never arrived; the provider no longer accepts the old one: re-authorise with Get OAuth Token on {registry}",
         format_sn_utc(sent)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_claims_names_the_keeper_and_its_credentials() {
+        assert_eq!(
+            drop_claims_of_live_holder("host-a:1f2e", Duration::from_secs(42)),
+            "keeper host-a:1f2e holds the lease now (42 more second(s)): it is alive, and its claims are its own to drop; stop it first, or let it deliver its journal"
+        );
+        assert_eq!(
+            dropping_claims("host-a:1f2e", &["c1".to_string(), "c2".to_string()]),
+            "dropping keeper host-a:1f2e's claims on 2 credential(s): c1, c2"
+        );
+        let risk = drop_claims_risk("host-a:1f2e");
+        assert!(
+            risk.contains("If host-a:1f2e's journal still exists"),
+            "{risk}"
+        );
+        assert!(risk.ends_with("is lost for good."), "{risk}");
+    }
 }

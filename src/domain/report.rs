@@ -287,15 +287,19 @@ impl CycleReport {
     }
 }
 
+/// Reports for the tests of this module and of what renders reports.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn at(secs: i64) -> Timestamp {
+    /// `secs` after a fixed instant.
+    pub(crate) fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + secs).unwrap()
     }
 
-    fn due(outcome: Outcome) -> CredentialReport {
+    /// The credential "Mailbox" of registry "Graph", due (its access token expiring), after a
+    /// cycle that ended in `outcome`.
+    pub(crate) fn due(outcome: Outcome) -> CredentialReport {
         CredentialReport {
             sys_id: "r1".into(),
             name: "Mailbox".into(),
@@ -315,6 +319,12 @@ mod tests {
             last_used: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{at, due};
+    use super::*;
 
     #[test]
     fn a_refreshed_credential_is_fresh_once_the_cycle_acted() {
