@@ -1,7 +1,9 @@
 //! Renderings of the estate for people (aligned tables) and scripts (JSON). No secret ever
 //! reaches these types: they are built from cycle reports, which hold none.
 
-use crate::domain::report::{CredentialReport, CycleReport, LeaseStatus, Outcome, OutcomeKind};
+use crate::domain::report::{
+    CredentialReport, CycleReport, Hold, LeaseStatus, Outcome, OutcomeKind,
+};
 use crate::domain::scrub::printable;
 use crate::domain::time::{format_sn_utc, relative};
 use crate::journal::Summary;
@@ -331,7 +333,13 @@ fn outcome_cell(c: &CredentialReport) -> String {
             s
         }
         Outcome::Failed { class, message } => format!("FAILED ({class}): {}", short(message, 90)),
-        Outcome::Blocked { message, .. } => format!("needs a person: {}", short(message, 90)),
+        Outcome::Blocked {
+            hold: Hold::Person(_),
+            message,
+        } => format!("needs a person: {}", short(message, 90)),
+        Outcome::Blocked { message, .. } => {
+            format!("left to another keeper: {}", short(message, 90))
+        }
         other => other.label().to_string(),
     }
 }
@@ -402,14 +410,29 @@ pub fn acted_table(report: &CycleReport) -> String {
 
 /// A closing summary of a cycle.
 pub fn cycle_summary(report: &CycleReport) -> String {
+    let for_another_keeper = report
+        .credentials
+        .iter()
+        .filter(|c| {
+            matches!(
+                &c.outcome,
+                Outcome::Blocked { hold, .. } if !matches!(hold, Hold::Person(_))
+            )
+        })
+        .count();
+    let elsewhere = if for_another_keeper > 0 {
+        format!(", {for_another_keeper} left to another keeper")
+    } else {
+        String::new()
+    };
     format!(
-        "{} rows read, {} credentials: {} refreshed, {} re-delivered, {} failed, {} need a person, {} left alone ({} ms)\n",
+        "{} rows read, {} credentials: {} refreshed, {} re-delivered, {} failed, {} need a person{elsewhere}, {} left alone ({} ms)\n",
         report.rows,
         report.credentials.len(),
         report.count(OutcomeKind::Refreshed),
         report.count(OutcomeKind::Redelivered),
         report.count(OutcomeKind::Failed),
-        report.count(OutcomeKind::Blocked),
+        report.count(OutcomeKind::Blocked) - for_another_keeper,
         report.count(OutcomeKind::Skipped),
         report.duration.as_millis()
     )
@@ -590,6 +613,57 @@ mod tests {
         );
         report.credentials.truncate(1);
         assert_eq!(acted_table(&report), "");
+    }
+
+    #[test]
+    fn held_back_credentials_say_who_they_wait_for() {
+        let blocked = |hold: Hold, message: &str| {
+            due(Outcome::Blocked {
+                hold,
+                message: message.into(),
+            })
+        };
+        let report = CycleReport {
+            started: at(0),
+            duration: Duration::from_millis(900),
+            rows: 6,
+            credentials: vec![
+                blocked(
+                    Hold::Person(crate::domain::classify::FailureClass::NeedsReauth),
+                    "re-authorise it",
+                ),
+                blocked(
+                    Hold::ClaimedBy("vm/j1".into()),
+                    "waiting for keeper vm/j1's journal",
+                ),
+                blocked(Hold::NoLease, "the lease is held by keeper vm/j2"),
+            ],
+            lease: None,
+        };
+        let table = acted_table(&report);
+        assert!(table.contains("needs a person: re-authorise it"), "{table}");
+        assert!(
+            table.contains("left to another keeper: waiting for keeper vm/j1's journal"),
+            "{table}"
+        );
+        assert!(
+            table.contains("left to another keeper: the lease is held by keeper vm/j2"),
+            "{table}"
+        );
+        let summary = cycle_summary(&report);
+        assert!(
+            summary.contains("0 failed, 1 need a person, 2 left to another keeper, 0 left alone"),
+            "{summary}"
+        );
+        let alone = CycleReport {
+            credentials: vec![due(Outcome::Skipped)],
+            ..report
+        };
+        assert!(
+            !cycle_summary(&alone).contains("another keeper"),
+            "{}",
+            cycle_summary(&alone)
+        );
     }
 
     #[test]
