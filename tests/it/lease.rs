@@ -419,21 +419,14 @@ async fn a_gone_keepers_claims_show_in_check_hold_their_credentials_and_drop_cla
         "{said}"
     );
     assert_eq!(bed.sim.companion_lease_claims().len(), 1);
-    let out = bed.run_binary(&[&drop[..], &["--yes"]].concat()).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let succeeds = async |args: &[&str]| {
+        let out = bed.run_binary(args).await;
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{said}");
+    };
+    succeeds(&[&drop[..], &["--yes"]].concat()).await;
     assert!(bed.sim.companion_lease_claims().is_empty());
-    let out = bed.run_binary(&["once", "--config", config]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&["once", "--config", config]).await;
     assert_eq!(bed.token_requests().len(), 12);
 
     // This keeper's journal under another host name: `check` and `once` say so, with both
