@@ -1,10 +1,12 @@
 //! Group commit: the journal's writes share their fsyncs.
 //!
-//! Every write is queued; whoever gets the connection next runs every write queued by then in
-//! one transaction (`BEGIN IMMEDIATE` … `COMMIT`: one fsync), each write in its own savepoint,
-//! and only then answers their callers. So a caller still returns only once a commit that holds
-//! its write is on disk — an [`Obtained`](super::Obtained) still exists only once its answer is
-//! durable — while C concurrent refreshes wait for about one fsync instead of C in a row.
+//! Every write is queued; a leader (a blocking task, one at a time on its way) takes the
+//! connection, runs every write queued by then in one transaction (`BEGIN IMMEDIATE` …
+//! `COMMIT`: one fsync), each write in its own savepoint, and only then answers their callers.
+//! So a caller still returns only once a commit that holds its write is on disk — an
+//! [`Obtained`](super::Obtained) still exists only once its answer is durable — while C
+//! concurrent refreshes wait for about one fsync instead of C in a row. The slower the disk,
+//! the more writes queue during a commit, and the larger the next group.
 //!
 //! - A write whose closure fails (or panics) is rolled back to its savepoint and fails alone;
 //!   the others of its group commit.
@@ -100,9 +102,18 @@ pub(super) fn savepoint<T>(
     result
 }
 
+/// The writes waiting for a group.
+struct Queue {
+    writes: Vec<Box<dyn QueuedWrite>>,
+    /// A leader is on its way that has not taken the queue yet: it takes every write queued
+    /// until then, so a write queued meanwhile needs no leader of its own (and the journal
+    /// needs at most two blocking threads: a group running, a leader waiting for it).
+    leader: bool,
+}
+
 /// The journal's queue of writes and how its last group ended.
 pub(super) struct GroupCommit {
-    queue: Mutex<Vec<Box<dyn QueuedWrite>>>,
+    queue: Mutex<Queue>,
     last: Mutex<Option<WriteOutcome>>,
     /// Groups that ran, for tests to see writes share a commit.
     #[cfg(test)]
@@ -113,7 +124,10 @@ impl GroupCommit {
     /// An empty queue.
     pub(super) fn new() -> GroupCommit {
         GroupCommit {
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue {
+                writes: Vec::new(),
+                leader: false,
+            }),
             last: Mutex::new(None),
             #[cfg(test)]
             groups: std::sync::atomic::AtomicUsize::new(0),
@@ -128,18 +142,19 @@ impl GroupCommit {
             .clone()
     }
 
-    /// Queues `write`; the receiver gets its result once its group has ended.
-    fn enqueue<T, F>(&self, write: F) -> oneshot::Receiver<Result<T, JournalError>>
+    /// Queues `write`; the receiver gets its result once its group has ended. `true` when no
+    /// leader is on its way: the caller must start one.
+    fn enqueue<T, F>(&self, write: F) -> (oneshot::Receiver<Result<T, JournalError>>, bool)
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
         let (caller, answer) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Box::new(Write { write, caller }));
-        answer
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.writes.push(Box::new(Write { write, caller }));
+        let lead = !queue.leader;
+        queue.leader = true;
+        (answer, lead)
     }
 
     /// Queues `write` and returns once the group that holds it has ended: `Ok` only when that
@@ -154,14 +169,17 @@ impl GroupCommit {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
-        let answer = self.enqueue(write);
-        let (group, conn, clock) = (Arc::clone(self), Arc::clone(conn), Arc::clone(clock));
-        // Whoever gets the connection first commits every write queued by then: this one, or
-        // an earlier leader takes it along and this task finds the queue empty. It runs to the
-        // end even when this caller stops waiting, as a commit would.
-        drop(tokio::task::spawn_blocking(move || {
-            group.commit(&conn, &clock);
-        }));
+        let (answer, lead) = self.enqueue(write);
+        if lead {
+            let leader = Leader {
+                group: Arc::clone(self),
+                conn: Arc::clone(conn),
+                clock: Arc::clone(clock),
+                started: false,
+            };
+            // The group runs to its end even when this caller stops waiting, as a commit would.
+            drop(tokio::task::spawn_blocking(move || leader.lead()));
+        }
         answer.await.unwrap_or_else(|_| {
             Err(JournalError::Db(
                 "the journal write was lost: its group ended abnormally".into(),
@@ -171,28 +189,12 @@ impl GroupCommit {
 
     /// Runs every queued write in one transaction, then answers their callers.
     fn commit(&self, conn: &Mutex<Connection>, clock: &SharedClock) {
-        if self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
-            // Another leader took this caller's write along: no need to wait for the
-            // connection.
-            return;
-        }
         let Ok(conn) = conn.lock() else {
-            let writes = self.take();
-            if !writes.is_empty() {
-                self.fail(writes, POISONED.into(), clock);
-            }
+            self.fail(self.take(), POISONED.into(), clock);
             return;
         };
         // Taken while the connection is held: groups run in the order they take the queue.
         let writes = self.take();
-        if writes.is_empty() {
-            return;
-        }
         #[cfg(test)]
         self.groups
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -227,9 +229,11 @@ impl GroupCommit {
         self.end(ran, committed, clock);
     }
 
-    /// Takes every queued write.
+    /// Takes every queued write: the next write queued needs a new leader.
     fn take(&self) -> Vec<Box<dyn QueuedWrite>> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.leader = false;
+        std::mem::take(&mut queue.writes)
     }
 
     /// Fails a group before any of its writes ran.
@@ -258,8 +262,36 @@ impl GroupCommit {
     }
 }
 
+/// The blocking task that runs the next group.
+struct Leader {
+    group: Arc<GroupCommit>,
+    conn: Arc<Mutex<Connection>>,
+    clock: SharedClock,
+    started: bool,
+}
+
+impl Leader {
+    fn lead(mut self) {
+        self.started = true;
+        self.group.commit(&self.conn, &self.clock);
+    }
+}
+
+impl Drop for Leader {
+    /// A leader the runtime drops without running it (it is shutting down) fails the writes
+    /// it would have taken, rather than leave their callers waiting and later writes without a
+    /// leader.
+    fn drop(&mut self) {
+        if !self.started {
+            self.group
+                .fail(self.group.take(), NOT_RUN.into(), &self.clock);
+        }
+    }
+}
+
 const POISONED: &str = "journal connection poisoned by a panic";
 const ROLLED_BACK: &str = "the journal's transaction was rolled back after an error";
+const NOT_RUN: &str = "the journal's writer did not run: the runtime is shutting down";
 
 #[cfg(test)]
 mod tests {
@@ -304,6 +336,14 @@ mod tests {
         j.writes.groups.load(Ordering::SeqCst)
     }
 
+    /// Queues a write without starting a leader: the test runs the group.
+    fn queue<T: Send + 'static>(
+        j: &Journal,
+        write: impl FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    ) -> oneshot::Receiver<Result<T, JournalError>> {
+        j.writes.enqueue(write).0
+    }
+
     /// Runs the queued writes as one group, on this thread.
     fn commit(j: &Journal) {
         j.writes.commit(&j.conn, &j.clock);
@@ -316,12 +356,12 @@ mod tests {
     #[test]
     fn a_failed_write_rolls_back_alone_and_the_others_of_its_group_commit() {
         let (_dir, j) = journal();
-        let first = j.writes.enqueue(set("a", "1"));
-        let failing = j.writes.enqueue(|c| {
+        let first = queue(&j, set("a", "1"));
+        let failing = queue(&j, |c| {
             set("b", "2")(c)?;
             Err::<(), _>(JournalError::Db("refused".into()))
         });
-        let last = j.writes.enqueue(set("c", "3"));
+        let last = queue(&j, set("c", "3"));
         commit(&j);
         assert_eq!(groups(&j), 1, "one transaction for the three");
         assert!(first.blocking_recv().unwrap().is_ok());
@@ -357,12 +397,12 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let before = j.writes.enqueue(set("a", "1"));
-        let orphan = j.writes.enqueue(|c| {
+        let before = queue(&j, set("a", "1"));
+        let orphan = queue(&j, |c| {
             c.execute("INSERT INTO child (parent) VALUES (7)", [])?;
             Ok(())
         });
-        let after = j.writes.enqueue(set("c", "3"));
+        let after = queue(&j, set("c", "3"));
         commit(&j);
         for answer in [before, orphan, after] {
             let error = answer.blocking_recv().unwrap().unwrap_err();
@@ -379,7 +419,7 @@ mod tests {
                 .contains("FOREIGN KEY")
         );
         // The next group starts clean.
-        let next = j.writes.enqueue(set("d", "4"));
+        let next = queue(&j, set("d", "4"));
         commit(&j);
         assert!(next.blocking_recv().unwrap().is_ok());
         assert_eq!(get(&j, "d").as_deref(), Some("4"));
@@ -394,8 +434,8 @@ mod tests {
         // Another connection holds the database's write lock.
         let other = Connection::open(dir.path().join(crate::journal::DB_FILE)).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let first = j.writes.enqueue(set("a", "1"));
-        let second = j.writes.enqueue(set("b", "2"));
+        let first = queue(&j, set("a", "1"));
+        let second = queue(&j, set("b", "2"));
         commit(&j);
         for answer in [first, second] {
             let error = answer.blocking_recv().unwrap().unwrap_err();
@@ -403,7 +443,7 @@ mod tests {
         }
         assert!(j.last_write().unwrap().error.is_some());
         other.execute_batch("ROLLBACK").unwrap();
-        let again = j.writes.enqueue(set("a", "1"));
+        let again = queue(&j, set("a", "1"));
         commit(&j);
         assert!(again.blocking_recv().unwrap().is_ok());
         assert_eq!(get(&j, "a").as_deref(), Some("1"));
@@ -412,8 +452,8 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_write_answers_its_caller_and_the_next_group_works() {
         let (_dir, j) = journal();
-        let kept = j.writes.enqueue(set("a", "1"));
-        let panicking = j.writes.enqueue(|c| -> Result<(), JournalError> {
+        let kept = queue(&j, set("a", "1"));
+        let panicking = queue(&j, |c| -> Result<(), JournalError> {
             set("b", "2")(c)?;
             panic!("a bug in a write");
         });
@@ -435,12 +475,32 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_dropped_unrun_fails_its_writes_and_the_next_write_gets_a_leader() {
+        let (_dir, j) = journal();
+        let (answer, lead) = j.writes.enqueue(set("a", "1"));
+        assert!(lead, "the first write starts a leader");
+        let (_, lead) = j.writes.enqueue(set("b", "2"));
+        assert!(!lead, "the leader on its way takes this one too");
+        // What a runtime that shuts down does to a blocking task it never ran.
+        drop(Leader {
+            group: Arc::clone(&j.writes),
+            conn: Arc::clone(&j.conn),
+            clock: Arc::clone(&j.clock),
+            started: false,
+        });
+        let error = answer.blocking_recv().unwrap().unwrap_err();
+        assert!(error.to_string().contains("did not run"), "{error}");
+        let (_, lead) = j.writes.enqueue(set("c", "3"));
+        assert!(lead);
+    }
+
+    #[test]
     fn writes_of_one_group_run_in_the_order_they_were_queued() {
         let (_dir, j) = journal();
         let answers = [
-            j.writes.enqueue(set("k", "1")),
-            j.writes.enqueue(set("k", "2")),
-            j.writes.enqueue(|c| {
+            queue(&j, set("k", "1")),
+            queue(&j, set("k", "2")),
+            queue(&j, |c| {
                 c.execute("UPDATE meta SET value = value || '+3' WHERE key = 'k'", [])?;
                 Ok(())
             }),
