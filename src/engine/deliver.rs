@@ -101,20 +101,35 @@ impl Keeper {
                 }
             }
         }
-        // One verification for the whole batch (100 rows a call).
+        // One verification for the whole batch (100 rows a call). Its answers are released (or
+        // their attempts noted) together: the journal commits concurrent writes as one group,
+        // one fsync, where one after the other they took one each.
+        let mut settling = tokio::task::JoinSet::new();
         for result in self.instance.verify(written).await {
-            settled.push(match result {
-                Ok(verified) => self.delivered(journal, verified, origin).await,
-                Err(u) => {
-                    self.undelivered(
-                        journal,
-                        *u.obtained,
-                        DeliveryError::NotProven(u.reason),
-                        origin,
-                    )
-                    .await
+            let (keeper, journal) = (self.clone(), Arc::clone(journal));
+            settling.spawn(async move {
+                match result {
+                    Ok(verified) => keeper.delivered(&journal, verified, origin).await,
+                    Err(u) => {
+                        keeper
+                            .undelivered(
+                                &journal,
+                                *u.obtained,
+                                DeliveryError::NotProven(u.reason),
+                                origin,
+                            )
+                            .await
+                    }
                 }
             });
+        }
+        while let Some(joined) = settling.join_next().await {
+            match joined {
+                Ok(result) => settled.push(result),
+                Err(e) => {
+                    tracing::error!(event = "credential.task_failed", error = %e, "a settling task ended abnormally; an answer it had not released stays in the journal");
+                }
+            }
         }
         settled
     }

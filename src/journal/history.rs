@@ -23,18 +23,17 @@ fn timestamp(secs: i64) -> Timestamp {
 }
 
 impl Journal {
-    /// Remembers a cycle's outcomes in one transaction (one fsync for a whole cycle).
+    /// Remembers a cycle's outcomes in one write (one fsync for a whole cycle).
     pub async fn record_outcomes(&self, records: Vec<OutcomeRecord>) -> Result<(), JournalError> {
         let now = self.clock.now().as_second();
         self.write(move |c| {
-            let tx = c.unchecked_transaction()?;
             for r in &records {
                 let mod_count = i64::try_from(r.refresh_mod_count).unwrap_or(i64::MAX);
                 let message = r
                     .message
                     .as_ref()
                     .map(|m| m.chars().take(500).collect::<String>());
-                tx.execute(
+                c.execute(
                     OUTCOME_UPSERT,
                     params![
                         r.credential,
@@ -47,7 +46,6 @@ impl Journal {
                     ],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -98,21 +96,19 @@ impl Journal {
         })
     }
 
-    /// Replaces the other keepers' claims seen (one transaction).
+    /// Replaces the other keepers' claims seen (one write).
     pub async fn note_foreign_claims(
         &self,
         seen: HashMap<String, (String, u64)>,
     ) -> Result<(), JournalError> {
         self.write(move |c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute("DELETE FROM foreign_claim", [])?;
+            c.execute("DELETE FROM foreign_claim", [])?;
             for (credential, (holder, mods)) in &seen {
-                tx.execute(
+                c.execute(
                     "INSERT INTO foreign_claim (credential, holder, mod_count) VALUES (?1, ?2, ?3)",
                     params![credential, holder, i64::try_from(*mods).unwrap_or(i64::MAX)],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -204,7 +200,7 @@ impl Journal {
             notice.said.clone(),
         );
         let now = self.clock.now().as_second();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO route_notice (registry, topic, said, at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(registry, topic) DO UPDATE SET said = ?3, at = ?4",
@@ -222,7 +218,7 @@ impl Journal {
         topic: Topic,
     ) -> Result<(), JournalError> {
         let registry = registry.to_string();
-        self.blocking(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM route_notice WHERE registry = ?1 AND topic = ?2",
                 params![registry, topic.as_str()],

@@ -13,6 +13,7 @@
 //! - [`history`]: outcomes per credential, parked registries, and what was said about
 //!   registries' routes.
 
+mod group;
 pub mod history;
 pub mod outbox;
 pub mod seal;
@@ -22,6 +23,7 @@ pub use outbox::{BadRecord, RecordCheck};
 pub use seal::JournalKey;
 
 use crate::clock::{SharedClock, SystemClock};
+use group::GroupCommit;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use seal::Sealer;
 use std::fmt;
@@ -90,8 +92,8 @@ impl From<rusqlite::Error> for JournalError {
 /// The journal of one state directory.
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
-    /// The outcome of the last real write (a commit that reached the disk, or failed).
-    last_write: Arc<Mutex<Option<WriteOutcome>>>,
+    /// The writes waiting for their group's commit, and how the last group ended.
+    writes: Arc<GroupCommit>,
     /// This journal's identity: random, made once with the journal, kept for its life.
     identity: String,
     sealer: Option<Arc<Sealer>>,
@@ -221,7 +223,7 @@ impl Journal {
         let identity = journal_identity(&conn)?;
         let journal = Journal {
             conn: Arc::new(Mutex::new(conn)),
-            last_write: Arc::new(Mutex::new(None)),
+            writes: Arc::new(GroupCommit::new()),
             identity,
             sealer: key.map(Sealer::new).transpose()?.map(Arc::new),
             dir: dir.to_path_buf(),
@@ -258,7 +260,7 @@ impl Journal {
             .unwrap_or_default();
         Ok(Some(Journal {
             conn: Arc::new(Mutex::new(conn)),
-            last_write: Arc::new(Mutex::new(None)),
+            writes: Arc::new(GroupCommit::new()),
             identity,
             sealer: None,
             dir: dir.to_path_buf(),
@@ -310,42 +312,21 @@ impl Journal {
         f(&guard)
     }
 
-    /// Runs a blocking journal operation off the async runtime's worker threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
-    ) -> Result<T, JournalError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .map_err(|_| JournalError::Db("journal connection poisoned by a panic".into()))?;
-            f(&guard)
-        })
-        .await
-        .map_err(|e| JournalError::Db(format!("journal task failed: {e}")))?
-    }
-
-    /// [`Journal::blocking`] for a write: its outcome is remembered, and `/readyz` reports on
-    /// the last one (a real write, not a probe that writes nothing).
+    /// A write, off the async runtime's worker threads, committed with whatever other writes
+    /// are queued at the same moment (see [`group`]): `f` runs in its own savepoint — all its
+    /// statements land or none does — and this returns `Ok` only once the commit that holds
+    /// them is on disk. How each group ends is remembered for `/readyz` (a real write, not a
+    /// probe that writes nothing).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, JournalError> {
-        let result = self.blocking(f).await;
-        let outcome = WriteOutcome {
-            at: self.clock.now(),
-            error: result.as_ref().err().map(ToString::to_string),
-        };
-        if let Ok(mut last) = self.last_write.lock() {
-            *last = Some(outcome);
-        }
-        result
+        self.writes.write(&self.conn, &self.clock, f).await
     }
 
     /// The outcome of the last real write; `None` before the first.
     pub fn last_write(&self) -> Option<WriteOutcome> {
-        self.last_write.lock().ok().and_then(|last| last.clone())
+        self.writes.last()
     }
 
     /// A real, fsynced write that changes nothing but its own timestamp: once per cycle, so

@@ -3,6 +3,7 @@
 //! before anything else happens to it — or, on a crash, read back from disk); only a
 //! [`Verified`] write releases a record. See [`crate::transaction`] for the whole transaction.
 
+use super::group::savepoint;
 use super::seal::{Envelope, JournalKey, Sealer};
 use super::{Journal, JournalError};
 use crate::servicenow::Verified;
@@ -351,15 +352,13 @@ impl Journal {
             id.clone(),
         );
         let mod_count = i64::try_from(delivery.refresh_mod_count).unwrap_or(i64::MAX);
+        // One write: the answer is recorded and the intent cleared together.
         self.write(move |c| {
-            // One transaction: the answer is recorded and the intent cleared together.
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
+            c.execute(
                 "INSERT INTO pending (id, credential, registry, created_at, key_id, nonce, sealed, refresh_mod_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![rid, credential, registry, now.as_second(), key_id, nonce_bytes.to_vec(), ciphertext, mod_count],
             )?;
-            tx.execute("DELETE FROM intent WHERE credential = ?1", params![credential])?;
-            tx.commit()?;
+            c.execute("DELETE FROM intent WHERE credential = ?1", params![credential])?;
             Ok(())
         })
         .await?;
@@ -631,14 +630,15 @@ impl Journal {
         }
         let key_id = sealer.key_id().to_string();
         self.with_conn(|c| {
-            let tx = c.unchecked_transaction()?;
-            for (id, nonce, sealed) in &resealed {
-                tx.execute(
-                    "UPDATE pending SET key_id = ?2, nonce = ?3, sealed = ?4 WHERE id = ?1",
-                    params![id, key_id, nonce, sealed],
-                )?;
-            }
-            tx.commit()?;
+            savepoint(c, |c| {
+                for (id, nonce, sealed) in &resealed {
+                    c.execute(
+                        "UPDATE pending SET key_id = ?2, nonce = ?3, sealed = ?4 WHERE id = ?1",
+                        params![id, key_id, nonce, sealed],
+                    )?;
+                }
+                Ok(())
+            })?;
             c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
             c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             Ok(())

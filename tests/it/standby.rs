@@ -89,6 +89,9 @@ async fn a_standby_refreshes_nothing_until_the_holder_stops_then_takes_over() {
         "a new holder: the fence moves on"
     );
     standby.wait_for("credential.refreshed").await;
+    // The lease's metrics are observed when a cycle ends, after its refreshes are logged.
+    let finished = standby.count("cycle.finished");
+    standby.wait_for_nth("cycle.finished", finished + 1).await;
     assert_eq!(
         sample(&standby, "sn_oauth_keeper_lease_takeovers_total").await,
         "1"
