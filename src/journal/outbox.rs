@@ -214,13 +214,8 @@ pub struct RecordCheck {
 
 /// A pending row as stored, still sealed.
 struct SealedRecord {
-    id: String,
-    credential: String,
-    registry: String,
-    created_at: Timestamp,
-    attempts: u32,
-    refresh_delivered: bool,
-    key_id: String,
+    /// What `journal list` shows of it.
+    summary: Summary,
     nonce: Vec<u8>,
     sealed: Vec<u8>,
     refresh_mod_count: u64,
@@ -228,23 +223,43 @@ struct SealedRecord {
 }
 
 impl SealedRecord {
-    fn envelope(&self) -> Envelope<'_> {
-        Envelope {
-            id: &self.id,
-            credential: &self.credential,
-            registry: &self.registry,
+    /// The answer sealed in it, if `sealer` opens it.
+    fn open(&self, sealer: &Sealer) -> Result<Delivery, JournalError> {
+        let envelope = Envelope {
+            id: &self.summary.id,
+            credential: &self.summary.credential,
+            registry: &self.summary.registry,
             refresh_mod_count: self.refresh_mod_count,
-        }
+        };
+        sealer.open(&envelope, &self.summary.key_id, &self.nonce, &self.sealed)
     }
 
     fn bad(&self, error: JournalError) -> Box<BadRecord> {
         Box::new(BadRecord {
-            id: self.id.clone(),
-            credential: self.credential.clone(),
-            registry: self.registry.clone(),
+            id: self.summary.id.clone(),
+            credential: self.summary.credential.clone(),
+            registry: self.summary.registry.clone(),
             error,
         })
     }
+}
+
+/// The columns of a [`Summary`], in the order [`summary_of`] reads them.
+const SUMMARY_COLUMNS: &str =
+    "id, credential, registry, created_at, attempts, refresh_delivered, last_error, key_id";
+
+/// The [`Summary`] in a row that starts with [`SUMMARY_COLUMNS`].
+fn summary_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        id: r.get(0)?,
+        credential: r.get(1)?,
+        registry: r.get(2)?,
+        created_at: timestamp(r.get(3)?),
+        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+        refresh_delivered: r.get::<_, i64>(5)? != 0,
+        last_error: r.get(6)?,
+        key_id: r.get(7)?,
+    })
 }
 
 /// What `journal list` shows: never a token.
@@ -481,14 +496,7 @@ impl Journal {
         Ok(rows
             .into_iter()
             .map(|record| {
-                let mut delivery = sealer
-                    .open(
-                        &record.envelope(),
-                        &record.key_id,
-                        &record.nonce,
-                        &record.sealed,
-                    )
-                    .map_err(|error| record.bad(error))?;
+                let mut delivery = record.open(sealer).map_err(|error| record.bad(error))?;
                 let access_row_created = record.created_access_row.is_some();
                 if let Some(row) = record.created_access_row {
                     // An earlier attempt created the access row: update it, never create a
@@ -496,12 +504,12 @@ impl Journal {
                     delivery.access_row = Some(row);
                 }
                 Ok(Obtained {
-                    custody: Custody::Journaled(record.id),
+                    custody: Custody::Journaled(record.summary.id),
                     delivery,
-                    refresh_row_written: record.refresh_delivered,
+                    refresh_row_written: record.summary.refresh_delivered,
                     access_row_created,
-                    attempts: record.attempts,
-                    created_at: record.created_at,
+                    attempts: record.summary.attempts,
+                    created_at: record.summary.created_at,
                 })
             })
             .collect())
@@ -511,50 +519,29 @@ impl Journal {
     /// rekey); needs no lock, so it works beside a running daemon on a read-only journal.
     pub fn records_open_with(&self, key: &JournalKey) -> Result<Vec<RecordCheck>, JournalError> {
         let sealer = Sealer::new(key)?;
-        let summaries: HashMap<String, Summary> = self
-            .summaries()?
+        Ok(self
+            .sealed_records()?
             .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
-        let mut checked = Vec::with_capacity(summaries.len());
-        for record in self.sealed_records()? {
-            let opened = sealer
-                .open(
-                    &record.envelope(),
-                    &record.key_id,
-                    &record.nonce,
-                    &record.sealed,
-                )
-                .map(|_| ());
-            if let Some(summary) = summaries.get(&record.id) {
-                checked.push(RecordCheck {
-                    summary: summary.clone(),
-                    opens: opened,
-                });
-            }
-        }
-        Ok(checked)
+            .map(|record| RecordCheck {
+                opens: record.open(&sealer).map(|_| ()),
+                summary: record.summary,
+            })
+            .collect())
     }
 
     fn sealed_records(&self) -> Result<Vec<SealedRecord>, JournalError> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, key_id, nonce, sealed, refresh_mod_count, created_access_row FROM pending ORDER BY created_at, id",
-            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SUMMARY_COLUMNS}, nonce, sealed, refresh_mod_count, created_access_row FROM pending ORDER BY created_at, id"
+            ))?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(SealedRecord {
-                        id: r.get(0)?,
-                        credential: r.get(1)?,
-                        registry: r.get(2)?,
-                        created_at: timestamp(r.get(3)?),
-                        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
-                        refresh_delivered: r.get::<_, i64>(5)? != 0,
-                        key_id: r.get(6)?,
-                        nonce: r.get(7)?,
-                        sealed: r.get(8)?,
-                        refresh_mod_count: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
-                        created_access_row: r.get(10)?,
+                        summary: summary_of(r)?,
+                        nonce: r.get(8)?,
+                        sealed: r.get(9)?,
+                        refresh_mod_count: u64::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+                        created_access_row: r.get(11)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -565,22 +552,11 @@ impl Journal {
     /// What is pending, without decrypting anything.
     pub fn summaries(&self) -> Result<Vec<Summary>, JournalError> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, credential, registry, created_at, attempts, refresh_delivered, last_error, key_id FROM pending ORDER BY created_at, id",
-            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM pending ORDER BY created_at, id"
+            ))?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok(Summary {
-                        id: r.get(0)?,
-                        credential: r.get(1)?,
-                        registry: r.get(2)?,
-                        created_at: timestamp(r.get(3)?),
-                        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
-                        refresh_delivered: r.get::<_, i64>(5)? != 0,
-                        last_error: r.get(6)?,
-                        key_id: r.get(7)?,
-                    })
-                })?
+                .query_map([], summary_of)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
